@@ -1,0 +1,117 @@
+"""The steps a trainer may ask of any crossbar, simulated or on a bench.
+
+Shapes: R replicas (independent networks; 1 on a bench), B samples in the
+batch, and "nodes" = every hidden and output node, layer after layer.
+Voltages are in volts, conductances in siemens of the normalized network.
+
+A bench backend works one sample at a time internally (it loops over B);
+the trainer does not need to know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+
+
+@dataclass
+class LowRankDelta:
+    """A conductance change dG = scale * left^T @ right, per replica.
+
+    left: (R, K, m) over the lower layer's nodes, right: (R, K, n) over the
+    upper layer's. The EP update of a batch is exactly of this form
+    (K ~ 2 * samples * batch), so a simulator applies it with one GEMM in
+    place and never builds a weight-sized temporary.
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor
+    scale: float
+
+    def dense(self) -> torch.Tensor:
+        return self.scale * (self.left.transpose(1, 2) @ self.right)
+
+    def finite(self) -> torch.Tensor:
+        """(R,) bool: this replica's change is finite everywhere."""
+        return torch.isfinite(self.left).flatten(1).all(1) & torch.isfinite(self.right).flatten(1).all(1)
+
+    def masked(self, keep: torch.Tensor) -> "LowRankDelta":
+        """Zero the replicas where keep (R,) is False (their change becomes exactly 0)."""
+        k = keep.view(-1, 1, 1)
+        zero = torch.zeros((), dtype=self.left.dtype, device=self.left.device)
+        return LowRankDelta(torch.where(k, self.left, zero), torch.where(k, self.right, zero), self.scale)
+
+
+@dataclass
+class ConductanceUpdate:
+    """Changes to every layer's conductances (S) and, if present, bias currents (A)."""
+
+    weights: list[LowRankDelta | torch.Tensor]
+    biases: list[torch.Tensor] | None = None
+
+    def dense_weights(self) -> list[torch.Tensor]:
+        return [w.dense() if isinstance(w, LowRankDelta) else w for w in self.weights]
+
+    def finite(self) -> torch.Tensor:
+        """(R,) bool: every change of this replica is finite."""
+        ok = None
+        for w in self.weights:
+            f = w.finite() if isinstance(w, LowRankDelta) else torch.isfinite(w).flatten(1).all(1)
+            ok = f if ok is None else ok & f
+        for b in self.biases or []:
+            ok = ok & torch.isfinite(b).flatten(1).all(1)
+        return ok
+
+    def masked(self, keep: torch.Tensor) -> "ConductanceUpdate":
+        zero = torch.zeros((), dtype=self.biases[0].dtype if self.biases else None, device=keep.device)
+        weights = [
+            w.masked(keep) if isinstance(w, LowRankDelta) else torch.where(keep.view(-1, 1, 1), w, zero.to(w.dtype))
+            for w in self.weights
+        ]
+        biases = None if self.biases is None else [torch.where(keep.view(-1, 1), b, zero.to(b.dtype)) for b in self.biases]
+        return ConductanceUpdate(weights, biases)
+
+
+@runtime_checkable
+class CrossbarBackend(Protocol):
+    """What the EP trainer drives. Implemented by `sim_backend.SimCrossbar` and `drivers.InstrumentCrossbar`."""
+
+    #: logical layer sizes [inputs, hidden..., outputs]; the crossbar has 2*inputs input nodes.
+    layer_sizes: Sequence[int]
+    #: number of independent networks (1 on a bench)
+    replicas: int
+    #: input gain gamma, V per unit input
+    input_gain: float
+
+    def clamp(self, x: torch.Tensor) -> None:
+        """Apply input voltages gamma*[x, -x]; x is (B, inputs) or (R, B, inputs), unitless in [0, 1]."""
+
+    def nudge(self, targets: torch.Tensor | None, beta: float = 0.0) -> None:
+        """Tie each output through conductance beta (S) to its target voltage (B, outputs); None: free phase."""
+
+    def relax(self) -> None:
+        """Let the network settle to equilibrium under the present clamp and nudge."""
+
+    def measure(self, n: int) -> torch.Tensor:
+        """n independent readings of every hidden and output node: (n, R, B, nodes), V."""
+
+    def program(self, update: ConductanceUpdate) -> None:
+        """Apply conductance (and bias) changes, kept inside the device range."""
+
+    def conductances(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Present conductances per layer (R, lower nodes, upper nodes), S, and biases (R, nodes), A."""
+
+    def close(self) -> None:
+        """Leave the hardware safe: outputs ramped to 0 V and off."""
+
+
+def input_voltages(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The clamped input node voltages gamma*[x, -x], V (doubling lets g >= 0 carry negative signals)."""
+    return gamma * torch.cat([x, -x], dim=-1)
+
+
+def split_nodes(samples: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Split (..., nodes) readings into one tensor per hidden/output layer."""
+    return list(torch.split(samples, list(sizes), dim=-1))

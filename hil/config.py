@@ -1,0 +1,227 @@
+"""Typed run configuration (pydantic 2).
+
+Every field documents its meaning and unit. Unknown keys are rejected so a
+typo in a YAML file is an error, not a silently ignored setting.
+
+Units: voltages in volts (V), conductances in siemens (S) of the simulated
+network (the trainer works in these normalized units; a lab config maps them
+to the bench's microsiemens and volts), currents in amperes (A).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NetworkConfig(_Strict):
+    """The layered resistive network (Kendall et al. 2020; Scellier et al. 2023)."""
+
+    hidden: list[int] = Field(
+        default=[128],
+        description="Hidden layer sizes (nodes). The input size comes from the dataset "
+        "(doubled to [x, -x] in the crossbar) and the output size from its classes.",
+    )
+    input_gain: float = Field(
+        default=64.0, gt=0,
+        description="gamma: input voltage per unit of input, V. Inputs are clamped at "
+        "gamma*[x, -x]. Hidden voltages scale as gamma*sqrt(sum x^2)/fan_in; 64 suits "
+        "the 8x8 digits, the paper uses 500 for 28x28 images.",
+    )
+    bias: bool = Field(default=False, description="Add a trainable current source (A) at every hidden and output node.")
+    bipolar: bool = Field(
+        default=False,
+        description="Half of each hidden layer gets reversed diodes (V <= 0) instead of ReLU (V >= 0).",
+    )
+    init_scale: float = Field(
+        default=0.7, gt=0,
+        description="c: initial conductances are uniform on [0, c/sqrt(fan_in)] S. Node voltages "
+        "do not depend on c (Millman's ratio is scale-free); c sets how strong the nudge beta is "
+        "against the ~c*sqrt(fan_in)/2 S already at each output node, and how large a relative "
+        "step eta makes. 0.7 lets the paper's setting pass 80% after one Fashion-MNIST epoch.",
+    )
+    g_min: float = Field(default=0.0, ge=0, description="Lowest device conductance, S. Updates saturate here.")
+    g_max: float | None = Field(default=None, description="Highest device conductance, S (None: unbounded).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "NetworkConfig":
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden: every layer needs at least 1 node (got {self.hidden})")
+        if self.bipolar and any(h < 2 for h in self.hidden):
+            raise ValueError("bipolar: needs at least 2 nodes per hidden layer")
+        if self.g_max is not None and self.g_max <= self.g_min:
+            raise ValueError(f"g_max: must exceed g_min={self.g_min} (got {self.g_max})")
+        return self
+
+
+class RelaxConfig(_Strict):
+    """How the network settles (Millman's theorem, exact block updates per layer)."""
+
+    sweeps: int = Field(default=5, ge=1, description="T: sweeps over the layers per phase.")
+    warm_start: bool = Field(
+        default=False,
+        description="Start each free phase from the previous state (as a bench does) instead of 0 V. "
+        "Default off: each sample then settles the same way whatever came before it.",
+    )
+
+
+class EPConfig(_Strict):
+    """The Equilibrium Propagation learning rule (paper eqs. 7, 9, 10)."""
+
+    beta: float = Field(default=1.0, gt=0, description="Nudge conductance tying each output to its target, S.")
+    eta: float = Field(default=1e-2, gt=0, description="Learning rate (S per V^2 of squared-drop change). The paper uses 1e-3 with gamma=500.")
+    centered: bool = Field(default=False, description="Centered EP: nudge with +beta and -beta instead of 0 and +beta.")
+
+
+class NoiseConfig(_Strict):
+    """Measurement uncertainty: every read is V + sigma*xi, xi ~ N(0, 1)."""
+
+    sigma: float = Field(default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
+    samples: int = Field(default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
+
+
+class DataConfig(_Strict):
+    dataset: Literal["digits", "mnist", "kmnist", "fashion-mnist"] = Field(
+        default="digits", description="digits (8x8, embedded in scikit-learn), mnist, kmnist or fashion-mnist (IDX files)."
+    )
+    data_dir: Path | None = Field(default=None, description="Folder with the IDX files (flat or torchvision layout).")
+    download: bool = Field(default=False, description="Fetch missing files through torchvision, if it imports.")
+    classes: list[int] | None = Field(default=None, description="Keep only these labels (relabelled 0..k-1).")
+    image_size: int | None = Field(default=None, ge=1, description="Average-pool images down to this side length, pixels.")
+    train_limit: int | None = Field(default=None, ge=1, description="Use only the first n training samples.")
+    test_limit: int | None = Field(default=None, ge=1, description="Use only the first n test samples.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.classes is not None and len(set(self.classes)) < 2:
+            raise ValueError(f"classes: need at least 2 distinct labels (got {self.classes})")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=1, description="Passes over the training set.")
+    batch_size: int = Field(default=4, ge=1, description="Samples per conductance update.")
+    eval_batch_size: int = Field(default=256, ge=1, description="Samples per evaluation pass (simulator only).")
+    seed: int = Field(default=0, ge=0, description="Seed for the initial conductances, data order and noise.")
+    replicas: int = Field(default=1, ge=1, description="R independent networks trained at once (simulator).")
+
+
+class RunConfig(_Strict):
+    """Everything that defines one training run. Load with `load_config`."""
+
+    name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name, used in the run folder name.")
+    network: NetworkConfig = NetworkConfig()
+    relax: RelaxConfig = RelaxConfig()
+    ep: EPConfig = EPConfig()
+    noise: NoiseConfig = NoiseConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="cpu, cuda, cuda:N or auto.")
+    dtype: Literal["float32", "float64"] = Field(default="float32", description="Floating point precision of the simulator.")
+    runs_dir: Path = Field(default=Path("runs"), description="Where run folders are created.")
+
+
+# CLI flag -> dotted config field. One place, so README, CLI and tests agree.
+FLAG_FIELDS: dict[str, str] = {
+    "name": "name",
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "download": "data.download",
+    "classes": "data.classes",
+    "image_size": "data.image_size",
+    "train_limit": "data.train_limit",
+    "test_limit": "data.test_limit",
+    "hidden": "network.hidden",
+    "gamma": "network.input_gain",
+    "bias": "network.bias",
+    "bipolar": "network.bipolar",
+    "init_scale": "network.init_scale",
+    "g_min": "network.g_min",
+    "g_max": "network.g_max",
+    "sweeps": "relax.sweeps",
+    "warm_start": "relax.warm_start",
+    "beta": "ep.beta",
+    "eta": "ep.eta",
+    "centered": "ep.centered",
+    "sigma": "noise.sigma",
+    "samples": "noise.samples",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "replicas": "train.replicas",
+    "device": "device",
+    "dtype": "dtype",
+    "runs_dir": "runs_dir",
+}
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line naming the first offending field, its problem and the value given."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{loc}: {msg}{shown}"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: cannot set inside a non-table value")
+    node[parts[-1]] = value
+
+
+def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Validate a config tree with dotted-key overrides applied; raise ConfigError naming the field."""
+    tree = dict(base or {})
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, dotted, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return tree
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a RunConfig from YAML (optional) with dotted-key overrides (e.g. {'noise.sigma': 1e-5})."""
+    return build_config(read_yaml(path) if path else {}, overrides)
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,96 @@
+"""Wires a RunConfig to data, a backend, the trainer and the run folder (what `hil train` does)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from hil.config import RunConfig
+from hil.data import Dataset, load_dataset
+from hil.store import RunStore
+from hil.trainer import EpochMetrics, Trainer
+from sim_backend.crossbar import SimCrossbar, resolve_device
+
+TABLE_HEADER = f"{'epoch':>5}  {'train acc':>9}  {'test acc':>8}  {'train loss':>10}  {'test loss':>9}  {'time':>7}  {'samples/s':>9}"
+
+
+def format_row(m: EpochMetrics) -> str:
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    return (f"{m.epoch:>5}  {100 * mean(m.train_acc):>8.1f}%  {100 * mean(m.test_acc):>7.1f}%  "
+            f"{mean(m.train_loss):>10.4f}  {mean(m.test_loss):>9.4f}  {m.seconds:>6.1f}s  {m.samples_per_s:>9.0f}")
+
+
+def architecture(cfg: RunConfig, data: Dataset) -> str:
+    return "-".join(str(s) for s in [data.n_inputs, *cfg.network.hidden, data.n_classes])
+
+
+def describe(cfg: RunConfig, data: Dataset, backend_name: str) -> str:
+    n, ep = cfg.noise, cfg.ep
+    return (f"{cfg.data.dataset} {architecture(cfg, data)} ({2 * data.n_inputs} input nodes after doubling), "
+            f"{len(data.x_train)} train / {len(data.x_test)} test samples; gamma={cfg.network.input_gain:g} V, "
+            f"beta={ep.beta:g} S, eta={ep.eta:g}, T={cfg.relax.sweeps}, {'centered' if ep.centered else 'positive'} EP, "
+            f"sigma={n.sigma:g} V, N={n.samples}, batch {cfg.train.batch_size}, {backend_name}")
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    data: Dataset
+    backend: SimCrossbar
+    backend_name: str
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load the data and build the simulated crossbar; raises before anything is written."""
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.data).to(device)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    backend = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes)
+    return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
+
+
+def train_run(
+    prep: Prepared,
+    store: RunStore,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    out: TextIO = sys.stdout,
+) -> list[EpochMetrics]:
+    """Train, recording each epoch (metrics line, checkpoint, plot) as soon as it ends."""
+    trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress)
+    start = 1
+    if resume:
+        start = trainer.load_state(store.load_checkpoint()) + 1
+    print(describe(prep.cfg, prep.data, prep.backend_name), file=out)
+    print(f"run folder: {store.path}", file=out)
+    if start > prep.cfg.train.epochs:
+        print(f"nothing to do: epoch {start - 1} of {prep.cfg.train.epochs} already done (raise --epochs)", file=out)
+        return []
+    print(TABLE_HEADER, file=out, flush=True)
+
+    def record(m: EpochMetrics) -> None:
+        store.append_metrics(m.row())
+        store.save_checkpoint(trainer.state(m.epoch))
+        store.plot_accuracy()
+        print(format_row(m), file=out, flush=True)
+
+    store.set_status("running")
+    try:
+        history = trainer.fit(start, on_epoch=record)
+    except BaseException as err:
+        store.set_status("failed", error=f"{err.__class__.__name__}: {err}")
+        raise
+    finally:
+        prep.backend.close()
+    store.set_status("completed", epochs=prep.cfg.train.epochs)
+    last = history[-1] if history else None
+    if last:
+        print(f"final test accuracy {100 * sum(last.test_acc) / len(last.test_acc):.1f}%; "
+              f"metrics, checkpoint and accuracy.png in {Path(store.path)}", file=out)
+    return history

@@ -1,0 +1,148 @@
+"""The run folder: config, metrics, checkpoint and plot, written so nothing recorded is lost.
+
+runs/<YYYYmmdd-HHMMSS>-<name>/
+    config.yaml        the resolved RunConfig
+    run.json           status (running, completed, failed), times, error if any
+    metrics.jsonl      one JSON object per epoch, appended and flushed at once
+    checkpoint.pt      conductances, biases and RNG state after the last epoch (atomic replace)
+    accuracy.png       train and test accuracy per epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hil.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write data to path so a crash leaves either the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class RunStore:
+    """One run folder on disk."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---- creation and opening ----------------------------------------------
+    @classmethod
+    def create(cls, cfg: RunConfig) -> "RunStore":
+        """Make a new run folder; call only after the config and data have been validated."""
+        root = Path(cfg.runs_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = root / f"{stamp}-{cfg.name}"
+        k = 1
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                k += 1
+                path = root / f"{stamp}-{cfg.name}-{k}"
+        store = cls(path)
+        atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
+        store.set_status("running")
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> "RunStore":
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"resume: {path} is not a run folder (no config.yaml)")
+        return cls(path)
+
+    def config(self, overrides: dict[str, Any] | None = None) -> RunConfig:
+        return build_config(read_yaml(self.path / "config.yaml"), overrides)
+
+    def save_config(self, cfg: RunConfig) -> None:
+        atomic_write_text(self.path / "config.yaml", config_to_yaml(cfg))
+
+    # ---- status ------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        p = self.path / "run.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def set_status(self, status: str, **info: Any) -> None:
+        data = self.status()
+        data.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **info)
+        data.setdefault("created", data["updated"])
+        if status != "failed":
+            data.pop("error", None)
+        atomic_write_text(self.path / "run.json", json.dumps(data, indent=2) + "\n")
+
+    # ---- metrics -----------------------------------------------------------
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        if not p.is_file():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    # ---- checkpoint --------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        tmp = self.path / f".checkpoint.pt.tmp-{os.getpid()}"
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.checkpoint_path)
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        if not self.checkpoint_path.is_file():
+            raise ConfigError(f"resume: {self.path} has no checkpoint.pt (no epoch finished)")
+        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+
+    # ---- plot --------------------------------------------------------------
+    def plot_accuracy(self) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.metrics()
+        path = self.path / "accuracy.png"
+        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=110)
+        ep = [r["epoch"] for r in rows]
+        for key, label in (("train_acc", "train"), ("test_acc", "test")):
+            ax.plot(ep, [100 * _mean(r[key]) for r in rows], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(self.path.name, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        tmp = path.with_name(".accuracy.tmp.png")
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
+
+
+def _mean(v):
+    return sum(v) / len(v) if isinstance(v, list) else v

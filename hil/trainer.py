@@ -1,0 +1,226 @@
+"""The backend-abstract Equilibrium Propagation trainer.
+
+One training step, the same on a simulator and on a bench:
+
+    clamp(x) -> free phase: relax, measure N -> nudge(+beta): relax, measure N
+    [centered: nudge(-beta): relax, measure N] -> EP update -> program
+
+Predictions (training and test accuracy) come from the free-phase readings of
+the output nodes averaged over the N samples, through the same relax and
+measure path the bench uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from hil.backend import CrossbarBackend, input_voltages, split_nodes
+from hil.config import RunConfig
+from hil.data import Dataset
+from hil.ep import ep_update, reading_weights
+
+
+class NonFiniteUpdateError(RuntimeError):
+    """An EP update held NaN or Inf; it and every later update of that replica were not programmed."""
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_acc: list[float]
+    train_loss: list[float]
+    test_acc: list[float]
+    test_loss: list[float]
+    seconds: float
+    samples_per_s: float
+    extra: dict = field(default_factory=dict)
+
+    def row(self) -> dict:
+        """JSON row: scalars for one replica, lists (one value per replica) for several."""
+        one = len(self.train_acc) == 1
+        pick = (lambda v: v[0]) if one else (lambda v: v)  # noqa: E731
+        return {
+            "epoch": self.epoch,
+            "train_acc": pick(self.train_acc),
+            "test_acc": pick(self.test_acc),
+            "train_loss": pick(self.train_loss),
+            "test_loss": pick(self.test_loss),
+            "seconds": round(self.seconds, 3),
+            "samples_per_s": round(self.samples_per_s, 1),
+            **self.extra,
+        }
+
+
+def one_hot(y: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Target voltages: 1 V on the label's output node, 0 V elsewhere."""
+    return torch.nn.functional.one_hot(y, n).to(dtype)
+
+
+class Trainer:
+    """Trains any `CrossbarBackend` with EP.
+
+    samples: N per replica (an int, or one per replica for sweeps).
+    check_every: steps between host checks of the non-finite flag (1 on CPU: every step).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        backend: CrossbarBackend,
+        data: Dataset,
+        *,
+        samples: int | Sequence[int] | None = None,
+        progress: bool = False,
+        check_every: int | None = None,
+    ):
+        self.cfg = cfg
+        self.backend = backend
+        self.data = data
+        self.R = backend.replicas
+        self.device = data.x_train.device
+        self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+        self.n_out = backend.layer_sizes[-1]
+        self.measured_sizes = list(backend.layer_sizes[1:])
+        self.samples = samples if samples is not None else cfg.noise.samples
+        self.w = reading_weights(self.samples, self.R, self.device, self.dtype)
+        self.n_read = self.w.shape[0]
+        self.progress = progress
+        self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
+        self.with_bias = bool(cfg.network.bias)
+        self.halted = torch.zeros(self.R, dtype=torch.bool, device=self.device)
+        self.step_count = 0
+        self._first_bad = torch.full((self.R,), -1, dtype=torch.long, device=self.device)
+
+    # ---- one EP step ---------------------------------------------------------
+    def _outputs(self, readings: torch.Tensor) -> torch.Tensor:
+        """Mean over each replica's N readings of the output nodes: (R, B, outputs)."""
+        out = readings[..., -self.n_out:]
+        return (self.w.view(self.n_read, self.R, 1, 1) * out).sum(0)
+
+    def _phase(self, targets, beta) -> list[torch.Tensor]:
+        self.backend.nudge(targets, beta)
+        self.backend.relax()
+        return split_nodes(self.backend.measure(self.n_read), self.measured_sizes)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One EP update on a batch; returns per replica (correct count, summed loss) of the free phase."""
+        ep = self.cfg.ep
+        t = one_hot(y, self.n_out, self.dtype)
+        self.backend.clamp(x)
+        free = self._phase(None, 0.0)
+        pred = self._outputs(free[-1])
+        plus = self._phase(t, ep.beta)
+        if ep.centered:
+            minus = self._phase(t, -ep.beta)
+            update = ep_update(input_voltages(x, self.backend.input_gain), minus, plus, ep.beta, ep.eta,
+                               centered=True, biases=self.with_bias, weights=self.w)
+        else:
+            update = ep_update(input_voltages(x, self.backend.input_gain), free, plus, ep.beta, ep.eta,
+                               biases=self.with_bias, weights=self.w)
+        # Never program a NaN/Inf: a bad replica's update is zeroed, the replica halted, the run stopped at the next check.
+        ok = update.finite() & ~self.halted
+        self._first_bad = torch.where(~ok & ~self.halted, self.step_count, self._first_bad)
+        self.halted |= ~ok
+        self.backend.program(update.masked(ok))
+        self.backend.nudge(None)
+        self.step_count += 1
+        if self.step_count % self.check_every == 0:
+            self.check_finite()
+        correct = (pred.argmax(-1) == y).sum(-1)
+        loss = 0.5 * ((pred - t) ** 2).sum(-1).sum(-1)
+        return correct, loss
+
+    def check_finite(self) -> None:
+        if bool(self.halted.any()):
+            bad = torch.nonzero(self.halted).flatten().tolist()
+            steps = self._first_bad[self.halted].tolist()
+            raise NonFiniteUpdateError(
+                f"non-finite conductance update (NaN or Inf) in replica(s) {bad} at step(s) {steps}: "
+                "that update and every later one of the replica were not programmed. Lower eta, "
+                "raise g_min above 0 (a node with no conductance floats) or check the input gain."
+            )
+
+    # ---- evaluation ----------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int | None = None) -> tuple[list[float], list[float]]:
+        """Accuracy and mean loss per replica, through relax and measure (free phase)."""
+        batch = batch or self.cfg.train.eval_batch_size
+        correct = torch.zeros(self.R, device=self.device)
+        loss = torch.zeros(self.R, device=self.device, dtype=self.dtype)
+        for i in range(0, len(x), batch):
+            xb, yb = x[i:i + batch], y[i:i + batch]
+            self.backend.clamp(xb)
+            self.backend.nudge(None)
+            self.backend.relax()
+            out = self._outputs(self.backend.measure(self.n_read))
+            correct += (out.argmax(-1) == yb).sum(-1)
+            loss += 0.5 * ((out - one_hot(yb, self.n_out, self.dtype)) ** 2).sum(-1).sum(-1)
+        n = max(len(x), 1)
+        return (correct / n).tolist(), (loss / n).tolist()
+
+    # ---- epochs --------------------------------------------------------------
+    @torch.no_grad()
+    def train_epoch(self, epoch: int) -> tuple[list[float], list[float], float]:
+        """One pass over the shuffled training set; returns accuracy, loss per replica and training seconds."""
+        d = self.data
+        n = len(d.x_train)
+        bs = self.cfg.train.batch_size
+        # The order depends on (seed, epoch) only, so a resumed run sees the same batches.
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch))
+        order = order.to(self.device)
+        correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
+        loss = torch.zeros(self.R, dtype=self.dtype, device=self.device)
+        t0 = time.perf_counter()
+        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
+        for i in bar:
+            idx = order[i:i + bs]
+            c, l = self.step(d.x_train[idx], d.y_train[idx])
+            correct += c
+            loss += l
+        self.check_finite()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        return (correct.double() / n).tolist(), (loss / n).tolist(), seconds
+
+    def fit(self, start_epoch: int = 1, on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+        history = []
+        for epoch in range(start_epoch, self.cfg.train.epochs + 1):
+            t0 = time.perf_counter()
+            tr_acc, tr_loss, train_s = self.train_epoch(epoch)
+            te_acc, te_loss = self.evaluate(self.data.x_test, self.data.y_test)
+            m = EpochMetrics(epoch, tr_acc, tr_loss, te_acc, te_loss, time.perf_counter() - t0,
+                             len(self.data.x_train) * self.R / max(train_s, 1e-9))
+            history.append(m)
+            if on_epoch:
+                on_epoch(m)
+        return history
+
+    # ---- checkpoint state ----------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        weights, biases = self.backend.conductances()
+        state = {
+            "epoch": epoch,
+            "step": self.step_count,
+            "weights": [w.detach().cpu().clone() for w in weights],
+            "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
+        }
+        if hasattr(self.backend, "generator_state"):
+            state["noise_rng"] = self.backend.generator_state()
+        return state
+
+    def load_state(self, state: dict) -> int:
+        """Restore conductances and RNG from a checkpoint; returns the epoch it finished."""
+        if not hasattr(self.backend, "load_conductances"):
+            raise RuntimeError("this backend cannot load conductances from a checkpoint")
+        self.backend.load_conductances(state["weights"], state["biases"])
+        if "noise_rng" in state and hasattr(self.backend, "set_generator_state"):
+            self.backend.set_generator_state(state["noise_rng"])
+        self.step_count = int(state.get("step", 0))
+        return int(state["epoch"])
+

@@ -1,0 +1,255 @@
+"""A simulated layered resistive crossbar (PyTorch, CPU or CUDA).
+
+Layers 0..L: layer 0 holds the 2*inputs clamped input nodes gamma*[x, -x],
+layers 1..L-1 are hidden nodes with diodes (ReLU, or reversed for the
+bipolar half), layer L the linear outputs. weights[j] (R, m_j, m_{j+1}) are
+the device conductances between layer j and j+1, in S, kept in
+[g_min, g_max].
+
+Relaxation is Millman's theorem applied exactly to a whole layer at once
+(nodes of one layer share no device, so their equations are independent):
+
+    V_i = rho( (sum_j g_ij V_j + b_i [+ beta t_i]) / (sum_j g_ij [+ beta]) )
+
+swept over the layers T times (block Gauss-Seidel, which minimizes the
+network's co-content layer by layer).
+
+Speed: the input drive x_in @ W_0 is computed once per clamp and reused in
+every sweep of both phases; the conductance sums at every node are
+recomputed only when conductances change; updates are applied in place as
+low-rank GEMMs followed by the range clamp.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from hil.backend import ConductanceUpdate, LowRankDelta, input_voltages
+from sim_backend.noise import WhiteReadNoise
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} asked for, but torch sees no CUDA device")
+    return dev
+
+
+def initial_conductances(
+    lower: int, upper: int, seeds: Sequence[int], init_scale: float, layer: int
+) -> torch.Tensor:
+    """Uniform on [0, c/sqrt(fan_in)] S per replica, drawn on the CPU in float64 from each replica's own seed.
+
+    Drawing on the CPU makes the start identical on CPU and CUDA and in float32/float64.
+    """
+    bound = init_scale / math.sqrt(lower)
+    out = torch.empty(len(seeds), lower, upper, dtype=torch.float64)
+    for r, seed in enumerate(seeds):  # once per run, not in the training loop
+        gen = torch.Generator().manual_seed(int(seed) * 1000003 + layer)
+        out[r].uniform_(0.0, bound, generator=gen)
+    return out
+
+
+class SimCrossbar:
+    """Simulated crossbar implementing `hil.backend.CrossbarBackend` for R replicas."""
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        *,
+        input_gain: float,
+        replicas: int = 1,
+        seeds: Sequence[int] | None = None,
+        bias: bool = False,
+        bipolar: bool = False,
+        init_scale: float = 1.0,
+        g_min: float = 0.0,
+        g_max: float | None = None,
+        sweeps: int = 5,
+        warm_start: bool = False,
+        sigma: float | Sequence[float] = 0.0,
+        noise_seed: int | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        if len(layer_sizes) < 2 or any(int(s) < 1 for s in layer_sizes):
+            raise ValueError(f"layer_sizes: need at least [inputs, outputs], all >= 1 (got {list(layer_sizes)})")
+        if sweeps < 1:
+            raise ValueError(f"sweeps: must be >= 1 (got {sweeps})")
+        self.layer_sizes = [int(s) for s in layer_sizes]
+        self.node_sizes = [2 * self.layer_sizes[0]] + self.layer_sizes[1:]
+        self.replicas = int(replicas)
+        self.seeds = list(seeds) if seeds is not None else list(range(self.replicas))
+        if len(self.seeds) != self.replicas:
+            raise ValueError(f"seeds: need one per replica ({self.replicas}), got {len(self.seeds)}")
+        self.input_gain = float(input_gain)
+        self.g_min = float(g_min)
+        self.g_max = None if g_max is None else float(g_max)
+        self.sweeps = int(sweeps)
+        self.warm_start = bool(warm_start)
+        self.device = torch.device(device) if not isinstance(device, str) else resolve_device(device)
+        self.dtype = dtype
+        self.noise = WhiteReadNoise(sigma, self.replicas, self.device, dtype)
+        self._gen = torch.Generator(device=self.device)
+        self._gen.manual_seed(noise_seed if noise_seed is not None else (hash(tuple(self.seeds)) & 0x7FFFFFFF))
+
+        L = len(self.node_sizes) - 1
+        self.weights = [
+            initial_conductances(self.node_sizes[j], self.node_sizes[j + 1], self.seeds, init_scale, j)
+            .clamp_(self.g_min, self.g_max)
+            .to(self.device, dtype)
+            for j in range(L)
+        ]
+        self.biases = (
+            [torch.zeros(self.replicas, k, device=self.device, dtype=dtype) for k in self.node_sizes[1:]] if bias else None
+        )
+        # Diode bounds per hidden layer: ReLU nodes in [0, inf), the bipolar half in (-inf, 0].
+        self._lo, self._hi = [], []
+        for k in self.node_sizes[1:-1]:
+            lo = torch.zeros(k, device=self.device, dtype=dtype)
+            hi = torch.full((k,), math.inf, device=self.device, dtype=dtype)
+            if bipolar:
+                lo[k - k // 2:] = -math.inf
+                hi[k - k // 2:] = 0.0
+            self._lo.append(lo)
+            self._hi.append(hi)
+        self.bipolar = bool(bipolar)
+        self._den: list[torch.Tensor] = []
+        self._recompute_sums()
+        self._x_in: torch.Tensor | None = None
+        self._drive: torch.Tensor | None = None
+        self._targets: torch.Tensor | None = None
+        self._beta = 0.0
+        self.voltages: list[torch.Tensor] = []
+
+    @classmethod
+    def from_config(cls, cfg, n_inputs: int, n_outputs: int, *, sigma=None, seeds=None, replicas=None) -> "SimCrossbar":
+        """Build from a `hil.config.RunConfig` (sigma and seeds may be given per replica)."""
+        r = replicas or cfg.train.replicas
+        return cls(
+            [n_inputs, *cfg.network.hidden, n_outputs],
+            input_gain=cfg.network.input_gain,
+            replicas=r,
+            seeds=seeds if seeds is not None else [cfg.train.seed + i for i in range(r)],
+            bias=cfg.network.bias,
+            bipolar=cfg.network.bipolar,
+            init_scale=cfg.network.init_scale,
+            g_min=cfg.network.g_min,
+            g_max=cfg.network.g_max,
+            sweeps=cfg.relax.sweeps,
+            warm_start=cfg.relax.warm_start,
+            sigma=cfg.noise.sigma if sigma is None else sigma,
+            noise_seed=cfg.train.seed,
+            device=cfg.device,
+            dtype=torch.float64 if cfg.dtype == "float64" else torch.float32,
+        )
+
+    # ---- bookkeeping -------------------------------------------------------
+    @property
+    def measured_sizes(self) -> list[int]:
+        """Nodes per measured layer (hidden..., outputs)."""
+        return self.node_sizes[1:]
+
+    def _recompute_sums(self) -> None:
+        """Total conductance at every hidden/output node (S): devices to the layer below and above."""
+        L = len(self.weights)
+        den = []
+        for l in range(1, L + 1):
+            d = self.weights[l - 1].sum(1)
+            if l < L:
+                d = d + self.weights[l].sum(2)
+            den.append(d.unsqueeze(1))  # (R, 1, k)
+        self._den = den
+
+    # ---- backend protocol --------------------------------------------------
+    def clamp(self, x: torch.Tensor) -> None:
+        x = x.to(self.device, self.dtype)
+        if x.shape[-1] != self.layer_sizes[0]:
+            raise ValueError(f"x: expected {self.layer_sizes[0]} inputs per sample, got {x.shape[-1]}")
+        self._x_in = input_voltages(x, self.input_gain)
+        self._drive = None
+        batch = x.shape[-2]
+        shapes_match = self.voltages and self.voltages[0].shape[1] == batch
+        if not (self.warm_start and shapes_match):
+            self.voltages = [torch.zeros(self.replicas, batch, k, device=self.device, dtype=self.dtype) for k in self.node_sizes[1:]]
+
+    def nudge(self, targets: torch.Tensor | None, beta: float = 0.0) -> None:
+        if targets is None:
+            self._targets, self._beta = None, 0.0
+            return
+        if beta <= 0 or not math.isfinite(beta):
+            raise ValueError(f"beta: must be a finite conductance > 0 S (got {beta})")
+        self._targets = targets.to(self.device, self.dtype)
+        self._beta = float(beta)
+
+    def _input_drive(self) -> torch.Tensor:
+        if self._drive is None:
+            if self._x_in is None:
+                raise RuntimeError("clamp(x) must come before relax()")
+            self._drive = torch.matmul(self._x_in, self.weights[0])  # (R, B, k1)
+        return self._drive
+
+    def relax(self) -> None:
+        V, W, L = self.voltages, self.weights, len(self.weights)
+        drive = self._input_drive()
+        for _ in range(self.sweeps):
+            for l in range(1, L + 1):
+                num = drive if l == 1 else torch.bmm(V[l - 2], W[l - 1])
+                if l < L:
+                    num = num + torch.bmm(V[l], W[l].transpose(1, 2))
+                if self.biases is not None:
+                    num = num + self.biases[l - 1].unsqueeze(1)
+                den = self._den[l - 1]
+                if l == L and self._targets is not None:
+                    num = num + self._beta * self._targets
+                    den = den + self._beta
+                z = num / den
+                V[l - 1] = z if l == L else torch.clamp(z, self._lo[l - 1], self._hi[l - 1])
+
+    def measure(self, n: int) -> torch.Tensor:
+        if n < 1:
+            raise ValueError(f"n: readings per node must be >= 1 (got {n})")
+        return self.noise.sample(torch.cat(self.voltages, dim=-1), n, self._gen)
+
+    def program(self, update: ConductanceUpdate) -> None:
+        for W, delta in zip(self.weights, update.weights):
+            if isinstance(delta, LowRankDelta):
+                W.baddbmm_(delta.left.transpose(1, 2).to(W.dtype), delta.right.to(W.dtype), alpha=delta.scale)
+            else:
+                W.add_(delta.to(W.dtype))
+            # The device range: conductance saturates at g_min and g_max (a physical limit, not a safety clamp).
+            W.clamp_(self.g_min, self.g_max)
+        if update.biases is not None and self.biases is not None:
+            for b, db in zip(self.biases, update.biases):
+                b.add_(db.to(b.dtype))
+        self._recompute_sums()
+        self._drive = None
+
+    def conductances(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        return self.weights, self.biases
+
+    def load_conductances(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor] | None = None) -> None:
+        """Set every conductance (e.g. from a checkpoint); shapes must match."""
+        for j, (W, new) in enumerate(zip(self.weights, weights)):
+            if tuple(new.shape) != tuple(W.shape):
+                raise ValueError(f"weights[{j}]: shape {tuple(new.shape)} does not match the network {tuple(W.shape)}")
+            W.copy_(new)
+        if biases is not None and self.biases is not None:
+            for b, new in zip(self.biases, biases):
+                b.copy_(new)
+        self._recompute_sums()
+        self._drive = None
+
+    def generator_state(self) -> torch.Tensor:
+        return self._gen.get_state()
+
+    def set_generator_state(self, state: torch.Tensor) -> None:
+        self._gen.set_state(state)
+
+    def close(self) -> None:
+        """Nothing to make safe in a simulation; kept for the protocol."""
