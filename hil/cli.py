@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +16,17 @@ from hil.data import DatasetError
 
 class UsageError(ValueError):
     """Bad command-line input; printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and negative numbers in any float form (-1e-5) taken as values."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def error(self, message: str):
+        self.exit(2, f"hil: error: {message} (see '{self.prog} --help')\n")
 
 
 def _int_list(text: str) -> list[int]:
@@ -103,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hil", description="Train analog resistive crossbars in situ with Equilibrium Propagation.")
+    p = Parser(prog="hil", description="Train analog resistive crossbars in situ with Equilibrium Propagation.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")

@@ -113,7 +113,7 @@ def _download(name: str, data_dir: Path) -> None:
 
 def _load_idx(name: str, data_dir: Path | None, download: bool):
     if data_dir is not None and not Path(data_dir).exists() and not download:
-        raise DatasetError(f"data_dir: folder not found: {data_dir}")
+        raise DatasetError(f"data.data_dir: folder not found: {data_dir}")
     try:
         folder = find_idx_folder(name, data_dir)
     except DatasetError:

@@ -60,9 +60,10 @@ def train_run(
     *,
     resume: bool = False,
     progress: bool = False,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> list[EpochMetrics]:
     """Train, recording each epoch (metrics line, checkpoint, plot) as soon as it ends."""
+    out = out or sys.stdout
     trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress)
     start = 1
     if resume:

@@ -182,8 +182,11 @@ class SimCrossbar:
         if targets is None:
             self._targets, self._beta = None, 0.0
             return
-        if beta <= 0 or not math.isfinite(beta):
-            raise ValueError(f"beta: must be a finite conductance > 0 S (got {beta})")
+        if beta == 0 or not math.isfinite(beta):
+            raise ValueError(f"beta: must be a finite nonzero conductance, S (got {beta})")
+        if beta < 0 and bool((self._den[-1] + beta <= 0).any()):
+            # Centered EP's -beta phase: a negative nudge larger than the conductance at a node has no equilibrium.
+            raise ValueError(f"beta: -{-beta:g} S exceeds the conductance at an output node; lower beta for centered EP")
         self._targets = targets.to(self.device, self.dtype)
         self._beta = float(beta)
 

@@ -1,0 +1,1 @@
+"""Noise characterization, the choice of N, and the critical sigma."""

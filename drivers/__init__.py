@@ -1,0 +1,1 @@
+"""Instrument drivers (pyvisa, pyserial) and the instrument-backed crossbar."""
