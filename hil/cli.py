@@ -43,9 +43,9 @@ def _set_pair(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
     """The RunConfig flags, shared by train and the sweeps. Each maps to one field (hil.config.FLAG_FIELDS)."""
-    g = p.add_argument_group("run options (override the config file)")
+    g = _Group(p.add_argument_group("run options (override the config file)"), exclude)
     g.add_argument("--config", type=Path, help="YAML file with a RunConfig")
     g.add_argument("--name", help="run name (folder suffix)")
     g.add_argument("--dataset", help="digits | mnist | kmnist | fashion-mnist")
@@ -78,6 +78,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
     g.add_argument("--set", dest="set_pairs", type=_set_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="set any config field, e.g. --set noise.sigma=2e-5")
+
+
+class _Group:
+    """An argument group that skips the flags a command defines its own way (e.g. --sigma in sweeps)."""
+
+    def __init__(self, group, exclude):
+        self.group, self.exclude = group, exclude
+
+    def add_argument(self, flag, *args, **kwargs):
+        if flag.lstrip("-").replace("-", "_") not in self.exclude:
+            self.group.add_argument(flag, *args, **kwargs)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,6 +125,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_setup(args: argparse.Namespace, default_name: str):
+    """Config, data and a fresh run folder for a sweep."""
+    from hil.runner import prepare
+    from hil.store import RunStore
+
+    over = overrides_from(args)
+    over.setdefault("name", default_name)
+    cfg = load_config(args.config, over)
+    if args.trials < 1:
+        raise UsageError(f"--trials: need at least 1 (got {args.trials})")
+    if not 0 < args.threshold <= 1:
+        raise UsageError(f"--threshold: an accuracy in (0, 1] (got {args.threshold})")
+    prep = prepare(cfg)
+    return cfg, prep, RunStore.create(cfg)
+
+
+def cmd_sweep_table(args: argparse.Namespace) -> int:
+    from hil.sweep import format_summary, run_trials, summarize, write_summary_csv, write_trials_csv
+
+    if any(s < 0 or s != s for s in args.sigmas):
+        raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
+    cfg, prep, store = _sweep_setup(args, "sweep-table")
+    points = [(s, cfg.noise.samples) for s in args.sigmas]
+    print(f"Table I: {cfg.data.dataset}, {len(points)} sigma x {args.trials} trials, {cfg.train.epochs} epoch(s), "
+          f"N={cfg.noise.samples}; folder {store.path}", flush=True)
+    results = run_trials(cfg, prep.data, points, args.trials, max_replicas=args.max_replicas,
+                         progress=not args.no_progress,
+                         on_chunk=lambda done, total: print(f"  trained {done}/{total}", flush=True))
+    rows = summarize(results, args.threshold)
+    write_trials_csv(store.path / "trials.csv", results)
+    write_summary_csv(store.path / "table.csv", rows)
+    store.set_status("completed")
+    print(format_summary(rows, args.threshold))
+    print(f"saved {store.path / 'table.csv'} and trials.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="hil", description="Train analog resistive crossbars in situ with Equilibrium Propagation.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -123,7 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_run_options(t)
     t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="train many networks at once over sigma or N (simulator)")
+    kinds = sw.add_subparsers(dest="sweep_kind", required=True, metavar="KIND")
+    tb = kinds.add_parser("table", help="Table I: per sigma, convergence rate and mean of the five best accuracies",
+                          description="Train --trials networks at every --sigma (as replicas at once) and print, per "
+                          "sigma, the share that converged and the mean of the five best final test accuracies.")
+    tb.add_argument("--sigma", dest="sigmas", type=float, action="append", required=True, metavar="SIGMA",
+                    help="read noise, V; repeat for each point")
+    _sweep_options(tb)
+    add_run_options(tb, exclude=frozenset({"sigma", "replicas"}))
+    tb.set_defaults(func=cmd_sweep_table)
     return p
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, default=30, help="networks per point (seeds seed..seed+trials-1)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="final test accuracy that counts as converged (default 0.5)")
+    p.add_argument("--max-replicas", type=int, help="networks trained at once (default: what memory allows)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,8 @@ class Trainer:
 
     samples: N per replica (an int, or one per replica for sweeps).
     check_every: steps between host checks of the non-finite flag (1 on CPU: every step).
+    halt_on_nonfinite: raise NonFiniteUpdateError when a replica's update is NaN/Inf; when False
+        (sweeps) that replica just stops learning and `halted` marks it.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Trainer:
         samples: int | Sequence[int] | None = None,
         progress: bool = False,
         check_every: int | None = None,
+        halt_on_nonfinite: bool = True,
     ):
         self.cfg = cfg
         self.backend = backend
@@ -91,6 +94,7 @@ class Trainer:
         self.n_read = self.w.shape[0]
         self.progress = progress
         self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
+        self.halt_on_nonfinite = halt_on_nonfinite
         self.with_bias = bool(cfg.network.bias)
         self.halted = torch.zeros(self.R, dtype=torch.bool, device=self.device)
         self.step_count = 0
@@ -136,7 +140,7 @@ class Trainer:
         return correct, loss
 
     def check_finite(self) -> None:
-        if bool(self.halted.any()):
+        if self.halt_on_nonfinite and bool(self.halted.any()):
             bad = torch.nonzero(self.halted).flatten().tolist()
             steps = self._first_bad[self.halted].tolist()
             raise NonFiniteUpdateError(

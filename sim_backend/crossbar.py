@@ -94,6 +94,10 @@ class SimCrossbar:
         self.warm_start = bool(warm_start)
         self.device = torch.device(device) if not isinstance(device, str) else resolve_device(device)
         self.dtype = dtype
+        if self.device.type == "cuda":
+            # Strict float32: TF32 matmuls would add ~1e-3 relative error, larger than the signals EP reads.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         self.noise = WhiteReadNoise(sigma, self.replicas, self.device, dtype)
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(noise_seed if noise_seed is not None else (hash(tuple(self.seeds)) & 0x7FFFFFFF))

@@ -1,0 +1,141 @@
+"""Many trainings at once: every (sigma, N, trial) point is one replica of the simulated crossbar.
+
+A trial's seed (initial conductances) is `seed + trial`, the same at every
+sigma and N, so the points of a sweep differ only in their noise. Replicas are
+trained together in chunks of at most `max_replicas` (set by memory).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hil.config import RunConfig
+from hil.data import Dataset
+from hil.trainer import Trainer
+from sim_backend.crossbar import SimCrossbar
+
+
+@dataclass
+class Trial:
+    sigma: float
+    samples: int
+    trial: int
+    seed: int
+    test_acc: list[float] = field(default_factory=list)  # per epoch
+    diverged: bool = False
+
+    @property
+    def final(self) -> float:
+        return float("nan") if self.diverged or not self.test_acc else self.test_acc[-1]
+
+
+def replica_bytes(cfg: RunConfig, n_in: int, n_out: int) -> int:
+    nodes = [2 * n_in, *cfg.network.hidden, n_out]
+    elems = sum(a * b for a, b in zip(nodes[:-1], nodes[1:]))
+    return elems * (8 if cfg.dtype == "float64" else 4) * 2  # weights + a weight-sized margin for transients
+
+
+def default_max_replicas(cfg: RunConfig, n_in: int, n_out: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 2
+    else:
+        budget = 4 * 2**30
+    return max(1, int(budget // replica_bytes(cfg, n_in, n_out)))
+
+
+def run_trials(
+    cfg: RunConfig,
+    data: Dataset,
+    points: Sequence[tuple[float, int]],
+    trials: int,
+    *,
+    max_replicas: int | None = None,
+    progress: bool = False,
+    on_chunk=None,
+) -> list[Trial]:
+    """Train `trials` networks at every (sigma, N) point; returns one Trial per network."""
+    todo = [Trial(s, n, t, cfg.train.seed + t) for s, n in points for t in range(trials)]
+    device = data.x_train.device
+    cap = max_replicas or default_max_replicas(cfg, data.n_inputs, data.n_classes, device)
+    for start in range(0, len(todo), cap):
+        chunk = todo[start:start + cap]
+        net = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, sigma=[t.sigma for t in chunk],
+                                      seeds=[t.seed for t in chunk], replicas=len(chunk))
+        trainer = Trainer(cfg, net, data, samples=[t.samples for t in chunk], progress=progress, halt_on_nonfinite=False)
+
+        def record(m, chunk=chunk):
+            for t, acc in zip(chunk, m.test_acc):
+                t.test_acc.append(acc)
+
+        trainer.fit(on_epoch=record)
+        for t, bad in zip(chunk, trainer.halted.tolist()):
+            t.diverged = bool(bad)
+        if on_chunk:
+            on_chunk(start + len(chunk), len(todo))
+    return todo
+
+
+@dataclass
+class PointSummary:
+    sigma: float
+    samples: int
+    trials: int
+    converged: int
+    mean_acc: float
+    std_acc: float
+    best_acc: float
+    mean_best5: float
+
+    @property
+    def convergence_rate(self) -> float:
+        return self.converged / self.trials if self.trials else float("nan")
+
+
+def summarize(results: Sequence[Trial], threshold: float) -> list[PointSummary]:
+    """Per (sigma, N): convergence rate (final test accuracy >= threshold), mean, best, mean of the five best."""
+    out = []
+    keys = list(dict.fromkeys((t.sigma, t.samples) for t in results))
+    for sigma, n in keys:
+        finals = [t.final for t in results if t.sigma == sigma and t.samples == n]
+        ok = [f if math.isfinite(f) else 0.0 for f in finals]  # a diverged trial counts as 0 accuracy
+        top = sorted(ok, reverse=True)[:5]
+        out.append(PointSummary(sigma, n, len(ok), sum(f >= threshold for f in ok), statistics.fmean(ok),
+                                statistics.pstdev(ok), max(ok), statistics.fmean(top)))
+    return out
+
+
+def write_trials_csv(path: Path, results: Sequence[Trial]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sigma_V", "samples", "trial", "seed", "diverged", "final_test_acc", "test_acc_per_epoch"])
+        for t in results:
+            w.writerow([t.sigma, t.samples, t.trial, t.seed, int(t.diverged), t.final, " ".join(f"{a:.4f}" for a in t.test_acc)])
+
+
+def write_summary_csv(path: Path, rows: Sequence[PointSummary]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sigma_V", "samples", "sigma_eff_V", "trials", "converged", "convergence_rate",
+                    "mean_test_acc", "std_test_acc", "best_test_acc", "mean_best5_test_acc"])
+        for r in rows:
+            w.writerow([r.sigma, r.samples, r.sigma / math.sqrt(r.samples), r.trials, r.converged,
+                        f"{r.convergence_rate:.4f}", f"{r.mean_acc:.4f}", f"{r.std_acc:.4f}", f"{r.best_acc:.4f}",
+                        f"{r.mean_best5:.4f}"])
+
+
+def format_summary(rows: Sequence[PointSummary], threshold: float) -> str:
+    lines = [f"{'sigma (V)':>10}  {'N':>4}  {'converged':>10}  {'rate':>6}  {'mean acc':>8}  {'best 5':>7}  {'best':>6}",
+             ]
+    for r in rows:
+        lines.append(f"{r.sigma:>10.3g}  {r.samples:>4d}  {r.converged:>4d}/{r.trials:<5d}  {100 * r.convergence_rate:>5.0f}%  "
+                     f"{100 * r.mean_acc:>7.1f}%  {100 * r.mean_best5:>6.1f}%  {100 * r.best_acc:>5.1f}%")
+    lines.append(f"(converged: final test accuracy >= {100 * threshold:g}%; best 5: mean of the five best trials)")
+    return "\n".join(lines)

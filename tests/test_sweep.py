@@ -1,0 +1,40 @@
+"""Sweeps: many (sigma, N, trial) networks trained as replicas at once, and the Table I summary."""
+
+import csv
+import math
+
+from hil.cli import main
+from hil.sweep import Trial, summarize
+
+
+def test_summary_counts_and_best_five():
+    finals = [0.9, 0.2, 0.85, 0.95, 0.6, 0.1, 0.88]
+    trials = [Trial(1e-5, 1, i, i, [f]) for i, f in enumerate(finals)]
+    trials.append(Trial(1e-5, 1, 7, 7, [0.99], diverged=True))
+    (row,) = summarize(trials, threshold=0.5)
+    assert row.trials == 8 and row.converged == 5
+    assert math.isclose(row.mean_best5, (0.95 + 0.9 + 0.88 + 0.85 + 0.6) / 5)
+    assert math.isclose(row.mean_acc, sum(finals) / 8)  # the diverged trial counts as 0
+    assert row.best_acc == 0.95
+
+
+def test_sweep_table_cli(tmp_path, capsys):
+    code = main(["sweep", "table", "--sigma", "0", "--sigma", "0.5", "--trials", "3", "--epochs", "2",
+                 "--train-limit", "600", "--no-progress", "--runs-dir", str(tmp_path), "--max-replicas", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    (folder,) = list(tmp_path.iterdir())
+    rows = list(csv.DictReader(open(folder / "table.csv")))
+    assert [float(r["sigma_V"]) for r in rows] == [0.0, 0.5]
+    quiet, loud = rows
+    assert int(quiet["trials"]) == 3 and float(quiet["convergence_rate"]) == 1.0
+    assert float(quiet["mean_test_acc"]) > 0.7
+    assert float(loud["mean_test_acc"]) < 0.4  # sigma = 0.5 V drowns the nudge signal
+    trials = list(csv.DictReader(open(folder / "trials.csv")))
+    assert len(trials) == 6 and {t["seed"] for t in trials} == {"0", "1", "2"}
+    assert "converged" in out and "best 5" in out
+
+
+def test_sweep_rejects_negative_sigma(tmp_path, capsys):
+    assert main(["sweep", "table", "--sigma", "-1e-5", "--runs-dir", str(tmp_path)]) == 2
+    assert "--sigma" in capsys.readouterr().err and not any(tmp_path.iterdir())
