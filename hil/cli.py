@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import yaml
 
 from hil.config import FLAG_FIELDS, ConfigError, load_config
+from calibration.commands import CommandError
+from calibration.statistics import NoiseDataError
 from hil.data import DatasetError
 
 
@@ -46,7 +48,7 @@ def _set_pair(text: str) -> tuple[str, Any]:
 def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
     """The RunConfig flags, shared by train and the sweeps. Each maps to one field (hil.config.FLAG_FIELDS)."""
     g = _Group(p.add_argument_group("run options (override the config file)"), exclude)
-    g.add_argument("--config", type=Path, help="YAML file with a RunConfig")
+    g.add_argument("--config", type=Path, action="append", help="YAML file with a RunConfig; repeat to merge (later wins)")
     g.add_argument("--name", help="run name (folder suffix)")
     g.add_argument("--dataset", help="digits | mnist | kmnist | fashion-mnist")
     g.add_argument("--data-dir", type=Path, help="folder with the IDX files")
@@ -69,6 +71,11 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--centered", action=argparse.BooleanOptionalAction, default=None, help="centered EP (+-beta)")
     g.add_argument("--sigma", type=float, help="read noise of one reading, V")
     g.add_argument("--samples", type=int, help="N: readings averaged per node and state")
+    g.add_argument("--nplc", type=float, help="integration time per reading, power-line cycles (white noise / sqrt)")
+    g.add_argument("--line-frequency", type=float, help="mains frequency, 50 or 60 Hz")
+    g.add_argument("--overhead", type=float, help="time per reading beyond the aperture, s")
+    g.add_argument("--flicker", type=float, help="1/f noise: its flat Allan deviation, V")
+    g.add_argument("--drift", type=float, help="linear drift of every reading, V/s")
     g.add_argument("--epochs", type=int, help="passes over the training set")
     g.add_argument("--batch-size", type=int, help="samples per update")
     g.add_argument("--seed", type=int, help="random seed")
@@ -125,20 +132,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_setup(args: argparse.Namespace, default_name: str):
-    """Config, data and a fresh run folder for a sweep."""
+def _setup(args: argparse.Namespace, default_name: str, check=None):
+    """Config, data and backend validated, then a fresh run folder: nothing is written for bad input."""
     from hil.runner import prepare
     from hil.store import RunStore
 
     over = overrides_from(args)
     over.setdefault("name", default_name)
     cfg = load_config(args.config, over)
+    if check:
+        check(cfg)
+    prep = prepare(cfg)
+    return cfg, prep, RunStore.create(cfg)
+
+
+def _check_sweep(args: argparse.Namespace):
     if args.trials < 1:
         raise UsageError(f"--trials: need at least 1 (got {args.trials})")
     if not 0 < args.threshold <= 1:
         raise UsageError(f"--threshold: an accuracy in (0, 1] (got {args.threshold})")
-    prep = prepare(cfg)
-    return cfg, prep, RunStore.create(cfg)
+
+
+def _sweep_setup(args: argparse.Namespace, default_name: str):
+    _check_sweep(args)
+    if getattr(args, "sigma_min", None) is not None or getattr(args, "sigmas", None):
+        from calibration.commands import sigma_grid
+
+        sigma_grid(args)  # validate the grid before anything is written
+    return _setup(args, default_name)
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
@@ -146,7 +167,8 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
 
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
-    cfg, prep, store = _sweep_setup(args, "sweep-table")
+    _check_sweep(args)
+    cfg, prep, store = _setup(args, "sweep-table")
     points = [(s, cfg.noise.samples) for s in args.sigmas]
     print(f"Table I: {cfg.data.dataset}, {len(points)} sigma x {args.trials} trials, {cfg.train.epochs} epoch(s), "
           f"N={cfg.noise.samples}; folder {store.path}", flush=True)
@@ -160,6 +182,52 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
     print(format_summary(rows, args.threshold))
     print(f"saved {store.path / 'table.csv'} and trials.csv")
     return 0
+
+
+def cmd_characterize(args: argparse.Namespace) -> int:
+    from calibration.commands import cmd_characterize as run
+
+    def check(cfg):
+        n = cfg.noise
+        if args.readings < 2:
+            raise UsageError(f"--readings: need at least 2 readings per node for a spread (got {args.readings})")
+        if n.sigma == 0 and n.flicker_floor_V == 0 and n.drift_V_per_s == 0:
+            raise UsageError("the simulated bench has no noise to characterize: give --sigma (white, V at 1 PLC), "
+                             "--flicker or --drift")
+
+    cfg, prep, store = _setup(args, "characterize", check)
+    return run(args, cfg, prep, store)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from calibration.commands import cmd_calibrate as run
+    from hil.config import build_config
+    from hil.store import RunStore
+
+    cfg = build_config({}, {"name": args.name or "calibrate", "runs_dir": str(args.runs_dir) if args.runs_dir else None})
+    return run(args, lambda: RunStore.create(cfg))
+
+
+def cmd_sweep_sigma(args: argparse.Namespace) -> int:
+    from calibration.commands import cmd_sweep_sigma as run
+
+    cfg, prep, store = _sweep_setup(args, "sweep-sigma")
+    return run(args, cfg, prep, store)
+
+
+def cmd_sweep_samples(args: argparse.Namespace) -> int:
+    from calibration.commands import cmd_sweep_samples as run
+
+    cfg, prep, store = _sweep_setup(args, "sweep-samples")
+    return run(args, cfg, prep, store)
+
+
+def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
+                   help="read noise of one reading, V; repeat for each point (or use the grid below)")
+    p.add_argument("--sigma-min", type=float, default=1e-4, help="smallest sigma of a log grid, V (default 1e-4)")
+    p.add_argument("--sigma-max", type=float, default=3e-2, help="largest sigma of a log grid, V (default 3e-2)")
+    p.add_argument("--points", type=int, default=9, help="points of the log grid (default 9)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,13 +250,54 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_options(tb)
     add_run_options(tb, exclude=frozenset({"sigma", "replicas"}))
     tb.set_defaults(func=cmd_sweep_table)
+
+    ss = kinds.add_parser("sigma", help="accuracy against sigma (Fig. 3) and the critical sigma",
+                          description="Train --trials networks at each sigma; report mean and best test accuracy, "
+                          "sigma_crit (largest sigma whose mean accuracy reaches --threshold, interpolated) and sigma_opt.")
+    _sigma_grid_options(ss)
+    _sweep_options(ss, trials=8)
+    add_run_options(ss, exclude=frozenset({"sigma", "replicas"}))
+    ss.set_defaults(func=cmd_sweep_sigma)
+
+    sn = kinds.add_parser("samples", help="sigma_crit against N (Fig. 4): averaging N readings raises it by sqrt(N)",
+                          description="Run the sigma sweep for every N in --samples-list at once and compare sigma_crit.")
+    sn.add_argument("--samples-list", type=_int_list, default=[1, 4], help="N values, e.g. 1,4,16 (default 1,4)")
+    _sigma_grid_options(sn)
+    _sweep_options(sn, trials=8)
+    add_run_options(sn, exclude=frozenset({"sigma", "samples", "replicas"}))
+    sn.set_defaults(func=cmd_sweep_samples)
+
+    ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",
+                        description="Hold one clamped input, read every hidden and output node --readings times, and "
+                        "report per node sigma with its 95% interval, lag-1 correlation, effective N, and the "
+                        "Allan floor and N_max. Writes characterize.json and allan.png.")
+    ch.add_argument("--backend", choices=["sim"], default="sim", help="sim: the simulated crossbar and its noise model")
+    ch.add_argument("--readings", type=int, default=1000, help="readings per node (default 1000)")
+    ch.add_argument("--show", type=int, default=10, help="nodes printed in the table (all are saved)")
+    add_run_options(ch)
+    ch.set_defaults(func=cmd_characterize)
+
+    cb = sub.add_parser("calibrate", help="choose N, the readings per node, for a target effective sigma",
+                        description="N = ceil((sigma_upper/sigma_target)^2), capped at N_max and refused below the Allan "
+                        "floor. Writes calibration.json and calibration.yaml (use: hil train --config calibration.yaml).")
+    cb.add_argument("--sigma-target", type=float, help="effective noise wanted, V")
+    cb.add_argument("--from-sweep", type=Path, metavar="RUN_DIR", help="target from a `hil sweep sigma` folder")
+    cb.add_argument("--characterization", type=Path, metavar="JSON", help="characterize.json from `hil characterize`")
+    cb.add_argument("--reading-sigma", type=float, help="sigma of one reading, V (instead of --characterization)")
+    cb.add_argument("--parallel-channels", type=int, default=1, help="nodes read at the same time (default 1)")
+    cb.add_argument("--centered", action="store_true", help="centered EP: three phases per update")
+    cb.add_argument("--name", help="run folder suffix (default calibrate)")
+    cb.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
+    cb.set_defaults(func=cmd_calibrate)
     return p
 
 
-def _sweep_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, default=30, help="networks per point (seeds seed..seed+trials-1)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="final test accuracy that counts as converged (default 0.5)")
+def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
+    threshold = 0.5
+    p.add_argument("--trials", type=int, default=trials, help=f"networks per point, seeds seed..seed+trials-1 (default {trials})")
+    p.add_argument("--threshold", type=float, default=threshold,
+                   help=f"test accuracy that counts as converged, and that sigma_crit's mean accuracy reaches "
+                   f"(default {threshold}; the paper used 0.9 on MNIST: put it between chance and your plateau)")
     p.add_argument("--max-replicas", type=int, help="networks trained at once (default: what memory allows)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -198,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, UsageError) as err:
+    except (ConfigError, DatasetError, UsageError, CommandError, NoiseDataError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -91,6 +91,12 @@ class NoiseConfig(_Strict):
 
     sigma: float = Field(default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
     samples: int = Field(default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
+    nplc: float = Field(default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
+                        "scales as sigma/sqrt(nplc) (sigma is the noise at 1 PLC).")
+    line_frequency_hz: Literal[50.0, 60.0] = Field(default=50.0, description="Mains frequency: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
+    overhead_s: float = Field(default=1e-3, ge=0, description="Time per reading beyond the aperture (trigger, A/D, transfer), s.")
+    flicker_floor_V: float = Field(default=0.0, ge=0, description="1/f noise: its flat Allan deviation, V (0: none).")
+    drift_V_per_s: float = Field(default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
 
 
 class DataConfig(_Strict):
@@ -158,6 +164,11 @@ FLAG_FIELDS: dict[str, str] = {
     "centered": "ep.centered",
     "sigma": "noise.sigma",
     "samples": "noise.samples",
+    "nplc": "noise.nplc",
+    "line_frequency": "noise.line_frequency_hz",
+    "overhead": "noise.overhead_s",
+    "flicker": "noise.flicker_floor_V",
+    "drift": "noise.drift_V_per_s",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "seed": "train.seed",
@@ -194,8 +205,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Validate a config tree with dotted-key overrides applied; raise ConfigError naming the field."""
-    tree = dict(base or {})
-    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
+    tree = merge_trees({}, base or {})
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, dotted, value)
@@ -218,9 +228,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a RunConfig from YAML (optional) with dotted-key overrides (e.g. {'noise.sigma': 1e-5})."""
-    return build_config(read_yaml(path) if path else {}, overrides)
+def merge_trees(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge extra into a copy of base (tables merge, other values replace)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge_trees(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(paths: Path | list[Path] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a RunConfig from YAML files (later files win) with dotted-key overrides (e.g. {'noise.sigma': 1e-5})."""
+    if paths is None:
+        paths = []
+    elif not isinstance(paths, (list, tuple)):
+        paths = [paths]
+    tree: dict[str, Any] = {}
+    for p in paths:
+        tree = merge_trees(tree, read_yaml(p))
+    return build_config(tree, overrides)
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

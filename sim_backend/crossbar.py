@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from hil.backend import ConductanceUpdate, LowRankDelta, input_voltages
-from sim_backend.noise import WhiteReadNoise
+from sim_backend.noise import ReadNoise
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,6 +73,7 @@ class SimCrossbar:
         sweeps: int = 5,
         warm_start: bool = False,
         sigma: float | Sequence[float] = 0.0,
+        noise_model: dict | None = None,
         noise_seed: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -98,7 +99,8 @@ class SimCrossbar:
             # Strict float32: TF32 matmuls would add ~1e-3 relative error, larger than the signals EP reads.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        self.noise = WhiteReadNoise(sigma, self.replicas, self.device, dtype)
+        # noise_model: nplc, line_frequency_hz, overhead_s, flicker_floor_V, drift_V_per_s (see ReadNoise)
+        self.noise = ReadNoise(sigma, self.replicas, self.device, dtype, **(noise_model or {}))
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(noise_seed if noise_seed is not None else (hash(tuple(self.seeds)) & 0x7FFFFFFF))
 
@@ -148,6 +150,7 @@ class SimCrossbar:
             sweeps=cfg.relax.sweeps,
             warm_start=cfg.relax.warm_start,
             sigma=cfg.noise.sigma if sigma is None else sigma,
+            noise_model=cfg.noise.model_dump(exclude={"sigma", "samples"}),
             noise_seed=cfg.train.seed,
             device=cfg.device,
             dtype=torch.float64 if cfg.dtype == "float64" else torch.float32,

@@ -1,30 +1,55 @@
 """Measurement noise of node-voltage readings.
 
-The paper's model: every read is V + sigma*xi with xi ~ N(0, 1), independent
-between readings, nodes, samples and replicas. sigma may differ per replica,
-so a whole sigma sweep runs as one program.
+The paper's model (the default): every read is V + sigma*xi, xi ~ N(0, 1),
+independent between readings, nodes, samples and replicas. sigma may differ
+per replica, so a whole sigma sweep runs as one program.
+
+A bench adds what averaging cannot remove. `ReadNoise` models, per reading:
+
+- white noise of sd sigma/sqrt(NPLC): sigma is the sd at 1 power-line cycle,
+  and integrating longer averages it down;
+- flicker (1/f) noise, whose overlapping Allan deviation is flat at
+  `flicker_floor_V` whatever the averaging length;
+- a slow linear drift of `drift_V_per_s`;
+
+and a simulated clock that advances by aperture + overhead per reading
+(aperture = NPLC / line frequency), so repeated readings are correlated the way
+a real instrument's are.
+
+Flicker noise is a sum of Ornstein-Uhlenbeck processes with time constants two
+per decade from the reading period to 1e6 readings: each contributes a
+Lorentzian, and equal variances on a log-spaced grid sum to S(f) = h/f
+between the corners (h = s^2 / ln r for spacing ratio r), whose Allan variance
+is 2 ln2 h. So s^2 = floor^2 * ln r / (2 ln 2).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
+
+
+def _per_replica(value, replicas: int, name: str) -> torch.Tensor:
+    s = torch.as_tensor(value, dtype=torch.float64).flatten()
+    if s.numel() == 1:
+        s = s.expand(replicas)
+    if s.numel() != replicas:
+        raise ValueError(f"{name}: need 1 or {replicas} values (one per replica), got {s.numel()}")
+    if not torch.isfinite(s).all() or (s < 0).any():
+        raise ValueError(f"{name}: must be finite and >= 0 (got {s.tolist()})")
+    return s
 
 
 class WhiteReadNoise:
     """White Gaussian read noise of standard deviation sigma (V), per replica."""
 
     def __init__(self, sigma: float | Sequence[float], replicas: int, device, dtype):
-        s = torch.as_tensor(sigma, dtype=torch.float64).flatten()
-        if s.numel() == 1:
-            s = s.expand(replicas)
-        if s.numel() != replicas:
-            raise ValueError(f"sigma: need 1 or {replicas} values (one per replica), got {s.numel()}")
-        if not torch.isfinite(s).all() or (s < 0).any():
-            raise ValueError(f"sigma: must be finite and >= 0 V (got {s.tolist()})")
+        s = _per_replica(sigma, replicas, "sigma")
         self.sigma = s.to(device=device, dtype=dtype)
         self.silent = bool((s == 0).all())
+        self.time_s = 0.0
 
     def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         """n noisy readings of voltages (R, B, nodes) -> (n, R, B, nodes)."""
@@ -32,3 +57,72 @@ class WhiteReadNoise:
             return voltages.unsqueeze(0).expand(n, *voltages.shape)
         xi = torch.randn((n, *voltages.shape), generator=generator, device=voltages.device, dtype=voltages.dtype)
         return voltages.unsqueeze(0) + self.sigma.view(1, -1, 1, 1) * xi
+
+
+class ReadNoise(WhiteReadNoise):
+    """White (1/sqrt(NPLC)) + flicker + drift read noise with a simulated clock."""
+
+    POLES_PER_DECADE = 2
+    DECADES = 6
+
+    def __init__(
+        self,
+        sigma: float | Sequence[float],
+        replicas: int,
+        device,
+        dtype,
+        *,
+        nplc: float = 1.0,
+        line_frequency_hz: float = 50.0,
+        overhead_s: float = 1e-3,
+        flicker_floor_V: float = 0.0,
+        drift_V_per_s: float = 0.0,
+    ):
+        if not nplc > 0:
+            raise ValueError(f"nplc: integration time must be > 0 power-line cycles (got {nplc})")
+        if line_frequency_hz not in (50.0, 60.0):
+            raise ValueError(f"line_frequency_hz: 50 or 60 (got {line_frequency_hz})")
+        if overhead_s < 0 or flicker_floor_V < 0:
+            raise ValueError("overhead_s and flicker_floor_V: must be >= 0")
+        super().__init__(_per_replica(sigma, replicas, "sigma") / math.sqrt(nplc), replicas, device, dtype)
+        self.nplc, self.line_frequency_hz, self.overhead_s = nplc, line_frequency_hz, overhead_s
+        self.aperture_s = nplc / line_frequency_hz
+        self.period_s = self.aperture_s + overhead_s
+        self.flicker_floor_V = float(flicker_floor_V)
+        self.drift_V_per_s = float(drift_V_per_s)
+        n_poles = self.POLES_PER_DECADE * self.DECADES + 1
+        r = 10 ** (1 / self.POLES_PER_DECADE)
+        self.tau_s = self.period_s * torch.logspace(0, self.DECADES, n_poles, dtype=torch.float64)
+        self.pole_sd = self.flicker_floor_V * math.sqrt(math.log(r) / (2 * math.log(2)))
+        self._state: torch.Tensor | None = None  # (poles, R, B, nodes)
+        self.silent = self.silent and self.flicker_floor_V == 0 and self.drift_V_per_s == 0
+
+    def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        white = super().sample(voltages, n, generator)
+        times = self.time_s + self.period_s * torch.arange(1, n + 1, dtype=torch.float64)  # end of each reading
+        self.time_s = float(times[-1])
+        if not (self.drift_V_per_s or self.flicker_floor_V):
+            return white
+        extra = torch.zeros_like(white)
+        if self.drift_V_per_s:
+            extra += (self.drift_V_per_s * times).to(white.dtype).view(n, 1, 1, 1)
+        if self.flicker_floor_V:
+            extra += self._flicker(voltages, n, generator)
+        return white + extra
+
+    def _flicker(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        poles = len(self.tau_s)
+        shape = (poles, *voltages.shape)
+        a = torch.exp(-self.period_s / self.tau_s).to(voltages.dtype).to(voltages.device).view(-1, 1, 1, 1)
+        kick = (self.pole_sd * torch.sqrt(1 - a**2))
+        if self._state is None or self._state.shape != shape:
+            # Start from the stationary distribution (a new batch shape is a new set of channels).
+            self._state = self.pole_sd * torch.randn(shape, generator=generator, device=voltages.device, dtype=voltages.dtype)
+        out = torch.empty((n, *voltages.shape), device=voltages.device, dtype=voltages.dtype)
+        xi = torch.randn((n, *shape), generator=generator, device=voltages.device, dtype=voltages.dtype)
+        s = self._state
+        for k in range(n):  # a loop over time (readings are sequential), not over nodes
+            s = a * s + kick * xi[k]
+            out[k] = s.sum(0)
+        self._state = s
+        return out

@@ -1,0 +1,222 @@
+"""`hil characterize`, `hil calibrate`, `hil sweep sigma` and `hil sweep samples`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from calibration.allan import AllanResult, analyse_allan
+from calibration.critical import critical_from_points, find_critical_sigma
+from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_crit_vs_n
+from calibration.samples import BenchTiming, CalibrationError, choose_samples
+from calibration.statistics import estimate_noise
+from hil.store import atomic_write_text
+
+
+class CommandError(ValueError):
+    """Bad input to a calibration command; printed as one line."""
+
+
+# ---- characterize ---------------------------------------------------------------
+def read_held_state(backend, x, readings: int) -> np.ndarray:
+    """Clamp one input, settle, and read every hidden/output node `readings` times: (readings, nodes)."""
+    backend.clamp(x)
+    backend.nudge(None)
+    backend.relax()
+    return backend.measure(readings)[:, 0, 0, :].detach().cpu().numpy().astype(np.float64)
+
+
+def node_names(sizes) -> list[str]:
+    names = []
+    for layer, k in enumerate(sizes):
+        tag = "out" if layer == len(sizes) - 1 else f"h{layer + 1}"
+        names += [f"{tag}[{i}]" for i in range(k)]
+    return names
+
+
+def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
+    if args.readings < 2:
+        raise CommandError(f"--readings: need at least 2 readings per node for a spread (got {args.readings})")
+    net = prep.backend
+    idx = 0
+    samples = read_held_state(net, prep.data.x_test[idx:idx + 1], args.readings)
+    est = estimate_noise(samples)
+    allan = analyse_allan(samples) if args.readings >= 8 else None
+    names = node_names(net.measured_sizes)
+    nz = cfg.noise
+    aperture = nz.nplc / nz.line_frequency_hz
+    print(f"held input: test sample {idx} (label {int(prep.data.y_test[idx])}); {len(names)} nodes read {args.readings} "
+          f"times each at NPLC {nz.nplc:g} ({1e3 * aperture:.3g} ms aperture + {1e3 * nz.overhead_s:.3g} ms overhead)")
+    print(f"{'node':>8}  {'mean (V)':>11}  {'sigma (V)':>10}  {'95% interval (V)':>21}  {'lag-1':>6}  {'eff. N':>7}")
+    order = list(range(len(names)))
+    for i in order[: args.show]:
+        print(f"{names[i]:>8}  {est.mean[i]:>11.5g}  {est.sigma[i]:>10.4g}  [{est.sigma_low[i]:.4g}, {est.sigma_high[i]:.4g}]"
+              f"  {est.lag1[i]:>6.3f}  {est.n_eff[i]:>7.0f}")
+    if len(names) > args.show:
+        print(f"{'...':>8}  ({len(names) - args.show} more nodes in characterize.json)")
+    print(f"pooled sigma {est.pooled_sigma:.4g} V, 95% interval [{est.pooled_low:.4g}, {est.pooled_high:.4g}] V; "
+          f"median lag-1 {np.median(est.lag1):.3f}, median effective N {np.median(est.n_eff):.0f} of {args.readings}")
+    if allan is not None:
+        floor = f"{allan.floor:.3g} V" if allan.floor is not None else f"none within {args.readings} readings"
+        nmax = f"{allan.n_max}" if allan.n_max is not None else "not reached (averaging keeps paying)"
+        print(f"Allan deviation: white slope {allan.white_slope:.3f} (white noise: -0.5), floor {floor}, N_max {nmax}")
+    report = {
+        "backend": "sim", "readings": args.readings, "held_test_sample": idx, "nodes": names,
+        "timing": {"nplc": nz.nplc, "line_frequency_hz": nz.line_frequency_hz, "aperture_s": aperture,
+                   "overhead_s": nz.overhead_s},
+        "noise_config": nz.model_dump(), "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
+    }
+    atomic_write_text(store.path / "characterize.json", json.dumps(report, indent=1) + "\n")
+    if allan is not None:
+        plot_allan(store.path / "allan.png", allan, f"{store.path.name}: {len(names)} nodes, pooled")
+    store.set_status("completed")
+    print(f"saved {store.path / 'characterize.json'}" + (" and allan.png" if allan else ""))
+    return 0
+
+
+# ---- calibrate ------------------------------------------------------------------
+def _load_json(path: Path, what: str) -> dict:
+    if not Path(path).is_file():
+        raise CommandError(f"{what}: file not found: {path}")
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise CommandError(f"{what}: {path} is not JSON ({err})") from None
+
+
+def target_from_sweep(run_dir: Path) -> tuple[float, str]:
+    crit = _load_json(Path(run_dir) / "critical.json", "--from-sweep")
+    if "per_samples" in crit:  # a `sweep samples` folder: use its N = 1 result
+        crit = crit["per_samples"][0]
+    s_crit, s_opt = crit.get("sigma_crit_V"), crit.get("sigma_opt_V")
+    if not s_crit:
+        raise CommandError(f"--from-sweep: {run_dir} found no sigma at which training reached the threshold; "
+                           "sweep lower sigmas first")
+    if s_opt and 0 < s_opt <= s_crit:
+        return s_opt, (f"Target sigma_opt = {s_opt:.3g} V from {run_dir} (best mean accuracy; sigma_crit = {s_crit:.3g} V): "
+                       "a little noise below the critical level helped, so more readings would cost time and accuracy.")
+    return s_crit / 2, (f"Target sigma_crit/2 = {s_crit / 2:.3g} V from {run_dir} (sigma_crit = {s_crit:.3g} V; noise did not "
+                        "help there, so keep a factor 2 of margin).")
+
+
+def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
+    if (args.sigma_target is None) == (args.from_sweep is None):
+        raise CommandError("give exactly one of --sigma-target V or --from-sweep RUN_DIR")
+    allan, timing = None, None
+    if args.characterization:
+        ch = _load_json(args.characterization, "--characterization")
+        sigma_upper = float(ch["estimate"]["pooled_high"])
+        a = ch.get("allan")
+        if a:
+            allan = AllanResult(np.array(a["lengths"]), np.array(a["adev_V"]), a["white_slope"], a["white_sigma_V"],
+                                a["floor_V"], a["n_max"], a["flicker_var_V2"], a["drift_var_V2"])
+        t = ch["timing"]
+        timing = BenchTiming(t["aperture_s"], t["overhead_s"], len(ch["nodes"]), args.parallel_channels,
+                             3 if args.centered else 2)
+        source = f"{args.characterization} (pooled over {len(ch['nodes'])} nodes, {ch['readings']} readings)"
+    elif args.reading_sigma is not None:
+        sigma_upper = args.reading_sigma
+        source = "--reading-sigma (taken as the upper bound; no Allan analysis, so no floor or N_max check)"
+    else:
+        raise CommandError("calibrate needs the noise of one reading: --characterization FILE (from hil characterize) "
+                           "or --reading-sigma V")
+    if args.from_sweep:
+        target, target_why = target_from_sweep(args.from_sweep)
+    else:
+        target, target_why = args.sigma_target, f"Target {args.sigma_target:.3g} V given on the command line."
+    try:
+        choice = choose_samples(sigma_upper, target, allan, timing)
+    except CalibrationError as err:
+        raise CommandError(str(err)) from None
+    store = store_factory()
+    reasoning = [f"Noise of one reading from {source}.", target_why, *choice.reasoning]
+    print(f"N = {choice.samples} readings per node and state")
+    if choice.seconds_per_update is not None:
+        print(f"bench time per update: {choice.seconds_per_update:.3g} s")
+    for line in reasoning:
+        print(f"  - {line}")
+    out = choice.to_json() | {"reasoning": reasoning}
+    atomic_write_text(store.path / "calibration.json", json.dumps(out, indent=1) + "\n")
+    atomic_write_text(store.path / "calibration.yaml", yaml.safe_dump({"noise": {"samples": choice.samples}}))
+    store.set_status("completed")
+    print(f"saved {store.path / 'calibration.json'}; train with it: hil train --config {store.path / 'calibration.yaml'}")
+    return 0
+
+
+# ---- sweeps -------------------------------------------------------------------------
+def sigma_grid(args: argparse.Namespace) -> list[float]:
+    if args.sigmas:
+        sig = list(args.sigmas)
+    else:
+        if not (args.sigma_min > 0 and args.sigma_max > args.sigma_min and args.points >= 2):
+            raise CommandError(f"--sigma-min/--sigma-max/--points: need 0 < min < max and at least 2 points "
+                               f"(got {args.sigma_min}, {args.sigma_max}, {args.points})")
+        sig = np.geomspace(args.sigma_min, args.sigma_max, args.points).tolist()
+    if any(not (s >= 0 and math.isfinite(s)) for s in sig):
+        raise CommandError(f"--sigma: read noise must be finite and >= 0 V (got {sig})")
+    return sorted(sig)
+
+
+def cmd_sweep_sigma(args, cfg, prep, store) -> int:
+    from hil.sweep import format_summary, write_summary_csv, write_trials_csv
+
+    sigmas = sigma_grid(args)
+    print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} "
+          f"trials, {cfg.train.epochs} epoch(s), N={cfg.noise.samples}; folder {store.path}", flush=True)
+    res = find_critical_sigma(cfg, prep.data, sigmas, args.trials, args.threshold, max_replicas=args.max_replicas,
+                              progress=not args.no_progress)
+    write_trials_csv(store.path / "trials.csv", res.trials)
+    write_summary_csv(store.path / "table.csv", res.points)
+    atomic_write_text(store.path / "critical.json", json.dumps(res.to_json(), indent=1) + "\n")
+    plot_accuracy_vs_sigma(store.path / "accuracy_vs_sigma.png", {f"N={res.samples}": res.points},
+                           f"{store.path.name}", args.threshold)
+    store.set_status("completed")
+    print(format_summary(res.points, args.threshold))
+    crit = f"{res.sigma_crit:.3g} V" if res.sigma_crit else "none (no sigma reached the threshold)"
+    print(f"sigma_crit {crit} (mean accuracy reaches {100 * args.threshold:g}%), sigma_opt {res.sigma_opt:.3g} V (best mean accuracy)")
+    print(f"saved table.csv, trials.csv, critical.json and accuracy_vs_sigma.png in {store.path}")
+    return 0
+
+
+def cmd_sweep_samples(args, cfg, prep, store) -> int:
+    from hil.sweep import format_summary, run_trials, summarize, write_summary_csv, write_trials_csv
+
+    ns = args.samples_list
+    if not ns or any(n < 1 for n in ns):
+        raise CommandError(f"--samples-list: N values >= 1 (got {ns})")
+    sigmas = sigma_grid(args)
+    print(f"samples sweep: N in {ns}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} trials, "
+          f"{cfg.train.epochs} epoch(s); folder {store.path}", flush=True)
+    results = run_trials(cfg, prep.data, [(s, n) for n in ns for s in sigmas], args.trials,
+                         max_replicas=args.max_replicas, progress=not args.no_progress)
+    points = summarize(results, args.threshold)
+    per_n, crits = [], []
+    for n in ns:
+        pts = [p for p in points if p.samples == n]
+        crit, opt = critical_from_points(pts, args.threshold)
+        crits.append(crit)
+        per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt})
+    base = crits[0]
+    lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
+    with open(store.path / "critical.csv", "w") as f:
+        f.write("samples,sigma_crit_V,ratio,sqrt_ratio\n")
+        for n, c in zip(ns, crits):
+            ratio = c / base if (c and base) else float("nan")
+            f.write(f"{n},{c if c else ''},{ratio},{math.sqrt(n / ns[0])}\n")
+            lines.append(f"{n:>4}  {(f'{c:.4g}' if c else 'none'):>14}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
+    write_trials_csv(store.path / "trials.csv", results)
+    write_summary_csv(store.path / "table.csv", points)
+    atomic_write_text(store.path / "critical.json", json.dumps({"threshold": args.threshold, "per_samples": per_n}, indent=1) + "\n")
+    plot_sigma_crit_vs_n(store.path / "sigma_crit_vs_N.png", ns, crits, store.path.name)
+    plot_accuracy_vs_sigma(store.path / "accuracy_vs_sigma.png",
+                           {f"N={n}": [p for p in points if p.samples == n] for n in ns}, store.path.name, args.threshold)
+    store.set_status("completed")
+    print(format_summary(points, args.threshold))
+    print("\n".join(lines))
+    print(f"saved critical.csv, table.csv, trials.csv, sigma_crit_vs_N.png and accuracy_vs_sigma.png in {store.path}")
+    return 0

@@ -1,0 +1,80 @@
+"""The critical sigma: the largest read noise at which EP still learns, found on the simulated backend.
+
+sigma_crit depends on the input gain, the conductance scale and beta (they set the
+voltage differences EP reads), so find it with the settings the bench will use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from hil.config import RunConfig
+from hil.data import Dataset
+from hil.sweep import PointSummary, Trial, run_trials, summarize
+
+
+@dataclass
+class CriticalSigma:
+    samples: int
+    threshold: float
+    points: list[PointSummary]
+    sigma_crit: float | None   # largest sigma whose mean accuracy reaches the threshold (interpolated in log sigma)
+    sigma_opt: float | None    # sigma with the best mean accuracy
+    trials: list[Trial]
+
+    def to_json(self) -> dict:
+        return {"samples": self.samples, "threshold": self.threshold, "sigma_crit_V": self.sigma_crit,
+                "sigma_opt_V": self.sigma_opt,
+                "points": [{"sigma_V": p.sigma, "mean_acc": p.mean_acc, "best_acc": p.best_acc,
+                            "convergence_rate": p.convergence_rate, "trials": p.trials} for p in self.points]}
+
+
+def crossing(points: Sequence[PointSummary], threshold: float) -> float | None:
+    """Largest sigma at which the mean accuracy still reaches threshold, interpolating log(sigma) to the crossing."""
+    pts = sorted(points, key=lambda p: p.sigma)
+    last_ok = None
+    for i, p in enumerate(pts):
+        if p.mean_acc >= threshold:
+            last_ok = i
+    if last_ok is None:
+        return None
+    if last_ok == len(pts) - 1:
+        return pts[-1].sigma  # never fell below: sigma_crit is at least the largest sigma tried
+    lo, hi = pts[last_ok], pts[last_ok + 1]
+    f = (lo.mean_acc - threshold) / (lo.mean_acc - hi.mean_acc)
+    if lo.sigma <= 0:  # no log scale from 0 V: interpolate linearly
+        return f * hi.sigma
+    return math.exp(math.log(lo.sigma) + f * (math.log(hi.sigma) - math.log(lo.sigma)))
+
+
+def critical_from_points(points: Sequence[PointSummary], threshold: float):
+    crit = crossing(points, threshold)
+    best = max(points, key=lambda p: p.mean_acc) if points else None
+    return crit, (best.sigma if best else None)
+
+
+def find_critical_sigma(
+    cfg: RunConfig,
+    data: Dataset,
+    sigmas: Sequence[float],
+    trials: int,
+    threshold: float,
+    samples: int | None = None,
+    *,
+    max_replicas: int | None = None,
+    progress: bool = False,
+) -> CriticalSigma:
+    """Train `trials` networks per sigma (as replicas at once) and locate sigma_crit and sigma_opt."""
+    if not sigmas:
+        raise ValueError("sigmas: give at least one read-noise value")
+    if any(not (s >= 0 and math.isfinite(s)) for s in sigmas):
+        raise ValueError(f"sigmas: must be finite and >= 0 V (got {list(sigmas)})")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold: an accuracy in (0, 1] (got {threshold})")
+    n = samples or cfg.noise.samples
+    results = run_trials(cfg, data, [(s, n) for s in sigmas], trials, max_replicas=max_replicas, progress=progress)
+    points = summarize(results, threshold)
+    crit, opt = critical_from_points(points, threshold)
+    return CriticalSigma(n, threshold, points, crit, opt, results)
