@@ -109,6 +109,15 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return over
 
 
+def lab_run_defaults(path: Path | None) -> dict:
+    """The `run:` section of a lab config: settings that fit that bench, beneath --config and flags."""
+    if path is None:
+        return {}
+    from drivers.lab import load_lab
+
+    return load_lab(path).run
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from hil.runner import prepare, train_run
     from hil.store import RunStore
@@ -120,14 +129,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or '--config'})")
         store = RunStore.open(args.resume)
         cfg = store.config(over)
-        prep = prepare(cfg)
+        prep = prepare(cfg, args.lab)
         if "train.epochs" in over:
             store.save_config(cfg)
         train_run(prep, store, resume=True, progress=not args.no_progress)
         return 0
-    cfg = load_config(args.config, over)
-    prep = prepare(cfg)  # validates data and backend before any folder is made
-    store = RunStore.create(cfg)
+    cfg = load_config(args.config, over, base=lab_run_defaults(args.lab))
+    prep = prepare(cfg, args.lab)  # validates data and backend (and connects a bench) before any folder is made
+    try:
+        store = RunStore.create(cfg)
+    except BaseException:
+        prep.backend.close()
+        raise
     train_run(prep, store, progress=not args.no_progress)
     return 0
 
@@ -139,11 +152,16 @@ def _setup(args: argparse.Namespace, default_name: str, check=None):
 
     over = overrides_from(args)
     over.setdefault("name", default_name)
-    cfg = load_config(args.config, over)
+    lab = getattr(args, "lab", None)
+    cfg = load_config(args.config, over, base=lab_run_defaults(lab))
     if check:
         check(cfg)
-    prep = prepare(cfg)
-    return cfg, prep, RunStore.create(cfg)
+    prep = prepare(cfg, lab)
+    try:
+        return cfg, prep, RunStore.create(cfg)
+    except BaseException:
+        prep.backend.close()
+        raise
 
 
 def _check_sweep(args: argparse.Namespace):
@@ -191,12 +209,15 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         n = cfg.noise
         if args.readings < 2:
             raise UsageError(f"--readings: need at least 2 readings per node for a spread (got {args.readings})")
-        if n.sigma == 0 and n.flicker_floor_V == 0 and n.drift_V_per_s == 0:
+        if args.lab is None and n.sigma == 0 and n.flicker_floor_V == 0 and n.drift_V_per_s == 0:
             raise UsageError("the simulated bench has no noise to characterize: give --sigma (white, V at 1 PLC), "
                              "--flicker or --drift")
 
     cfg, prep, store = _setup(args, "characterize", check)
-    return run(args, cfg, prep, store)
+    try:
+        return run(args, cfg, prep, store)
+    finally:
+        prep.backend.close()
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -222,6 +243,36 @@ def cmd_sweep_samples(args: argparse.Namespace) -> int:
     return run(args, cfg, prep, store)
 
 
+def cmd_emulate(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from drivers.lab import load_lab
+    from sim_backend.emulator import EmulatedLab
+
+    lab = load_lab(args.lab)
+    emu = EmulatedLab(lab).start()
+    registry = emu.write_registry(args.registry)
+    print(f"emulated lab {lab.name!r}: {len(emu.resources)} instruments on 127.0.0.1")
+    width = max(len(n) for n in emu.resources)
+    for name, res in emu.resources.items():
+        print(f"  {name:<{width}}  {lab.instruments[name].kind:<15} {res}")
+    print(f"registry {registry} (resources emulator:NAME resolve through it); Ctrl-C stops", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+        if registry.is_file():
+            registry.unlink()
+        print(f"stopped; outputs left on: {emu.outputs() or 'none'}", flush=True)
+    return 0
+
+
 def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
                    help="read noise of one reading, V; repeat for each point (or use the grid below)")
@@ -237,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--lab", type=Path, metavar="LAB.yaml", help="train on the bench this lab config describes")
     add_run_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -272,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "report per node sigma with its 95% interval, lag-1 correlation, effective N, and the "
                         "Allan floor and N_max. Writes characterize.json and allan.png.")
     ch.add_argument("--backend", choices=["sim"], default="sim", help="sim: the simulated crossbar and its noise model")
+    ch.add_argument("--lab", type=Path, metavar="LAB.yaml", help="characterize the bench this lab config describes")
     ch.add_argument("--readings", type=int, default=1000, help="readings per node (default 1000)")
     ch.add_argument("--show", type=int, default=10, help="nodes printed in the table (all are saved)")
     add_run_options(ch)
@@ -289,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--name", help="run folder suffix (default calibrate)")
     cb.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
     cb.set_defaults(func=cmd_calibrate)
+
+    em = sub.add_parser("emulate", help="start an emulated lab (TCP servers speaking the instruments' command sets)",
+                        description="Start every instrument of a lab config as an emulator on 127.0.0.1 and write the "
+                        "registry through which `emulator:NAME` resources resolve. Runs until Ctrl-C.")
+    em.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml")
+    em.add_argument("--registry", type=Path, default=Path(".hil-emulator.json"), help="where to write the live addresses")
+    em.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    em.set_defaults(func=cmd_emulate)
     return p
 
 
@@ -313,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hil: interrupted; everything recorded so far is kept", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError) as err:  # InstrumentError and LimitError among them
         print(f"hil: error: {err}", file=sys.stderr)
         return 1
 

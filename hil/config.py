@@ -236,13 +236,14 @@ def merge_trees(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(paths: Path | list[Path] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a RunConfig from YAML files (later files win) with dotted-key overrides (e.g. {'noise.sigma': 1e-5})."""
+def load_config(paths: Path | list[Path] | None = None, overrides: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None) -> RunConfig:
+    """Load a RunConfig from YAML files (later files win) over `base`, with dotted-key overrides on top."""
     if paths is None:
         paths = []
     elif not isinstance(paths, (list, tuple)):
         paths = [paths]
-    tree: dict[str, Any] = {}
+    tree: dict[str, Any] = merge_trees({}, base or {})
     for p in paths:
         tree = merge_trees(tree, read_yaml(p))
     return build_config(tree, overrides)

@@ -9,7 +9,7 @@ from typing import TextIO
 
 import torch
 
-from hil.config import RunConfig
+from hil.config import ConfigError, RunConfig
 from hil.data import Dataset, load_dataset
 from hil.store import RunStore
 from hil.trainer import EpochMetrics, Trainer
@@ -44,14 +44,36 @@ class Prepared:
     backend_name: str
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """Load the data and build the simulated crossbar; raises before anything is written."""
+def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None = None) -> Prepared:
+    """Load the data and build the backend (simulated, or the bench of a lab config); raises before anything is written."""
+    if lab_path is not None:
+        return prepare_bench(cfg, lab_path, registry)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data).to(device)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
     backend = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes)
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
+
+
+def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None) -> Prepared:
+    """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
+    from drivers.crossbar import InstrumentCrossbar
+    from drivers.lab import load_lab
+
+    if cfg.device != "cpu" or cfg.train.replicas != 1:
+        raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
+    lab = load_lab(lab_path)
+    data = load_dataset(cfg.data)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
+    lab.check_run(cfg.network.input_gain, sizes, cfg.network.bias)
+    backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes, bias=cfg.network.bias,
+                                 g_min=cfg.network.g_min, g_max=cfg.network.g_max, dtype=dtype, registry=registry)
+    start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
+    backend.load_conductances(start.weights)
+    return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})")
 
 
 def train_run(
@@ -65,6 +87,10 @@ def train_run(
     """Train, recording each epoch (metrics line, checkpoint, plot) as soon as it ends."""
     out = out or sys.stdout
     trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress)
+    if hasattr(prep.backend, "log"):
+        prep.backend.log.attach(store.path / "commands.jsonl")
+    bench = ({"trips": prep.backend.round_trips, "board": prep.backend.board_transactions}
+             if hasattr(prep.backend, "round_trips") else None)
     start = 1
     if resume:
         start = trainer.load_state(store.load_checkpoint()) + 1
@@ -76,6 +102,14 @@ def train_run(
     print(TABLE_HEADER, file=out, flush=True)
 
     def record(m: EpochMetrics) -> None:
+        if bench is not None:  # VISA round trips and wall time per training sample, this epoch (evaluation included)
+            n = len(prep.data.x_train)
+            trips, bench["trips"] = prep.backend.round_trips - bench["trips"], prep.backend.round_trips
+            board, bench["board"] = prep.backend.board_transactions - bench["board"], prep.backend.board_transactions
+            m.extra.update(round_trips_per_training_sample=round(trips / n, 2),
+                           board_transactions_per_training_sample=round(board / n, 2),
+                           ms_per_training_sample=round(1e3 * m.seconds / n, 2),
+                           pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"])
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
         store.plot_accuracy()
@@ -91,7 +125,14 @@ def train_run(
         prep.backend.close()
     store.set_status("completed", epochs=prep.cfg.train.epochs)
     last = history[-1] if history else None
+    if last and bench is not None:
+        e = last.extra
+        print(f"bench: {e['round_trips_per_training_sample']:.1f} VISA round trips, "
+              f"{e['board_transactions_per_training_sample']:.1f} programming-board transactions and "
+              f"{e['ms_per_training_sample']:.0f} ms per training sample (last epoch, evaluation included); "
+              f"{e['pulses']} programming pulses in all, {e['stuck_devices']} stuck", file=out)
     if last:
         print(f"final test accuracy {100 * sum(last.test_acc) / len(last.test_acc):.1f}%; "
               f"metrics, checkpoint and accuracy.png in {Path(store.path)}", file=out)
     return history
+

@@ -185,6 +185,17 @@ class SimCrossbar:
         if not (self.warm_start and shapes_match):
             self.voltages = [torch.zeros(self.replicas, batch, k, device=self.device, dtype=self.dtype) for k in self.node_sizes[1:]]
 
+    def clamp_voltages(self, v_in: torch.Tensor) -> None:
+        """Clamp raw input-node voltages (B, 2*inputs), V, as a bench's DACs do (no doubling applied here)."""
+        v_in = v_in.to(self.device, self.dtype)
+        if v_in.shape[-1] != self.node_sizes[0]:
+            raise ValueError(f"v_in: expected {self.node_sizes[0]} input-node voltages, got {v_in.shape[-1]}")
+        self._x_in = v_in
+        self._drive = None
+        if not (self.warm_start and self.voltages and self.voltages[0].shape[1] == v_in.shape[-2]):
+            self.voltages = [torch.zeros(self.replicas, v_in.shape[-2], k, device=self.device, dtype=self.dtype)
+                             for k in self.node_sizes[1:]]
+
     def nudge(self, targets: torch.Tensor | None, beta: float = 0.0) -> None:
         if targets is None:
             self._targets, self._beta = None, 0.0

@@ -1,0 +1,315 @@
+"""The instrument-backed crossbar: the backend protocol carried out by the lab's instruments.
+
+R = 1, and the batch is handled one sample at a time: for each sample the DACs
+clamp gamma*[x, -x] (in bench volts), the nudge currents are set, the bench
+settles for settle_time_s, and every hidden and output node is read N times by
+its SMU (through its switch route) in one buffered query.
+
+Nudging (mode "current"): a bench without switchable nudge resistors ties an
+output to its target by sourcing I = beta*(t - y) from the output's SMU, with y
+the latest free-phase reading of that output. This equals the conductance nudge
+to first order in beta; `nudge.iterations` > 1 re-reads the outputs and updates
+I, converging to the conductance nudge at the cost of one more reading of the
+outputs per iteration.
+
+Programming: a conductance change is pulsed in by write-verify only once it
+exceeds the write tolerance; smaller changes accumulate until they do.
+
+Safety: any error in any step shuts every instrument down (currents and
+voltages ramped to 0, outputs off, switches open) before it propagates.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import torch
+
+from drivers.keithley707b import Keithley707B
+from drivers.keithley2450 import Keithley2450
+from drivers.keithley2600 import Keithley2600
+from drivers.keysight_b2900 import KeysightB2900
+from drivers.lab import LabConfig
+from drivers.programming import write_verify
+from drivers.qdac2 import QDac2
+from drivers.session import CommandLog, InstrumentError, VisaSession
+from drivers.xbar_board import XbarBoard
+from hil.backend import ConductanceUpdate
+
+SMU_DRIVERS = {"keithley2450": Keithley2450, "keithley2600": Keithley2600, "keysight_b2900": KeysightB2900}
+
+
+def _safe(method):
+    """Any exception: shut the bench down first, then let it propagate."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as err:
+            self._shutdown_after(err)
+            raise
+
+    return wrapper
+
+
+class InstrumentCrossbar:
+    """`hil.backend.CrossbarBackend` on a lab bench described by a LabConfig."""
+
+    replicas = 1
+
+    def __init__(self, lab: LabConfig, *, input_gain: float, layer_sizes, bias: bool = False,
+                 g_min: float = 0.0, g_max: float | None = None, dtype: torch.dtype = torch.float32,
+                log: CommandLog | None = None,
+                 registry: Path | None = None, sleep=time.sleep):
+        lab.check_run(input_gain, list(layer_sizes), bias)
+        p, u = lab.programming, lab.units
+        self.lab = lab
+        self.layer_sizes = list(layer_sizes)
+        self.dtype = dtype
+        self.measured_sizes = self.layer_sizes[1:]
+        self.input_gain = float(input_gain)
+        self.vu, self.gu = u.voltage_unit_V, u.conductance_unit_S
+        # The trainer's device range (normalized) must sit inside the bench's.
+        lo, hi = p.g_min_S / self.gu, p.g_max_S / self.gu
+        if g_min < lo - 1e-12 or g_max is None or g_max > hi + 1e-12:
+            raise ValueError(f"network.g_min/g_max: the bench's devices span [{lo:.4g}, {hi:.4g}] in normalized siemens "
+                             f"(programming.g_min_S/g_max_S over units.conductance_unit_S); set --g-min {lo:.4g} "
+                             f"--g-max {hi:.4g} or inside (got {g_min:g}, {g_max})")
+        self.g_lo, self.g_hi = max(g_min, lo), min(g_max, hi)
+        self.tol = p.tolerance_S / self.gu
+        self.sleep = sleep
+        self.closed = False
+        self.session = VisaSession(lab.visa_library, log or CommandLog(), registry)
+        self.log = self.session.log
+        self.inst: dict[str, object] = {}
+        self.boards: dict[str, XbarBoard] = {}
+        self.x: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+        self.beta = 0.0
+        self.y_free: torch.Tensor | None = None
+        self.stats = {"pulses": 0, "programmed": 0, "stuck": 0, "samples_measured": 0}
+        try:
+            self._connect()
+            self.weights = self._read_all_conductances()
+            self.pending = [torch.zeros_like(w) for w in self.weights]
+        except BaseException as err:
+            self._shutdown_after(err)
+            raise
+
+    def _shutdown_after(self, err: BaseException) -> None:
+        """Make the bench safe after an error; the first error stays the one reported."""
+        try:
+            self.close()
+        except Exception as shutdown_err:  # noqa: BLE001
+            if hasattr(err, "add_note"):
+                err.add_note(f"while shutting down after it: {shutdown_err}")
+
+    # ---- connection ------------------------------------------------------------------
+    def _connect(self) -> None:
+        lab, t = self.lab, self.lab.timing
+        for name, cfg in lab.instruments.items():
+            lim = lab.limits.get(name)
+            if cfg.kind == "xbar_board":
+                port = XbarBoard.open_port(cfg.resource, self.session.registry, cfg.baudrate)
+                drv = XbarBoard(name, port, self.log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
+                                max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
+                self.boards[name] = drv
+            else:
+                res = self.session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
+                if cfg.kind == "qdac2":
+                    drv = QDac2(name, res, self.log, strict=lab.strict, max_abs_V=lim.max_abs_V)
+                elif cfg.kind == "keithley707b":
+                    drv = Keithley707B(name, res, self.log, strict=lab.strict)
+                else:
+                    drv = SMU_DRIVERS[cfg.kind](name, res, self.log, strict=lab.strict, max_abs_V=lim.max_abs_V,
+                                                compliance_A=lim.compliance_A)
+            try:
+                drv.connect()
+            except BaseException:
+                drv.close()  # not identified or not reset: not ours to drive, not even to shut down
+                raise
+            self.inst[name] = drv
+        for node in lab.nodes.inputs:
+            for ref in (node.plus, node.minus):
+                name, ch = ref.split("/")
+                self.inst[name].configure_channel(ch)
+        smu_channels = {tuple(n.read.split("/")) for layer in [*lab.nodes.hidden, lab.nodes.outputs] for n in layer}
+        for name, ch in sorted(smu_channels):
+            self.inst[name].configure_voltmeter(ch, t.nplc)
+        self.read_plan = []  # (layer, node, smu, channel, switch, route)
+        for l, layer in enumerate([*lab.nodes.hidden, lab.nodes.outputs]):
+            for i, node in enumerate(layer):
+                smu, ch = node.read.split("/")
+                sw, route = node.route.split("/", 1) if node.route else (None, None)
+                self.read_plan.append((l, i, smu, ch, sw, route))
+
+    def _device_blocks(self):
+        for blk in sorted(self.lab.devices, key=lambda b: b.layer):
+            yield blk.layer, self.boards[blk.board], blk.row_offset, blk.col_offset
+
+    def _read_all_conductances(self) -> list[torch.Tensor]:
+        sizes = [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
+        out = []
+        for layer, board, r0, c0 in self._device_blocks():
+            m, k = sizes[layer], sizes[layer + 1]
+            g = torch.tensor([[board.read_conductance(r0 + i, c0 + j) for j in range(k)] for i in range(m)],
+                             dtype=torch.float64)
+            out.append((g / self.gu).unsqueeze(0))
+        return out
+
+    # ---- the backend protocol ----------------------------------------------------------
+    @_safe
+    def clamp(self, x: torch.Tensor) -> None:
+        x = x.detach().to("cpu", torch.float64)
+        if x.dim() == 3:
+            x = x[0]
+        if x.shape[-1] != self.layer_sizes[0]:
+            raise ValueError(f"x: expected {self.layer_sizes[0]} inputs per sample, got {x.shape[-1]}")
+        if not bool(((x >= 0) & (x <= 1)).all()):
+            raise ValueError("x: bench inputs must lie in [0, 1] (they set DAC voltages up to gamma)")
+        self.x = x
+        self.y_free = None
+
+    @_safe
+    def nudge(self, targets: torch.Tensor | None, beta: float = 0.0) -> None:
+        if targets is None:
+            self.targets, self.beta = None, 0.0
+            return
+        if self.y_free is None:
+            raise RuntimeError("nudge: measure the free phase first (the current nudge needs its output readings)")
+        self.targets = targets.detach().to("cpu", torch.float64)
+        self.beta = float(beta)
+
+    def relax(self) -> None:
+        """The bench settles by itself; measure() waits settle_time_s after each change."""
+
+    def _set_inputs(self, xb: torch.Tensor) -> None:
+        for i, node in enumerate(self.lab.nodes.inputs):
+            v = float(self.input_gain * xb[i] * self.vu)
+            for ref, sign in ((node.plus, 1.0), (node.minus, -1.0)):
+                name, ch = ref.split("/")
+                dac = self.inst[name]
+                if dac.level_V.get(int(ch)) != sign * v:
+                    dac.set_voltage(ch, sign * v)
+
+    def _set_nudge(self, currents: list[float] | None) -> None:
+        for i, node in enumerate(self.lab.nodes.outputs):
+            name, ch = node.nudge.split("/")
+            amps = 0.0 if currents is None else currents[i]
+            if self.inst[name].level_A.get(ch, 0.0) != amps:
+                self.inst[name].source_current(ch, amps)
+
+    def _read_nodes(self, n: int, only_outputs: bool = False) -> torch.Tensor:
+        """(n, nodes) readings in normalized volts."""
+        cols = []
+        for l, i, smu, ch, sw, route in self.read_plan:
+            if only_outputs and l != len(self.layer_sizes) - 2:
+                continue
+            if sw:
+                self.inst[sw].route(route)
+            cols.append(self.inst[smu].read_voltages(ch, n))
+        return torch.tensor(cols, dtype=torch.float64).T / self.vu
+
+    @_safe
+    def measure(self, n: int) -> torch.Tensor:
+        if self.x is None:
+            raise RuntimeError("clamp(x) must come before measure()")
+        if n < 1:
+            raise ValueError(f"n: readings per node must be >= 1 (got {n})")
+        out = []
+        n_out = self.layer_sizes[-1]
+        scale = self.gu * self.vu  # normalized A -> bench A
+        free = self.targets is None
+        for b in range(self.x.shape[0]):
+            self._set_inputs(self.x[b])
+            if free:
+                self._set_nudge(None)
+            else:
+                y = self.y_free[b]
+                for _ in range(self.lab.nudge.iterations):
+                    current = (self.beta * (self.targets[b] - y) * scale).tolist()
+                    self._set_nudge(current)
+                    if self.lab.nudge.iterations > 1:
+                        self.sleep(self.lab.timing.settle_time_s)
+                        y = self._read_nodes(n, only_outputs=True).mean(0)
+            self.sleep(self.lab.timing.settle_time_s)
+            reads = self._read_nodes(n)
+            out.append(reads)
+            self.stats["samples_measured"] += 1
+        readings = torch.stack(out, dim=1).unsqueeze(1)  # (n, 1, B, nodes)
+        if free:
+            self.y_free = readings[..., -n_out:].mean(0)[0]
+        return readings.to(self.dtype)
+
+    @_safe
+    def program(self, update: ConductanceUpdate) -> None:
+        if update.biases:
+            raise ValueError("update.biases: this bench has no bias current sources")
+        for layer, (delta, (lyr, board, r0, c0)) in enumerate(zip(update.dense_weights(), self._device_blocks())):
+            d = delta.detach().to("cpu", torch.float64)
+            if not bool(torch.isfinite(d).all()):
+                raise ValueError(f"update layer {layer}: NaN or Inf; nothing programmed")
+            W, pend = self.weights[lyr], self.pending[lyr]
+            pend += d
+            # Kept inside the device range: the EP rule's bound, not a safety clamp.
+            target = torch.clamp(W + pend, self.g_lo, self.g_hi)
+            due = (target - W).abs() >= self.tol
+            for _, i, j in torch.nonzero(due[0:1]).tolist():
+                res = write_verify(board, r0 + i, c0 + j, float(target[0, i, j]) * self.gu, self.lab.programming,
+                                   g_now_S=float(W[0, i, j]) * self.gu)
+                W[0, i, j] = res.final_S / self.gu
+                pend[0, i, j] = 0.0
+                self.stats["pulses"] += res.pulses
+                self.stats["programmed"] += 1
+                self.stats["stuck"] += int(res.stuck)
+
+    @_safe
+    def load_conductances(self, weights, biases=None) -> None:
+        """Program every device to the given conductances (normalized S): initialization and resume."""
+        for lyr, board, r0, c0 in self._device_blocks():
+            target = weights[lyr].detach().to("cpu", torch.float64).clamp(self.g_lo, self.g_hi)
+            W = self.weights[lyr]
+            if tuple(target.shape) != tuple(W.shape):
+                raise ValueError(f"weights[{lyr}]: shape {tuple(target.shape)} does not match the bench {tuple(W.shape)}")
+            for i in range(W.shape[1]):
+                for j in range(W.shape[2]):
+                    res = write_verify(board, r0 + i, c0 + j, float(target[0, i, j]) * self.gu, self.lab.programming,
+                                       g_now_S=float(W[0, i, j]) * self.gu)
+                    W[0, i, j] = res.final_S / self.gu
+                    self.stats["pulses"] += res.pulses
+                    self.stats["stuck"] += int(res.stuck)
+            self.pending[lyr].zero_()
+
+    def conductances(self):
+        return [w.to(self.dtype) for w in self.weights], None
+
+    @property
+    def round_trips(self) -> int:
+        """VISA queries so far (DACs, SMUs, switches); writes need no reply and are not counted."""
+        return sum(d.queries for name, d in self.inst.items() if name not in self.boards)
+
+    @property
+    def board_transactions(self) -> int:
+        """Serial command/reply pairs with the programming boards so far."""
+        return sum(b.queries for b in self.boards.values())
+
+    def close(self) -> None:
+        """Every instrument to a safe state: currents and voltages ramped to 0, outputs off, switches open."""
+        if self.closed:
+            return
+        self.closed = True
+        errors = []
+        for name, drv in self.inst.items():
+            try:
+                drv.shutdown()
+            except Exception as err:  # noqa: BLE001 - keep making the other instruments safe
+                errors.append(f"{name}: {err}")
+        for drv in self.inst.values():
+            drv.close()
+        self.session.close()
+        if errors:
+            raise InstrumentError("shutdown incomplete: " + "; ".join(errors))
+

@@ -1,0 +1,55 @@
+"""Keithley 707B / 708B switching matrix mainframe, TSP commands.
+
+Reference: Series 707B/708B Reference Manual (707B-901-01), section "TSP command
+reference": channel.close(), channel.open(), channel.exclusiveclose(), channel.getclose(),
+errorqueue.next(), reset(). Channels are named slot-row-column, e.g. "1A01".
+"""
+
+import re
+
+from drivers.session import Instrument
+
+CHANNEL_NAME = re.compile(r"^[1-6][A-H](0[1-9]|[1-9][0-9])$")
+
+
+class Keithley707B(Instrument):
+    IDN_MATCH = "MODEL 70"
+    ERROR_QUERY = "print(errorqueue.next())"
+    NO_ERROR_PREFIXES = ("0\t", "0.00000e+00\t")
+    CMD = {
+        "reset": "reset()",
+        "open_all": 'channel.open("allslots")',
+        "exclusive_close": 'channel.exclusiveclose("{ch}")',
+        "get_closed": 'print(channel.getclose("allslots"))',
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.closed: str | None = None
+
+    @staticmethod
+    def validate(route: str) -> str:
+        if not CHANNEL_NAME.match(route):
+            raise ValueError(f"route {route!r}: a 707B/708B channel is slot, row letter, two-digit column (e.g. 1A01)")
+        return route
+
+    def connect(self) -> None:
+        self.identify()
+        self.write(self.CMD["reset"])
+        self.configure(self.CMD["open_all"])
+
+    def route(self, channel: str) -> None:
+        """Close exactly this crosspoint (opening every other); skipped when it is already the one closed."""
+        if self.closed == channel:
+            return
+        self.write(self.CMD["exclusive_close"].format(ch=self.validate(channel)))
+        self.closed = channel
+
+    def closed_channels(self) -> str:
+        return self.query(self.CMD["get_closed"])
+
+    def shutdown(self) -> None:
+        self.write(self.CMD["open_all"])
+        self.closed = None
+        # A query at the end: the instrument has acted on every write above, and reports any error.
+        self.check_errors("shutdown")

@@ -1,0 +1,265 @@
+"""The lab config: one YAML file describes the bench (instruments, node map, device map, limits, timing).
+
+Code never hard-codes an address or a channel: the node map says which DAC
+channel drives each input node, which SMU channel (through which switch route)
+reads each hidden and output node, and which SMU nudges each output; the
+device map places each layer's conductances on a crossbar board. Channel
+references are "instrument/channel", e.g. "dac1/3", "smu_out/a", "switch/1A01".
+
+Units: the trainer works in normalized volts and siemens. The bench applies
+voltage_unit_V volts per normalized volt and conductance_unit_S siemens per
+normalized siemens, so the same eta, beta and sigma mean the same thing in the
+simulator and on the bench. Currents scale by their product.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hil.config import ConfigError, format_validation_error
+
+# What each kind of instrument can do at most (hardware range), and which roles it can play.
+KINDS = {
+    "qdac2": {"role": "dac", "max_V": 10.0, "max_A": None},
+    "keithley2450": {"role": "smu", "max_V": 210.0, "max_A": 1.05},
+    "keithley2600": {"role": "smu", "max_V": 200.0, "max_A": 1.5},
+    "keysight_b2900": {"role": "smu", "max_V": 210.0, "max_A": 3.0},
+    "keithley707b": {"role": "switch", "max_V": None, "max_A": None},
+    "xbar_board": {"role": "board", "max_V": 5.0, "max_A": None},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstrumentConfig(_Strict):
+    kind: Literal["qdac2", "keithley2450", "keithley2600", "keysight_b2900", "keithley707b", "xbar_board"]
+    resource: str = Field(description="VISA resource string, pyserial URL, or emulator:NAME (from `hil emulate`).")
+    timeout_ms: int = Field(default=5000, ge=1)
+    baudrate: int = Field(default=115200, ge=1, description="Serial instruments only.")
+
+
+class ChannelLimits(_Strict):
+    max_abs_V: float | None = Field(default=None, gt=0, description="Largest |V| this instrument may apply or allow, V.")
+    compliance_A: float | None = Field(default=None, gt=0, description="Largest |I| it may source, A.")
+    max_pulse_V: float | None = Field(default=None, gt=0, description="Programming boards: largest |pulse|, V.")
+    max_pulse_width_s: float | None = Field(default=None, gt=0, description="Programming boards: longest pulse, s.")
+
+
+class InputNode(_Strict):
+    plus: str = Field(description="DAC channel applying +gamma*x, e.g. dac1/1")
+    minus: str = Field(description="DAC channel applying -gamma*x")
+
+
+class ReadNode(_Strict):
+    read: str = Field(description="SMU channel that reads this node, e.g. smu_hidden/1")
+    route: str | None = Field(default=None, description="Switch crosspoint to close first, e.g. switch/1A01")
+    nudge: str | None = Field(default=None, description="Outputs: the SMU channel that sources the nudge current")
+
+
+class NodeMap(_Strict):
+    inputs: list[InputNode]
+    hidden: list[list[ReadNode]] = Field(description="One list per hidden layer")
+    outputs: list[ReadNode]
+
+
+class DeviceBlock(_Strict):
+    layer: int = Field(ge=0, description="0: inputs to first hidden layer, 1: next, ...")
+    board: str
+    row_offset: int = Field(default=0, ge=0, description="Lower-layer node i sits on row row_offset + i")
+    col_offset: int = Field(default=0, ge=0, description="Upper-layer node j sits on column col_offset + j")
+
+
+class PulseBounds(_Strict):
+    start_V: float = Field(gt=0, description="First pulse amplitude, V (sign set by SET/RESET)")
+    max_V: float = Field(gt=0, description="Largest amplitude the stepping may reach, V")
+    step_V: float = Field(default=0.05, gt=0)
+    width_s: float = Field(default=1e-6, gt=0)
+    max_width_s: float = Field(default=1e-5, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_V < self.start_V or self.max_width_s < self.width_s:
+            raise ValueError("max_V/max_width_s must not be below start_V/width_s")
+        return self
+
+
+class ProgrammingConfig(_Strict):
+    read_voltage_V: float = Field(default=0.1, gt=0, le=0.2, description="Read voltage for G, V (read-disturb safe)")
+    set: PulseBounds = PulseBounds(start_V=1.0, max_V=1.5)
+    reset: PulseBounds = PulseBounds(start_V=1.0, max_V=1.5)
+    tolerance_S: float = Field(default=1e-6, gt=0, description="Write-verify stops when |G - target| <= this, S")
+    max_pulses: int = Field(default=30, ge=1)
+    max_reversals: int = Field(default=3, ge=0, description="Stop after this many polarity flips")
+    g_min_S: float = Field(default=1e-6, ge=0, description="Device range, S: targets are kept inside it")
+    g_max_S: float = Field(default=1e-4, gt=0)
+
+
+class UnitsConfig(_Strict):
+    voltage_unit_V: float = Field(gt=0, description="Bench volts per normalized volt")
+    conductance_unit_S: float = Field(gt=0, description="Bench siemens per normalized siemens")
+    read_disturb_V: float = Field(default=0.2, gt=0, description="Largest voltage across any device while measuring, V")
+
+
+class TimingConfig(_Strict):
+    settle_time_s: float = Field(default=0.0, ge=0, description="Wait after changing inputs or nudges, s")
+    nplc: float = Field(default=1.0, gt=0, description="SMU integration time, power-line cycles")
+    line_frequency_hz: Literal[50.0, 60.0] = 50.0
+    overhead_s: float = Field(default=1e-3, ge=0, description="Per reading beyond the aperture, s (for time estimates)")
+
+
+class NudgeConfig(_Strict):
+    mode: Literal["current"] = Field(
+        default="current",
+        description="current: the output's SMU sources beta*(t - y), y from the latest free-phase reading, refined "
+        "`iterations` times (each costs one more reading of the outputs).",
+    )
+    iterations: int = Field(default=1, ge=1)
+
+
+class EmulatorConfig(_Strict):
+    """How `hil emulate` simulates this bench (ignored on a real one)."""
+
+    seed: int = 0
+    read_noise_V: float = Field(default=2e-6, ge=0, description="White noise of one SMU reading at 1 PLC, V")
+    settle_sweeps: int = Field(default=40, ge=1, description="Relaxation sweeps the emulated physics uses")
+    device_rate_S_per_V_s: float = Field(default=5.0, gt=0, description="dG per (V over threshold) per s of pulse, S")
+    device_threshold_V: float = Field(default=0.8, ge=0)
+    device_spread: float = Field(default=0.05, ge=0, description="Cycle-to-cycle relative spread of dG")
+
+
+class LabConfig(_Strict):
+    name: str = "lab"
+    visa_library: str = Field(default="@py", description="@py (pyvisa-py), @ivi (NI-VISA etc.) or @sim")
+    strict: bool = Field(default=True, description="Read the error queue after every configuration write")
+    instruments: dict[str, InstrumentConfig]
+    limits: dict[str, ChannelLimits]
+    units: UnitsConfig
+    timing: TimingConfig = TimingConfig()
+    nudge: NudgeConfig = NudgeConfig()
+    nodes: NodeMap
+    devices: list[DeviceBlock]
+    programming: ProgrammingConfig = ProgrammingConfig()
+    emulator: EmulatorConfig = EmulatorConfig()
+    run: dict = Field(default_factory=dict, description="Run-config defaults that fit this bench (network size, "
+                      "gamma, device range...), applied beneath --config files and flags")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LabConfig":
+        for name, inst in self.instruments.items():
+            kind = KINDS[inst.kind]
+            lim = self.limits.get(name)
+            if kind["role"] in ("dac", "smu") and (lim is None or lim.max_abs_V is None):
+                raise ValueError(f"limits.{name}.max_abs_V: every source needs a safe voltage limit")
+            if kind["role"] == "smu" and lim.compliance_A is None:
+                raise ValueError(f"limits.{name}.compliance_A: every SMU needs a current limit")
+            if lim and lim.max_abs_V and kind["max_V"] and lim.max_abs_V > kind["max_V"]:
+                raise ValueError(f"limits.{name}.max_abs_V: {lim.max_abs_V:g} V is beyond what a {inst.kind} "
+                                 f"can do (+-{kind['max_V']:g} V)")
+            if lim and lim.compliance_A and kind["max_A"] and lim.compliance_A > kind["max_A"]:
+                raise ValueError(f"limits.{name}.compliance_A: {lim.compliance_A:g} A is beyond a {inst.kind} "
+                                 f"(+-{kind['max_A']:g} A)")
+            if kind["role"] == "board":
+                if lim is None or lim.max_pulse_V is None or lim.max_pulse_width_s is None:
+                    raise ValueError(f"limits.{name}: a programming board needs max_pulse_V and max_pulse_width_s")
+                if lim.max_pulse_V > kind["max_V"]:
+                    raise ValueError(f"limits.{name}.max_pulse_V: {lim.max_pulse_V:g} V is beyond the board (+-5 V)")
+                for pol in ("set", "reset"):
+                    pb = getattr(self.programming, pol)
+                    if pb.max_V > lim.max_pulse_V or pb.max_width_s > lim.max_pulse_width_s:
+                        raise ValueError(f"programming.{pol}: pulses up to {pb.max_V:g} V / {pb.max_width_s:g} s "
+                                         f"exceed limits.{name} ({lim.max_pulse_V:g} V / {lim.max_pulse_width_s:g} s)")
+        for key in self.limits:
+            if key not in self.instruments:
+                raise ValueError(f"limits.{key}: no such instrument")
+        self._check_refs()
+        return self
+
+    def _ref(self, ref: str, role: str, where: str) -> tuple[str, str]:
+        if "/" not in ref:
+            raise ValueError(f"{where}: {ref!r} is not instrument/channel")
+        name, ch = ref.split("/", 1)
+        if name not in self.instruments:
+            raise ValueError(f"{where}: no instrument {name!r}")
+        kind = self.instruments[name].kind
+        if KINDS[kind]["role"] != role:
+            raise ValueError(f"{where}: {name} is a {kind}, not a {role}")
+        return name, ch
+
+    def _check_refs(self) -> None:
+        seen: dict[str, str] = {}
+        for i, node in enumerate(self.nodes.inputs):
+            for side in ("plus", "minus"):
+                ref = getattr(node, side)
+                self._ref(ref, "dac", f"nodes.inputs[{i}].{side}")
+                if ref in seen:
+                    raise ValueError(f"nodes.inputs[{i}].{side}: {ref} already drives {seen[ref]}")
+                seen[ref] = f"nodes.inputs[{i}].{side}"
+        layers = [*self.nodes.hidden, self.nodes.outputs]
+        for l, layer in enumerate(layers):
+            tag = "outputs" if l == len(layers) - 1 else f"hidden[{l}]"
+            for i, node in enumerate(layer):
+                self._ref(node.read, "smu", f"nodes.{tag}[{i}].read")
+                if node.route:
+                    self._ref(node.route, "switch", f"nodes.{tag}[{i}].route")
+                if node.nudge:
+                    self._ref(node.nudge, "smu", f"nodes.{tag}[{i}].nudge")
+                    if node.nudge != node.read:
+                        raise ValueError(f"nodes.{tag}[{i}].nudge: must be the SMU channel that reads the node "
+                                         f"({node.read}): it sources the current and measures the voltage")
+        for i, node in enumerate(self.nodes.outputs):
+            if not node.nudge:
+                raise ValueError(f"nodes.outputs[{i}].nudge: every output needs an SMU channel to nudge it")
+        for i, blk in enumerate(self.devices):
+            if blk.board not in self.instruments or self.instruments[blk.board].kind != "xbar_board":
+                raise ValueError(f"devices[{i}].board: {blk.board!r} is not a programming board")
+        layers_mapped = sorted(b.layer for b in self.devices)
+        if layers_mapped != list(range(len(self.nodes.hidden) + 1)):
+            raise ValueError(f"devices: need exactly one block per layer 0..{len(self.nodes.hidden)} (got {layers_mapped})")
+
+    # ---- derived -----------------------------------------------------------------
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Logical sizes [inputs, hidden..., outputs] this bench implements."""
+        return [len(self.nodes.inputs), *(len(h) for h in self.nodes.hidden), len(self.nodes.outputs)]
+
+    def check_run(self, gamma: float, layer_sizes: list[int], bias: bool) -> None:
+        """Refuse a run this bench cannot carry out safely, before anything is sent."""
+        if list(layer_sizes) != self.layer_sizes:
+            raise ConfigError(f"lab nodes: the bench implements {'-'.join(map(str, self.layer_sizes))}, the run asks for "
+                              f"{'-'.join(map(str, layer_sizes))} (set --hidden and the dataset's --classes/--image-size)")
+        if bias:
+            raise ConfigError("network.bias: this bench has no bias current sources in its lab config")
+        u = self.units
+        v_in = gamma * u.voltage_unit_V
+        for i, node in enumerate(self.nodes.inputs):
+            for side in ("plus", "minus"):
+                name = getattr(node, side).split("/")[0]
+                limit = self.limits[name].max_abs_V
+                if v_in > limit:
+                    raise ConfigError(f"network.input_gain: gamma={gamma:g} puts {v_in:.4g} V on {getattr(node, side)}, "
+                                      f"past limits.{name}.max_abs_V={limit:g} V (largest gamma: {limit / u.voltage_unit_V:.4g})")
+        drop = 2 * v_in  # every node voltage lies within +-gamma (Millman), so no device sees more than 2 gamma
+        if drop > u.read_disturb_V:
+            raise ConfigError(f"network.input_gain: gamma={gamma:g} allows {drop:.4g} V across a device while measuring, past "
+                              f"units.read_disturb_V={u.read_disturb_V:g} V (largest gamma: "
+                              f"{u.read_disturb_V / (2 * u.voltage_unit_V):.4g})")
+
+
+def load_lab(path: Path) -> LabConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"lab config not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        return LabConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(f"{path.name}: {format_validation_error(err)}") from None

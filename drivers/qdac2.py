@@ -1,0 +1,65 @@
+"""QDevil (Quantum Machines) QDAC-II 24-channel low-noise DAC, SCPI.
+
+Reference: QDAC-II User's Guide, "SCPI commands" (SOURce[n]:RANGe, SOURce[n]:FILTer,
+SOURce[n]:VOLTage:MODE FIXed, SOURce[n][:DC][:VOLTage][:LEVel][:IMMediate][:AMPLitude],
+SOURce[n]:VOLTage:SLEW, SYSTem:ERRor[:NEXT]?), and QCoDeS's QDAC-II driver.
+The QDAC-II has no output relay: "off" is 0 V held, reached through a slew-limited ramp.
+"""
+
+from drivers.session import Instrument, check_limit, ramp_steps
+
+
+class QDac2(Instrument):
+    IDN_MATCH = "QDAC-II"
+    RANGE_V = 10.0
+    N_CHANNELS = 24
+    CMD = {
+        "reset": "*rst",
+        "range": "sour{ch}:rang {r}",
+        "filter": "sour{ch}:filt {f}",
+        "mode": "sour{ch}:volt:mode fix",
+        "slew": "sour{ch}:volt:slew {s:.6g}",
+        "volt": "sour{ch}:volt {v:.6g}",
+    }
+    ERROR_QUERY = "syst:err?"
+
+    def __init__(self, *args, max_abs_V: float, slew_V_per_s: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_abs_V = max_abs_V
+        self.slew = slew_V_per_s
+        self.level_V: dict[int, float] = {}
+
+    def channel(self, ch) -> int:
+        c = int(ch)
+        if not 1 <= c <= self.N_CHANNELS:
+            raise ValueError(f"{self.name}: no channel {ch!r} (1..{self.N_CHANNELS})")
+        return c
+
+    def connect(self) -> None:
+        self.identify()
+        self.write(self.CMD["reset"])
+        if self.strict:
+            self.check_errors("reset")
+
+    def configure_channel(self, ch) -> None:
+        c = self.channel(ch)
+        rng = "low" if self.max_abs_V <= 2.0 else "high"  # low range: +-2 V, lower noise
+        for cmd in (self.CMD["range"].format(ch=c, r=rng), self.CMD["filter"].format(ch=c, f="dc"),
+                    self.CMD["mode"].format(ch=c), self.CMD["slew"].format(ch=c, s=self.slew)):
+            self.configure(cmd)
+        self.set_voltage(c, 0.0)
+
+    def set_voltage(self, ch, volts: float) -> None:
+        """Set a channel's DC voltage, V; refused past the safe limit before anything is sent."""
+        c = self.channel(ch)
+        check_limit(f"{self.name}/{c} voltage", volts, self.max_abs_V, "V")
+        self.write(self.CMD["volt"].format(ch=c, v=volts))
+        self.level_V[c] = volts
+
+    def shutdown(self) -> None:
+        for c, level in list(self.level_V.items()):
+            for step in ramp_steps(level, 0.0, 3 if level else 1):
+                self.write(self.CMD["volt"].format(ch=c, v=step))
+            self.level_V[c] = 0.0
+        # A query at the end: the instrument has acted on every write above, and reports any error.
+        self.check_errors("shutdown")

@@ -1,0 +1,225 @@
+"""VISA sessions: resource manager, terminations, timeouts, strict error checking and a command log.
+
+Every write and query goes through `Instrument.write` / `Instrument.query`, which
+log (time, instrument, command, reply) and count round trips. In strict mode a
+configuration write is followed by a read of the error queue, and an error
+there raises InstrumentError naming the instrument and the command.
+
+Resources: a VISA resource string (e.g. `TCPIP0::192.168.0.5::5025::SOCKET`,
+`GPIB0::24::INSTR`), a pyserial URL for serial instruments (`/dev/ttyUSB0`,
+`socket://127.0.0.1:PORT`), or `emulator:NAME`, resolved through the registry
+file written by `hil emulate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class InstrumentError(RuntimeError):
+    """An instrument refused a command, answered wrongly, or is not the one configured."""
+
+
+class LimitError(ValueError):
+    """A value outside the configured safe limits; raised before anything is sent."""
+
+
+DEFAULT_REGISTRY = Path(".hil-emulator.json")
+
+
+def resolve_resource(resource: str, registry: Path | None = None) -> str:
+    """Turn `emulator:NAME` into the live address `hil emulate` registered; other strings pass through."""
+    if not resource.startswith("emulator:"):
+        return resource
+    name = resource.split(":", 1)[1]
+    path = Path(registry or os.environ.get("HIL_EMULATOR_REGISTRY") or DEFAULT_REGISTRY)
+    if not path.is_file():
+        raise InstrumentError(f"resource {resource}: no emulator registry at {path}; start `hil emulate --lab LAB.yaml` first")
+    live = json.loads(path.read_text()).get("resources", {})
+    if name not in live:
+        raise InstrumentError(f"resource {resource}: the running emulator ({path}) has no instrument {name!r}")
+    return live[name]
+
+
+class CommandLog:
+    """Appends one JSON line per command: {"t": s since open, "instrument", "command", "reply"}."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else None
+        self._f = open(self.path, "a", buffering=1) if self.path else None
+        self._t0 = time.perf_counter()
+        self._lock = threading.Lock()
+        self.entries: list[tuple[str, str, str | None]] = []  # kept in memory too (transcripts, tests)
+        self.keep_in_memory = True
+
+    def record(self, instrument: str, command: str, reply: str | None) -> None:
+        with self._lock:
+            if self.keep_in_memory:
+                self.entries.append((instrument, command, reply))
+            if self._f:
+                row = {"t": round(time.perf_counter() - self._t0, 6), "instrument": instrument, "command": command,
+                       "reply": reply}
+                self._f.write(json.dumps(row) + "\n")
+
+    def attach(self, path: Path) -> None:
+        """Start writing to a file (e.g. once the run folder exists), beginning with what was logged so far."""
+        with self._lock:
+            self.path = Path(path)
+            self._f = open(self.path, "a", buffering=1)
+            for inst, cmd, reply in self.entries:
+                self._f.write(json.dumps({"t": None, "instrument": inst, "command": cmd, "reply": reply}) + "\n")
+
+    def transcript(self, instrument: str) -> list[tuple[str, str | None]]:
+        return [(c, r) for i, c, r in self.entries if i == instrument]
+
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
+            self._f = None
+
+
+def set_nodelay(res) -> bool:
+    """TCP_NODELAY on a SOCKET resource: VI_ATTR_TCPIP_NODELAY where the VISA library supports it, else the
+    socket itself (pyvisa-py 0.8 does not accept the attribute on SOCKET sessions)."""
+    from pyvisa import constants
+
+    try:
+        res.set_visa_attribute(constants.ResourceAttribute.tcpip_nodelay, constants.VisaBoolean.true)
+        return True
+    except Exception:  # noqa: BLE001
+        pass
+    sock = getattr(getattr(res.visalib, "sessions", {}).get(res.session), "interface", None)
+    if hasattr(sock, "setsockopt"):
+        import socket
+
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return True
+    return False
+
+
+class VisaSession:
+    """One pyvisa ResourceManager for the lab (`@py` = pyvisa-py, `@ivi` = NI-VISA or another IVI library, `@sim`)."""
+
+    def __init__(self, library: str = "@py", log: CommandLog | None = None, registry: Path | None = None):
+        import pyvisa
+
+        self.library = library
+        try:
+            self.rm = pyvisa.ResourceManager(library)
+        except (OSError, ValueError) as err:
+            raise InstrumentError(f"VISA library {library!r} could not be loaded: {err}") from None
+        self.log = log or CommandLog()
+        self.registry = registry
+
+    def open(self, resource: str, *, timeout_ms: int = 5000, read_termination: str = "\n",
+             write_termination: str = "\n"):
+        address = resolve_resource(resource, self.registry)
+        try:
+            res = self.rm.open_resource(address)
+        except Exception as err:  # pyvisa raises several types here
+            raise InstrumentError(f"could not open {resource} ({address}): {err}") from None
+        res.timeout = timeout_ms
+        if address.upper().endswith("::SOCKET"):
+            # Small command/reply exchanges: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms each.
+            set_nodelay(res)
+        res.read_termination = read_termination
+        res.write_termination = write_termination
+        return res
+
+    def close(self) -> None:
+        try:
+            self.rm.close()
+        finally:
+            self.log.close()
+
+
+class Instrument:
+    """Base for one instrument: logged writes and queries, identity check, strict error queue."""
+
+    #: substring that *IDN? must contain (per driver)
+    IDN_MATCH: str = ""
+    #: the query that pops one entry of the error queue, and how a "no error" reply starts
+    ERROR_QUERY = ":SYSTem:ERRor?"
+    NO_ERROR_PREFIXES = ("0,", "+0,")
+
+    def __init__(self, name: str, resource, log: CommandLog, *, strict: bool = True):
+        self.name = name
+        self.resource = resource
+        self.log = log
+        self.strict = strict
+        self.queries = 0  # round trips
+        self.idn = ""
+
+    # ---- transport -------------------------------------------------------------
+    def write(self, command: str) -> None:
+        try:
+            self.resource.write(command)
+        except Exception as err:
+            raise InstrumentError(f"{self.name}: write {command!r} failed: {err}") from None
+        self.log.record(self.name, command, None)
+
+    def query(self, command: str) -> str:
+        try:
+            reply = self.resource.query(command).strip()
+        except Exception as err:
+            raise InstrumentError(f"{self.name}: query {command!r} failed: {err}") from None
+        self.queries += 1
+        self.log.record(self.name, command, reply)
+        return reply
+
+    def configure(self, command: str) -> None:
+        """A configuration write; in strict mode the error queue is read right after."""
+        self.write(command)
+        if self.strict:
+            self.check_errors(command)
+
+    def check_errors(self, after: str = "") -> None:
+        reply = self.query(self.ERROR_QUERY)
+        if not reply.startswith(self.NO_ERROR_PREFIXES):
+            raise InstrumentError(f"{self.name}: {reply}" + (f" after {after!r}" if after else ""))
+
+    # ---- common ------------------------------------------------------------------
+    def identify(self) -> str:
+        self.idn = self.query("*IDN?")
+        if self.IDN_MATCH.lower() not in self.idn.lower():
+            raise InstrumentError(f"{self.name}: *IDN? answered {self.idn!r}, expected a {self.IDN_MATCH}")
+        return self.idn
+
+    def shutdown(self) -> None:
+        """Ramp outputs to 0 V and switch them off (each driver knows how)."""
+
+    def close(self) -> None:
+        try:
+            self.resource.close()
+        except Exception:  # noqa: BLE001 - closing a dead session must not mask the real error
+            pass
+
+
+def check_limit(name: str, value: float, limit: float, unit: str) -> float:
+    """Raise LimitError unless |value| <= limit; never clamps."""
+    if not (value == value) or abs(value) > limit:  # NaN fails too
+        raise LimitError(f"{name}: {value:.6g} {unit} exceeds the safe limit of +-{limit:.6g} {unit}")
+    return value
+
+
+def ramp_steps(start: float, stop: float = 0.0, steps: int = 5) -> list[float]:
+    """Intermediate levels for a gentle ramp (the last one is `stop`)."""
+    if start == stop:
+        return [stop]
+    return [start + (stop - start) * k / steps for k in range(1, steps)] + [stop]
+
+
+def parse_floats(reply: str, sep: str = ",") -> list[float]:
+    try:
+        return [float(v) for v in reply.replace("\t", sep).split(sep) if v.strip()]
+    except ValueError:
+        raise InstrumentError(f"expected numbers, got {reply[:80]!r}") from None
+
+
+def jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

@@ -1,0 +1,84 @@
+"""What the instrument-backed crossbar needs of a source-measure unit, shared by the SMU drivers.
+
+Each node an SMU reads is held by a current source at 0 A (a voltmeter that
+draws no current from the network); an SMU that nudges an output sources
+beta*(t - y) instead. Voltage compliance guards the node while sourcing.
+"""
+
+from __future__ import annotations
+
+from drivers.session import Instrument, check_limit, parse_floats, ramp_steps
+
+
+class SourceMeter(Instrument):
+    CHANNELS: tuple[str, ...] = ("1",)
+    RANGE_V = 200.0
+    RANGE_A = 1.0
+    CMD: dict[str, str] = {}
+
+    def __init__(self, *args, max_abs_V: float, compliance_A: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_abs_V = max_abs_V
+        self.compliance_A = compliance_A
+        self.level_A: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+
+    def _cmd(self, key: str, ch: str, **kw) -> str:
+        return self.CMD[key].format(ch=ch, **kw)
+
+    def channel(self, ch: str) -> str:
+        if ch not in self.CHANNELS:
+            raise ValueError(f"{self.name}: no channel {ch!r} (has {', '.join(self.CHANNELS)})")
+        return ch
+
+    def connect(self) -> None:
+        self.identify()
+        self.write(self.CMD["reset"])
+        if self.strict:
+            self.check_errors("reset")
+
+    def configure_voltmeter(self, ch: str, nplc: float) -> None:
+        """Source 0 A, measure volts, voltage compliance at the safe limit, NPLC, output on."""
+        ch = self.channel(ch)
+        for key in ("source_current_func", "measure_volt_func"):
+            self.configure(self._cmd(key, ch))
+        self.configure(self._cmd("volt_compliance", ch, v=self.max_abs_V))
+        self.configure(self._cmd("current_level", ch, i=0.0))
+        self.configure(self._cmd("nplc", ch, n=nplc))
+        self.configure(self._cmd("output_on", ch))
+        self.level_A[ch] = 0.0
+
+    def source_current(self, ch: str, amps: float) -> None:
+        """Set the sourced current, A; refused past the compliance limit before anything is sent."""
+        ch = self.channel(ch)
+        check_limit(f"{self.name}/{ch} current", amps, self.compliance_A, "A")
+        self.write(self._cmd("current_level", ch, i=amps))
+        self.level_A[ch] = amps
+
+    def read_voltages(self, ch: str, n: int) -> list[float]:
+        """n buffered readings of the node voltage in one query (one round trip, not n)."""
+        ch = self.channel(ch)
+        if n < 1:
+            raise ValueError(f"n: readings must be >= 1 (got {n})")
+        if self.count.get(ch) != n:
+            self.write(self._cmd("count", ch, n=n))
+            self.count[ch] = n
+        for key in self.MEASURE_WRITES:
+            self.write(self._cmd(key, ch, n=n))
+        values = parse_floats(self.query(self._cmd("fetch", ch, n=n)))
+        if len(values) != n:
+            raise RuntimeError(f"{self.name}/{ch}: asked for {n} readings, got {len(values)}")
+        return values
+
+    MEASURE_WRITES: tuple[str, ...] = ()
+
+    def shutdown(self) -> None:
+        """Ramp every sourced current to 0 A, then outputs off."""
+        for ch in self.CHANNELS:
+            level = self.level_A.get(ch, 0.0)
+            for step in ramp_steps(level, 0.0, 3 if level else 1):
+                self.write(self._cmd("current_level", ch, i=step))
+            self.write(self._cmd("output_off", ch))
+            self.level_A[ch] = 0.0
+        # A query at the end: the instrument has acted on every write above, and reports any error.
+        self.check_errors("shutdown")

@@ -1,0 +1,142 @@
+"""The physics behind the emulated instruments: one crossbar, wired as the lab config says."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from sim_backend.crossbar import SimCrossbar
+
+
+class EmulatedBench:
+    """Node voltages, injected currents and device conductances of one emulated chip (bench units: V, A, S)."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.lock = threading.RLock()
+        u, em = lab.units, lab.emulator
+        self.vu, self.gu = u.voltage_unit_V, u.conductance_unit_S
+        sizes = lab.layer_sizes
+        self.net = SimCrossbar(sizes, input_gain=1.0, seeds=[em.seed], bias=True, sweeps=em.settle_sweeps,
+                               warm_start=True, dtype=torch.float64)
+        self.rng = np.random.default_rng(em.seed + 17)
+        # Devices start spread over the lower half of the device range (a fresh chip).
+        p = lab.programming
+        for W in self.net.weights:
+            W.copy_(torch.from_numpy(self.rng.uniform(p.g_min_S, 0.5 * p.g_max_S, size=tuple(W.shape))) / self.gu)
+        self.net.load_conductances(self.net.weights, self.net.biases)
+        self.v_in = torch.zeros(1, 2 * sizes[0], dtype=torch.float64)
+        self.dirty = True
+        # Wiring from the lab config.
+        self.dac_to_input: dict[tuple[str, str], int] = {}
+        for i, node in enumerate(lab.nodes.inputs):
+            self.dac_to_input[tuple(node.plus.split("/"))] = i
+            self.dac_to_input[tuple(node.minus.split("/"))] = sizes[0] + i
+        self.direct: dict[tuple[str, str], tuple[int, int]] = {}   # smu channel -> (layer, node), no route
+        self.routed: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}  # smu channel -> route -> node
+        layers = [*lab.nodes.hidden, lab.nodes.outputs]
+        for l, layer in enumerate(layers):
+            for i, node in enumerate(layer):
+                smu = tuple(node.read.split("/"))
+                if node.route:
+                    self.routed.setdefault(smu, {})[node.route.split("/", 1)[1]] = (l, i)
+                else:
+                    self.direct[smu] = (l, i)
+        self.closed_routes: dict[str, set[str]] = {}   # switch name -> closed crosspoints
+        self.currents: dict[tuple[str, str], float] = {}
+        self.devices: dict[tuple[str, int, int], tuple[int, int, int]] = {}
+        for blk in lab.devices:
+            m, k = self.net.weights[blk.layer].shape[1:]
+            for i in range(m):
+                for j in range(k):
+                    self.devices[(blk.board, blk.row_offset + i, blk.col_offset + j)] = (blk.layer, i, j)
+        self.read_voltage = 0.0
+        self.time_s = 0.0
+
+    # ---- wiring ----------------------------------------------------------------
+    def nodes_of(self, smu: str, ch: str) -> list[tuple[int, int]]:
+        """Nodes this SMU channel touches now: its direct node, or those routed to it by closed crosspoints."""
+        key = (smu, ch)
+        if key in self.direct:
+            return [self.direct[key]]
+        closed = set().union(*self.closed_routes.values()) if self.closed_routes else set()
+        return [node for route, node in self.routed.get(key, {}).items() if route in closed]
+
+    def set_dac(self, dac: str, ch: str, volts: float) -> None:
+        with self.lock:
+            idx = self.dac_to_input.get((dac, ch))
+            if idx is not None:
+                self.v_in[0, idx] = volts / self.vu
+                self.dirty = True
+
+    def set_current(self, smu: str, ch: str, amps: float) -> None:
+        with self.lock:
+            self.currents[(smu, ch)] = amps
+            self.dirty = True
+
+    def set_routes(self, switch: str, closed: set[str]) -> None:
+        with self.lock:
+            self.closed_routes[switch] = set(closed)
+            self.dirty = True
+
+    # ---- physics -----------------------------------------------------------------
+    def _settle(self) -> None:
+        if not self.dirty:
+            return
+        for b in self.net.biases:
+            b.zero_()
+        scale = self.gu * self.vu  # normalized current -> A
+        for (smu, ch), amps in self.currents.items():
+            if amps:
+                for layer, node in self.nodes_of(smu, ch):
+                    self.net.biases[layer][0, node] += amps / scale
+        self.net.clamp_voltages(self.v_in)
+        self.net.relax()
+        self.dirty = False
+
+    def read_voltages(self, smu: str, ch: str, n: int, nplc: float) -> list[float]:
+        """n readings (V) of the node this channel touches: physics plus white noise of read_noise/sqrt(NPLC)."""
+        with self.lock:
+            nodes = self.nodes_of(smu, ch)
+            if len(nodes) != 1:
+                return [float("nan")] * n  # an open input (no node) or two nodes shorted: no meaningful reading
+            self._settle()
+            layer, node = nodes[0]
+            v = float(self.net.voltages[layer][0, 0, node]) * self.vu
+            sd = self.lab.emulator.read_noise_V / math.sqrt(nplc)
+            self.time_s += n * (nplc / self.lab.timing.line_frequency_hz + self.lab.timing.overhead_s)
+            return (v + sd * self.rng.standard_normal(n)).tolist()
+
+    def conductance(self, board: str, row: int, col: int) -> float | None:
+        with self.lock:
+            dev = self.devices.get((board, row, col))
+            if dev is None:
+                return None
+            layer, i, j = dev
+            return float(self.net.weights[layer][0, i, j]) * self.gu
+
+    def pulse(self, board: str, row: int, col: int, volts: float, width_s: float) -> bool:
+        """Device model: dG = rate*(|V| - Vth)*width, soft-bounded by the range, with cycle-to-cycle spread."""
+        with self.lock:
+            dev = self.devices.get((board, row, col))
+            if dev is None:
+                return False
+            layer, i, j = dev
+            em, p = self.lab.emulator, self.lab.programming
+            g = float(self.net.weights[layer][0, i, j]) * self.gu
+            over = abs(volts) - em.device_threshold_V
+            if over > 0:
+                step = em.device_rate_S_per_V_s * over * width_s * (1 + em.device_spread * self.rng.standard_normal())
+                span = p.g_max_S - p.g_min_S
+                if volts > 0:
+                    g += max(step, 0.0) * (p.g_max_S - g) / span
+                else:
+                    g -= max(step, 0.0) * (g - p.g_min_S) / span
+                g = min(max(g, p.g_min_S), p.g_max_S)
+                self.net.weights[layer][0, i, j] = g / self.gu
+                self.net.load_conductances(self.net.weights, self.net.biases)
+                self.dirty = True
+            return True

@@ -1,0 +1,85 @@
+"""Start the emulated instruments of a lab config as TCP servers on 127.0.0.1 (ephemeral ports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import socketserver
+import threading
+from pathlib import Path
+
+from sim_backend.emulator.bench import EmulatedBench
+from sim_backend.emulator.instruments import EMULATED
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def setup(self):
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out at once
+
+    def handle(self):
+        inst = self.server.instrument
+        for raw in self.rfile:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            with self.server.lock:
+                reply = inst.handle(line)
+            if reply is not None:
+                self.wfile.write((reply + "\n").encode())
+                self.wfile.flush()
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class EmulatedLab:
+    """Every instrument of the lab config, emulated, with one bench behind them."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.bench = EmulatedBench(lab)
+        self.instruments = {}
+        self.servers: dict[str, _Server] = {}
+        self.resources: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "EmulatedLab":
+        for name, cfg in self.lab.instruments.items():
+            inst = EMULATED[cfg.kind](name, self.bench, self.lab.limits.get(name))
+            server = _Server(("127.0.0.1", 0), _Handler)
+            server.instrument = inst
+            server.lock = self.bench.lock
+            port = server.server_address[1]
+            t = threading.Thread(target=server.serve_forever, name=f"emulated-{name}", daemon=True)
+            t.start()
+            self.instruments[name] = inst
+            self.servers[name] = server
+            self._threads.append(t)
+            self.resources[name] = (f"socket://127.0.0.1:{port}" if cfg.kind == "xbar_board"
+                                    else f"TCPIP0::127.0.0.1::{port}::SOCKET")
+        return self
+
+    def write_registry(self, path: Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"lab": self.lab.name, "pid": os.getpid(), "resources": self.resources}, indent=1) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def outputs(self) -> dict:
+        """Every output still on or not at zero, per instrument (empty: the bench is safe)."""
+        return {name: out for name, inst in self.instruments.items() if (out := inst.outputs())}
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.shutdown()
+            server.server_close()
+        self.servers.clear()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,267 @@
+"""The lab bench through the real pyvisa + pyvisa-py and pyserial stacks, against the emulated lab on 127.0.0.1."""
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pyvisa
+import torch
+import yaml
+
+from drivers.crossbar import InstrumentCrossbar
+from drivers.keithley707b import Keithley707B
+from drivers.keithley2450 import Keithley2450
+from drivers.keithley2600 import Keithley2600
+from drivers.keysight_b2900 import KeysightB2900
+from drivers.lab import LabConfig, load_lab
+from drivers.programming import write_verify
+from drivers.qdac2 import QDac2
+from drivers.session import CommandLog, InstrumentError, LimitError, VisaSession
+from drivers.xbar_board import XbarBoard
+from hil.config import ConfigError
+from sim_backend.emulator import EmulatedLab
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+
+
+def lab_tree():
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+@pytest.fixture
+def quiet_lab():
+    """The example lab with noiseless readings, so replies are exact."""
+    tree = lab_tree()
+    tree["emulator"]["read_noise_V"] = 0.0
+    lab = LabConfig.model_validate(tree)
+    with EmulatedLab(lab) as emu:
+        yield lab, emu
+
+
+def open_driver(cls, emu, name, log, **kw):
+    session = VisaSession("@py", log)
+    return cls(name, session.open(emu.resources[name]), log, **kw)
+
+
+ZERO3 = ",".join(["0.000000000e+00"] * 3)
+
+
+def test_transcript_keithley2450(quiet_lab):
+    lab, emu = quiet_lab
+    log = CommandLog()
+    smu = open_driver(Keithley2450, emu, "smu_hidden", log, max_abs_V=0.2, compliance_A=1e-5)
+    sw = open_driver(Keithley707B, emu, "switch", log)
+    sw.connect()
+    sw.route("1A03")
+    smu.connect()
+    smu.configure_voltmeter("1", nplc=2)
+    assert smu.read_voltages("1", 3) == [0.0, 0.0, 0.0]
+    smu.shutdown()
+    ok = ("0,\"No error\"")
+    assert log.transcript("smu_hidden") == [
+        ("*IDN?", "KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.12b"),
+        ("*RST", None), (":SYSTem:ERRor?", ok),
+        (":SOUR:FUNC CURR", None), (":SYSTem:ERRor?", ok),
+        (':SENS:FUNC "VOLT"', None), (":SYSTem:ERRor?", ok),
+        (":SOUR:CURR:VLIM 0.2", None), (":SYSTem:ERRor?", ok),
+        (":SOUR:CURR 0", None), (":SYSTem:ERRor?", ok),
+        (":SENS:VOLT:NPLC 2", None), (":SYSTem:ERRor?", ok),
+        (":OUTP ON", None), (":SYSTem:ERRor?", ok),
+        (":SENS:COUN 3", None), (':TRAC:CLE "defbuffer1"', None), (':TRAC:TRIG "defbuffer1"', None),
+        (':TRAC:DATA? 1, 3, "defbuffer1", READ', ZERO3),
+        (":SOUR:CURR 0", None), (":OUTP OFF", None), (":SYSTem:ERRor?", ok),
+    ]
+    assert smu.queries == 10  # IDN, 7 error checks, shutdown check and ONE for the 3 readings
+    assert log.transcript("switch") == [
+        ("*IDN?", "Keithley Instruments Inc., Model 707B, 04123456, 1.7.0"), ("reset()", None),
+        ('channel.open("allslots")', None), ("print(errorqueue.next())", "0\tQueue Is Empty\t0\t0"),
+        ('channel.exclusiveclose("1A03")', None)]
+    assert sw.closed_channels() == "1A03"
+
+
+def test_transcript_keithley2600_nudge_and_shutdown(quiet_lab):
+    lab, emu = quiet_lab
+    log = CommandLog()
+    smu = open_driver(Keithley2600, emu, "smu_out", log, max_abs_V=0.2, compliance_A=1e-5)
+    smu.connect()
+    smu.configure_voltmeter("a", nplc=1)
+    smu.source_current("a", 2e-6)
+    volts = smu.read_voltages("a", 2)
+    assert len(volts) == 2 and volts[0] > 0  # 2 uA into the output node raises it
+    smu.shutdown()
+    ok = "0\tQueue Is Empty\t0\t0"
+    t = log.transcript("smu_out")
+    assert t[:3] == [("*IDN?", "Keithley Instruments Inc., Model 2636B, 4123456, 4.0.4"), ("reset()", None),
+                     ("print(errorqueue.next())", ok)]
+    assert t[3:15:2] == [("smua.source.func = smua.OUTPUT_DCAMPS", None),
+                         ("display.smua.measure.func = display.MEASURE_DCVOLTS", None),
+                         ("smua.source.limitv = 0.2", None), ("smua.source.leveli = 0", None),
+                         ("smua.measure.nplc = 1", None), ("smua.source.output = smua.OUTPUT_ON", None)]
+    assert t[15:19] == [("smua.source.leveli = 2e-06", None), ("smua.measure.count = 2", None),
+                        ("smua.nvbuffer1.clear()", None), ("smua.measure.v(smua.nvbuffer1)", None)]
+    assert t[19][0] == "printbuffer(1, 2, smua.nvbuffer1.readings)" and len(t[19][1].split(", ")) == 2
+    assert t[20:] == [("smua.source.leveli = 1.33333e-06", None), ("smua.source.leveli = 6.66667e-07", None),
+                      ("smua.source.leveli = 0", None), ("smua.source.output = smua.OUTPUT_OFF", None),
+                      ("smub.source.leveli = 0", None), ("smub.source.output = smub.OUTPUT_OFF", None),
+                      ("print(errorqueue.next())", ok)]
+    assert emu.outputs() == {}
+
+
+def test_transcript_b2900_and_qdac(quiet_lab):
+    lab, emu = quiet_lab
+    log = CommandLog()
+    smu = open_driver(KeysightB2900, emu, "smu_b", log, max_abs_V=0.2, compliance_A=1e-5)
+    smu.connect()
+    smu.configure_voltmeter("1", nplc=1)
+    assert smu.read_voltages("1", 3) == [0.0] * 3
+    t = log.transcript("smu_b")
+    assert t[0] == ("*IDN?", "Keysight Technologies,B2902A,MY51140123,3.4.2011.5100")
+    assert t[3::2][:6] == [(":SOUR1:FUNC:MODE CURR", None), (':SENS1:FUNC "VOLT"', None), (":SENS1:VOLT:PROT 0.2", None),
+                           (":SOUR1:CURR 0", None), (":SENS1:VOLT:NPLC 1", None), (":OUTP1 ON", None)]
+    assert t[-3:] == [(":TRIG1:COUN 3", None), (":INIT (@1)", None), (":FETC:ARR:VOLT? (@1)", ZERO3)]
+    dac = open_driver(QDac2, emu, "dac_plus", log, max_abs_V=0.15)
+    dac.connect()
+    dac.configure_channel(4)
+    dac.set_voltage(4, 0.09)
+    dac.check_errors()  # a query: the DAC has acted on the writes
+    assert emu.outputs()["dac_plus"] == {4: {"on": True, "level_V": 0.09}}
+    dac.shutdown()
+    smu.shutdown()
+    d = log.transcript("dac_plus")
+    assert d == [("*IDN?", "QDevil,QDAC-II,12,13-1.57"), ("*rst", None), ("syst:err?", '0, "No error"'),
+                 ("sour4:rang low", None), ("syst:err?", '0, "No error"'), ("sour4:filt dc", None),
+                 ("syst:err?", '0, "No error"'), ("sour4:volt:mode fix", None), ("syst:err?", '0, "No error"'),
+                 ("sour4:volt:slew 1", None), ("syst:err?", '0, "No error"'), ("sour4:volt 0", None),
+                 ("sour4:volt 0.09", None), ("syst:err?", '0, "No error"'), ("sour4:volt 0.06", None), ("sour4:volt 0.03", None), ("sour4:volt 0", None),
+                 ("syst:err?", '0, "No error"')]
+    assert emu.outputs() == {}
+
+
+def test_transcript_serial_board_write_verify(quiet_lab):
+    lab, emu = quiet_lab
+    log = CommandLog()
+    board = XbarBoard("board", XbarBoard.open_port(emu.resources["board"]), log, max_pulse_V=2.0,
+                      max_pulse_width_s=1e-5, read_voltage_V=0.1)
+    board.connect()
+    assert log.transcript("board") == [("*IDN?", "XBAR,EMU-1,0001,1.0"), ("RST", "OK"), ("VREAD 0.1", "OK")]
+    g0 = board.read_conductance(3, 5)
+    res = write_verify(board, 3, 5, g0 + 5e-6, lab.programming)
+    assert abs(res.error_S) <= lab.programming.tolerance_S and not res.stuck and res.pulses >= 2
+    t = log.transcript("board")[5:]  # after IDN, RST, VREAD and the two reads of G before pulsing
+    assert len(t) == 2 * res.pulses
+    for (pulse, ok), (read, value) in zip(t[::2], t[1::2]):
+        assert pulse.startswith("PULSE 3 5 ") and ok == "OK" and read == "READ 3 5" and float(value) > 0
+    assert emu.bench.conductance("board", 3, 5) == pytest.approx(res.final_S, rel=1e-3)
+    with pytest.raises(LimitError, match="pulse amplitude"):
+        board.pulse(3, 5, 2.5, 1e-6)
+    assert log.transcript("board")[-1][0] == "READ 3 5"  # the refused pulse never went out
+
+
+def test_emulator_is_strict(quiet_lab):
+    lab, emu = quiet_lab
+    rm = pyvisa.ResourceManager("@py")
+    r = rm.open_resource(emu.resources["smu_hidden"], read_termination="\n", write_termination="\n")
+    r.write(":SOUR:FROB 1")
+    assert r.query(":SYST:ERR?") == '-113,"Undefined header"'
+    r.write(":SOUR:CURR 5")
+    assert r.query(":SYST:ERR?") == '-222,"Data out of range"'
+    assert r.query(":SYST:ERR?") == '0,"No error"'
+    r.write(":sour:curr:vlim 0.1")  # short and long forms, any case
+    r.write(":SOURCE:CURRENT:VLIMIT 0.1")
+    assert r.query(":SYSTem:ERRor?") == '0,"No error"'
+    r.close()
+
+
+def test_twelve_volts_on_a_ten_volt_channel_refused_at_load(tmp_path):
+    tree = lab_tree()
+    tree["limits"]["dac_plus"]["max_abs_V"] = 12.0
+    p = tmp_path / "lab.yaml"
+    p.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=r"limits.dac_plus.max_abs_V: 12 V is beyond what a qdac2 can do \(\+-10 V\)"):
+        load_lab(p)
+    tree = lab_tree()
+    tree["nodes"]["outputs"][0]["nudge"] = None
+    p.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=r"nodes.outputs\[0\].nudge"):
+        load_lab(p)
+
+
+def make_bench(lab, emu, tmp_path, **kw):
+    reg = emu.write_registry(tmp_path / "reg.json")
+    return InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, registry=reg, **kw)
+
+
+def test_limit_raises_before_sending_and_bench_ends_safe(quiet_lab, tmp_path):
+    lab, emu = quiet_lab
+    bench = make_bench(lab, emu, tmp_path)
+    x = torch.rand(2, 16)
+    bench.clamp(x)
+    free = bench.measure(2)
+    assert free.shape == (2, 1, 2, 10)
+    assert emu.outputs()  # DACs and SMUs are on while measuring
+    n_logged = len(bench.log.entries)
+    bench.nudge(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 1e5)  # 1e5 S * ~1 V = far past the 10 uA compliance
+    with pytest.raises(LimitError, match="current: .* exceeds the safe limit"):
+        bench.measure(2)
+    sent = [c for _, c, _ in bench.log.entries[n_logged:]]
+    assert not any("leveli = " in c and "e-0" not in c and c.split("= ")[1] not in ("0",) for c in sent
+                   if c.startswith("smua.source.leveli") and float(c.split("= ")[1]) > 1e-5)
+    assert emu.outputs() == {}  # every output ramped to 0 and off
+    assert bench.closed
+
+
+def test_driver_error_leaves_outputs_off(tmp_path):
+    tree = lab_tree()
+    tree["emulator"]["read_noise_V"] = 0.0
+    lab = LabConfig.model_validate(tree)
+    with EmulatedLab(lab) as emu:
+        bench = make_bench(lab, emu, tmp_path)
+        bench.clamp(torch.rand(1, 16))
+        bench.measure(1)
+        inst = emu.servers["smu_b"].instrument
+        obey = inst.handle  # the SMU keeps obeying, but its readings come back corrupted
+        inst.handle = lambda line: "garbage,reply" if line.startswith(":FETC") else obey(line)
+        with pytest.raises(InstrumentError, match="expected numbers"):
+            bench.measure(1)
+        assert emu.outputs() == {}
+
+
+def test_wrong_instrument_refused_at_connect(tmp_path):
+    tree = lab_tree()
+    lab = LabConfig.model_validate(tree)
+    with EmulatedLab(lab) as emu:
+        emu.resources["smu_b"], emu.resources["smu_out"] = emu.resources["smu_out"], emu.resources["smu_b"]
+        with pytest.raises(InstrumentError, match=r"smu_out: \*IDN\? answered .*B2902A.*expected a MODEL 26"):
+            make_bench(lab, emu, tmp_path)
+        assert emu.outputs() == {}
+
+
+def test_hil_emulate_and_train_end_to_end(tmp_path):
+    """`hil emulate` in one process, `hil train --lab` in another, over real TCP VISA sessions."""
+    reg = tmp_path / "emulator.json"
+    emu = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "--lab", str(EXAMPLE), "--registry", str(reg),
+                            "--duration", "240"], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        lines = [emu.stdout.readline() for _ in range(9)]
+        assert lines[0].startswith("emulated lab 'emulated-16-8-2': 7 instruments") and "TCPIP0::127.0.0.1::" in "".join(lines)
+        assert reg.is_file()
+        r = subprocess.run([sys.executable, "-m", "hil.cli", "train", "--lab", str(EXAMPLE), "--train-limit", "40",
+                            "--test-limit", "20", "--epochs", "1", "--no-progress", "--runs-dir", "runs"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                           env={**__import__("os").environ, "HIL_EMULATOR_REGISTRY": str(reg)})
+        assert r.returncode == 0, r.stderr
+        assert "VISA round trips" in r.stdout
+        (run,) = (tmp_path / "runs").iterdir()
+        row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        # 10 nodes x 2 phases, N readings in one query each, plus evaluation reads
+        assert 20 <= row["round_trips_per_training_sample"] <= 40, row
+        log = (run / "commands.jsonl").read_text().splitlines()
+        assert len(log) > 1000 and json.loads(log[-1])["instrument"]
+    finally:
+        emu.terminate()
+        out, _ = emu.communicate(timeout=30)
+    assert "outputs left on: none" in out
