@@ -48,7 +48,7 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
     est = estimate_noise(samples)
     allan = analyse_allan(samples) if args.readings >= 8 else None
     names = node_names(net.measured_sizes)
-    nz = cfg.noise
+    nz = net.lab.timing if hasattr(net, "lab") else cfg.noise  # a bench's own NPLC, else the simulated one
     aperture = nz.nplc / nz.line_frequency_hz
     print(f"held input: test sample {idx} (label {int(prep.data.y_test[idx])}); {len(names)} nodes read {args.readings} "
           f"times each at NPLC {nz.nplc:g} ({1e3 * aperture:.3g} ms aperture + {1e3 * nz.overhead_s:.3g} ms overhead)")
@@ -66,10 +66,10 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
         nmax = f"{allan.n_max}" if allan.n_max is not None else "not reached (averaging keeps paying)"
         print(f"Allan deviation: white slope {allan.white_slope:.3f} (white noise: -0.5), floor {floor}, N_max {nmax}")
     report = {
-        "backend": "sim", "readings": args.readings, "held_test_sample": idx, "nodes": names,
+        "backend": "lab" if hasattr(net, "lab") else "sim", "readings": args.readings, "held_test_sample": idx, "nodes": names,
         "timing": {"nplc": nz.nplc, "line_frequency_hz": nz.line_frequency_hz, "aperture_s": aperture,
                    "overhead_s": nz.overhead_s},
-        "noise_config": nz.model_dump(), "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
+        "noise_config": cfg.noise.model_dump() if not hasattr(net, "lab") else None, "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
     }
     atomic_write_text(store.path / "characterize.json", json.dumps(report, indent=1) + "\n")
     if allan is not None:

@@ -6,11 +6,13 @@ settles for settle_time_s, and every hidden and output node is read N times by
 its SMU (through its switch route) in one buffered query.
 
 Nudging (mode "current"): a bench without switchable nudge resistors ties an
-output to its target by sourcing I = beta*(t - y) from the output's SMU, with y
-the latest free-phase reading of that output. This equals the conductance nudge
-to first order in beta; `nudge.iterations` > 1 re-reads the outputs and updates
-I, converging to the conductance nudge at the cost of one more reading of the
-outputs per iteration.
+output to its target by sourcing a current from the output's SMU. A plain
+I = beta*(t - y0) (y0: the free-phase reading) equals the conductance nudge
+only while beta is small against the conductance G at the node; when it is
+not, the output overshoots by (1 + beta/G). With `nudge.iterations` = 2 (the
+default) the bench measures G from the response to that first current and
+sources I = beta*(t - y0)/(1 + beta/G), the conductance nudge's current, at the
+cost of one more reading of the outputs per sample (N readings of each output).
 
 Programming: a conductance change is pulsed in by write-verify only once it
 exceeds the write tolerance; smaller changes accumulate until they do.
@@ -22,6 +24,7 @@ voltages ramped to 0, outputs off, switches open) before it propagates.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from pathlib import Path
 
@@ -187,6 +190,8 @@ class InstrumentCrossbar:
         """The bench settles by itself; measure() waits settle_time_s after each change."""
 
     def _set_inputs(self, xb: torch.Tensor) -> None:
+        """DAC voltages gamma*[x, -x] in bench volts, then *OPC? on each DAC that changed (readings must not overtake)."""
+        changed = set()
         for i, node in enumerate(self.lab.nodes.inputs):
             v = float(self.input_gain * xb[i] * self.vu)
             for ref, sign in ((node.plus, 1.0), (node.minus, -1.0)):
@@ -194,13 +199,43 @@ class InstrumentCrossbar:
                 dac = self.inst[name]
                 if dac.level_V.get(int(ch)) != sign * v:
                     dac.set_voltage(ch, sign * v)
+                    changed.add(name)
+        for name in sorted(changed):
+            self.inst[name].sync()
 
     def _set_nudge(self, currents: list[float] | None) -> None:
+        """Output currents in bench amperes (None: 0 A), then *OPC? on each SMU that changed."""
+        changed = set()
         for i, node in enumerate(self.lab.nodes.outputs):
             name, ch = node.nudge.split("/")
             amps = 0.0 if currents is None else currents[i]
             if self.inst[name].level_A.get(ch, 0.0) != amps:
                 self.inst[name].source_current(ch, amps)
+                changed.add(name)
+        for name in sorted(changed):
+            self.inst[name].sync()
+
+    def _nudge_currents(self, b: int, n: int) -> torch.Tensor:
+        """Currents (normalized A) that tie the outputs to their targets as a conductance beta would.
+
+        A conductance nudge draws I = beta*(t - y_beta), with y_beta the nudged output. Near the free state the
+        output responds linearly, y = y0 + I/G (G: the conductance the node sees), so I = beta*(t - y0)/(1 + beta/G).
+        G is measured: inject I1 = beta*(t - y0), read the outputs once more (N readings), G = I1/(y1 - y0).
+        Each further iteration repeats the secant step from the latest point.
+        """
+        t, y0 = self.targets[b], self.y_free[b]
+        current = self.beta * (t - y0)
+        scale = self.gu * self.vu
+        for _ in range(self.lab.nudge.iterations - 1):
+            self._set_nudge((current * scale).tolist())
+            self.sleep(self.lab.timing.settle_time_s)
+            dy = self._read_nodes(n, only_outputs=True).mean(0) - y0
+            g_eff = torch.where(dy.abs() > 1e-12, current / dy, torch.full_like(dy, math.inf))
+            # Only a positive, finite response makes physical sense; otherwise keep the plain current.
+            ok = torch.isfinite(g_eff) & (g_eff > 0)
+            current = torch.where(ok, self.beta * (t - y0) / (1 + self.beta / g_eff.where(ok, torch.ones_like(g_eff))),
+                                  current)
+        return current
 
     def _read_nodes(self, n: int, only_outputs: bool = False) -> torch.Tensor:
         """(n, nodes) readings in normalized volts."""
@@ -228,13 +263,7 @@ class InstrumentCrossbar:
             if free:
                 self._set_nudge(None)
             else:
-                y = self.y_free[b]
-                for _ in range(self.lab.nudge.iterations):
-                    current = (self.beta * (self.targets[b] - y) * scale).tolist()
-                    self._set_nudge(current)
-                    if self.lab.nudge.iterations > 1:
-                        self.sleep(self.lab.timing.settle_time_s)
-                        y = self._read_nodes(n, only_outputs=True).mean(0)
+                self._set_nudge((self._nudge_currents(b, n) * scale).tolist())
             self.sleep(self.lab.timing.settle_time_s)
             reads = self._read_nodes(n)
             out.append(reads)

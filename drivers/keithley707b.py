@@ -39,10 +39,15 @@ class Keithley707B(Instrument):
         self.configure(self.CMD["open_all"])
 
     def route(self, channel: str) -> None:
-        """Close exactly this crosspoint (opening every other); skipped when it is already the one closed."""
+        """Close exactly this crosspoint (opening every other) and wait until the relays have switched.
+
+        Skipped when it is already the one closed. The *OPC? matters: another instrument reads the node next,
+        and its query must not overtake the switching.
+        """
         if self.closed == channel:
             return
         self.write(self.CMD["exclusive_close"].format(ch=self.validate(channel)))
+        self.sync()
         self.closed = channel
 
     def closed_channels(self) -> str:

@@ -116,10 +116,11 @@ class TimingConfig(_Strict):
 class NudgeConfig(_Strict):
     mode: Literal["current"] = Field(
         default="current",
-        description="current: the output's SMU sources beta*(t - y), y from the latest free-phase reading, refined "
-        "`iterations` times (each costs one more reading of the outputs).",
+        description="current: the output's SMU sources the current a conductance beta to the target would draw.",
     )
-    iterations: int = Field(default=1, ge=1)
+    iterations: int = Field(default=2, ge=1, description="1: I = beta*(t - y_free) (exact only for beta << the node's "
+                            "conductance); 2+: measure the node's response and correct I (one more reading of the "
+                            "outputs per iteration)")
 
 
 class EmulatorConfig(_Strict):

@@ -190,6 +190,12 @@ class Instrument:
             raise InstrumentError(f"{self.name}: *IDN? answered {self.idn!r}, expected a {self.IDN_MATCH}")
         return self.idn
 
+    def sync(self) -> None:
+        """*OPC?: returns once the instrument has carried out every command sent before it (one round trip)."""
+        reply = self.query("*OPC?")
+        if reply.strip() not in ("1", "+1"):
+            raise InstrumentError(f"{self.name}: *OPC? answered {reply!r}")
+
     def shutdown(self) -> None:
         """Ramp outputs to 0 V and switch them off (each driver knows how)."""
 

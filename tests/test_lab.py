@@ -79,7 +79,7 @@ def test_transcript_keithley2450(quiet_lab):
     assert log.transcript("switch") == [
         ("*IDN?", "Keithley Instruments Inc., Model 707B, 04123456, 1.7.0"), ("reset()", None),
         ('channel.open("allslots")', None), ("print(errorqueue.next())", "0\tQueue Is Empty\t0\t0"),
-        ('channel.exclusiveclose("1A03")', None)]
+        ('channel.exclusiveclose("1A03")', None), ("*OPC?", "1")]
     assert sw.closed_channels() == "1A03"
 
 
@@ -257,11 +257,34 @@ def test_hil_emulate_and_train_end_to_end(tmp_path):
         assert "VISA round trips" in r.stdout
         (run,) = (tmp_path / "runs").iterdir()
         row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-        # 10 nodes x 2 phases, N readings in one query each, plus evaluation reads
-        assert 20 <= row["round_trips_per_training_sample"] <= 40, row
+        # per sample and phase: 10 node reads (N readings in one query each), 8 route syncs, DAC and nudge syncs,
+        # the nudge's response reading of 2 outputs; evaluation adds its own reads
+        assert 40 <= row["round_trips_per_training_sample"] <= 80, row
         log = (run / "commands.jsonl").read_text().splitlines()
         assert len(log) > 1000 and json.loads(log[-1])["instrument"]
     finally:
         emu.terminate()
         out, _ = emu.communicate(timeout=30)
     assert "outputs left on: none" in out
+
+
+def test_characterize_the_bench(tmp_path, capsys):
+    """`hil characterize --lab`: the emulated SMUs' white noise (2 uV at 1 PLC = 4e-4 normalized V) comes back."""
+    from hil.cli import main
+
+    lab = load_lab(EXAMPLE)
+    with EmulatedLab(lab) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        import os
+
+        os.environ["HIL_EMULATOR_REGISTRY"] = str(reg)
+        try:
+            code = main(["characterize", "--lab", str(EXAMPLE), "--readings", "400", "--runs-dir", str(tmp_path / "runs")])
+        finally:
+            del os.environ["HIL_EMULATOR_REGISTRY"]
+        assert code == 0
+        assert emu.outputs() == {}
+    (run,) = (tmp_path / "runs").iterdir()
+    est = json.loads((run / "characterize.json").read_text())["estimate"]
+    assert est["pooled_low"] <= 4e-4 <= est["pooled_high"]
+    assert "pooled sigma" in capsys.readouterr().out

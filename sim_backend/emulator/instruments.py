@@ -63,6 +63,8 @@ class EmulatedSCPI(Emulated):
             return None
         if line.upper() == "*IDN?":
             return self.IDN
+        if line.upper() == "*OPC?":
+            return "1"
         if line.upper() in ("*RST", "*CLS"):
             if line.upper() == "*RST":
                 self.reset()
@@ -331,6 +333,8 @@ class EmulatedTSP(Emulated):
             return None
         if line == "*IDN?":
             return self.IDN
+        if line == "*OPC?":
+            return "1"
         for pat, method in self._stmts:
             m = pat.match(line)
             if m:
