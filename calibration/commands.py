@@ -97,11 +97,17 @@ def target_from_sweep(run_dir: Path) -> tuple[float, str]:
     if not s_crit:
         raise CommandError(f"--from-sweep: {run_dir} found no sigma at which training reached the threshold; "
                            "sweep lower sigmas first")
+    lowest = min(p["sigma_V"] for p in crit.get("points", [])) if crit.get("points") else None
+    if s_opt and 0 < s_opt <= s_crit and lowest is not None and s_opt > lowest:
+        return s_opt, (f"Target sigma_opt = {s_opt:.3g} V from {run_dir} (best mean accuracy, above the lowest sigma "
+                       f"swept; sigma_crit = {s_crit:.3g} V): noise just below the critical level helped, so more "
+                       "readings would cost time and accuracy.")
     if s_opt and 0 < s_opt <= s_crit:
-        return s_opt, (f"Target sigma_opt = {s_opt:.3g} V from {run_dir} (best mean accuracy; sigma_crit = {s_crit:.3g} V): "
-                       "a little noise below the critical level helped, so more readings would cost time and accuracy.")
-    return s_crit / 2, (f"Target sigma_crit/2 = {s_crit / 2:.3g} V from {run_dir} (sigma_crit = {s_crit:.3g} V; noise did not "
-                        "help there, so keep a factor 2 of margin).")
+        return s_opt, (f"Target {s_opt:.3g} V from {run_dir}: the best mean accuracy came at the lowest sigma swept "
+                       f"(sigma_crit = {s_crit:.3g} V); lower sigmas were not tried, so whether more readings would raise "
+                       "accuracy is unknown: sweep lower to find out.")
+    return s_crit / 2, (f"Target sigma_crit/2 = {s_crit / 2:.3g} V from {run_dir} (sigma_crit = {s_crit:.3g} V; the best "
+                        "accuracy came without noise, so keep a factor 2 of margin).")
 
 
 def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:

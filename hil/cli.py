@@ -258,7 +258,11 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     for name, res in emu.resources.items():
         print(f"  {name:<{width}}  {lab.instruments[name].kind:<15} {res}")
     print(f"registry {registry} (resources emulator:NAME resolve through it); Ctrl-C stops", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job may have inherited it ignored
+        signal.signal(sig, stop)
     try:
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while deadline is None or time.monotonic() < deadline:

@@ -33,7 +33,8 @@ def describe(cfg: RunConfig, data: Dataset, backend_name: str) -> str:
     return (f"{cfg.data.dataset} {architecture(cfg, data)} ({2 * data.n_inputs} input nodes after doubling), "
             f"{len(data.x_train)} train / {len(data.x_test)} test samples; gamma={cfg.network.input_gain:g} V, "
             f"beta={ep.beta:g} S, eta={ep.eta:g}, T={cfg.relax.sweeps}, {'centered' if ep.centered else 'positive'} EP, "
-            f"sigma={n.sigma:g} V, N={n.samples}, batch {cfg.train.batch_size}, {backend_name}")
+            f"{'' if backend_name.startswith('lab') else f'sigma={n.sigma:g} V, '}N={n.samples}, batch {cfg.train.batch_size}, "
+            f"{backend_name}")
 
 
 @dataclass
