@@ -17,10 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hil.config import ConfigError, format_validation_error
+from hil.config import ConfigError, format_validation_error, read_yaml
 
 # What each kind of instrument can do at most (hardware range), and which roles it can play.
 KINDS = {
@@ -253,14 +252,11 @@ class LabConfig(_Strict):
 
 
 def load_lab(path: Path) -> LabConfig:
+    """Load and check a lab config; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"lab config not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    try:
-        return LabConfig.model_validate(tree)
+        return LabConfig.model_validate(read_yaml(path))
     except ValidationError as err:
         raise ConfigError(f"{path.name}: {format_validation_error(err)}") from None

@@ -35,12 +35,6 @@ class QDac2(Instrument):
             raise ValueError(f"{self.name}: no channel {ch!r} (1..{self.N_CHANNELS})")
         return c
 
-    def connect(self) -> None:
-        self.identify()
-        self.write(self.CMD["reset"])
-        if self.strict:
-            self.check_errors("reset")
-
     def configure_channel(self, ch) -> None:
         c = self.channel(ch)
         rng = "low" if self.max_abs_V <= 2.0 else "high"  # low range: +-2 V, lower noise

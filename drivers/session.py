@@ -143,6 +143,8 @@ class Instrument:
 
     #: substring that *IDN? must contain (per driver)
     IDN_MATCH: str = ""
+    #: the command strings, in one place per driver (each needs at least "reset")
+    CMD: dict[str, str] = {}
     #: the query that pops one entry of the error queue, and how a "no error" reply starts
     ERROR_QUERY = ":SYSTem:ERRor?"
     NO_ERROR_PREFIXES = ("0,", "+0,")
@@ -189,6 +191,13 @@ class Instrument:
         if self.IDN_MATCH.lower() not in self.idn.lower():
             raise InstrumentError(f"{self.name}: *IDN? answered {self.idn!r}, expected a {self.IDN_MATCH}")
         return self.idn
+
+    def connect(self) -> None:
+        """Check the identity, reset, and (strict) confirm the reset left no error."""
+        self.identify()
+        self.write(self.CMD["reset"])
+        if self.strict:
+            self.check_errors("reset")
 
     def sync(self) -> None:
         """*OPC?: returns once the instrument has carried out every command sent before it (one round trip)."""

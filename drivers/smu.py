@@ -31,12 +31,6 @@ class SourceMeter(Instrument):
             raise ValueError(f"{self.name}: no channel {ch!r} (has {', '.join(self.CHANNELS)})")
         return ch
 
-    def connect(self) -> None:
-        self.identify()
-        self.write(self.CMD["reset"])
-        if self.strict:
-            self.check_errors("reset")
-
     def configure_voltmeter(self, ch: str, nplc: float) -> None:
         """Source 0 A, measure volts, voltage compliance at the safe limit, NPLC, output on."""
         ch = self.channel(ch)
