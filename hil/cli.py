@@ -129,24 +129,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or '--config'})")
         store = RunStore.open(args.resume)
         cfg = store.config(over)
-        prep = prepare(cfg, args.lab)
+        prep = prepare(cfg, args.lab, initialize=False)
         if "train.epochs" in over:
             store.save_config(cfg)
         train_run(prep, store, resume=True, progress=not args.no_progress)
         return 0
-    cfg = load_config(args.config, over, base=lab_run_defaults(args.lab))
-    prep = prepare(cfg, args.lab)  # validates data and backend (and connects a bench) before any folder is made
-    try:
-        store = RunStore.create(cfg)
-    except BaseException:
-        prep.backend.close()
-        raise
+    _, prep, store = _setup(args, "run")
     train_run(prep, store, progress=not args.no_progress)
     return 0
 
 
 def _setup(args: argparse.Namespace, default_name: str, check=None):
-    """Config, data and backend validated, then a fresh run folder: nothing is written for bad input."""
+    """Config, data and backend validated (a bench connected), then a fresh run folder: nothing is written for bad input."""
     from hil.runner import prepare
     from hil.store import RunStore
 
@@ -173,7 +167,7 @@ def _check_sweep(args: argparse.Namespace):
 
 def _sweep_setup(args: argparse.Namespace, default_name: str):
     _check_sweep(args)
-    if getattr(args, "sigma_min", None) is not None or getattr(args, "sigmas", None):
+    if hasattr(args, "sigma_min"):
         from calibration.commands import sigma_grid
 
         sigma_grid(args)  # validate the grid before anything is written
@@ -185,8 +179,7 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
 
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
-    _check_sweep(args)
-    cfg, prep, store = _setup(args, "sweep-table")
+    cfg, prep, store = _sweep_setup(args, "sweep-table")
     points = [(s, cfg.noise.samples) for s in args.sigmas]
     print(f"Table I: {cfg.data.dataset}, {len(points)} sigma x {args.trials} trials, {cfg.train.epochs} epoch(s), "
           f"N={cfg.noise.samples}; folder {store.path}", flush=True)
@@ -258,6 +251,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     for name, res in emu.resources.items():
         print(f"  {name:<{width}}  {lab.instruments[name].kind:<15} {res}")
     print(f"registry {registry} (resources emulator:NAME resolve through it); Ctrl-C stops", flush=True)
+
     def stop(*_):
         raise KeyboardInterrupt
 

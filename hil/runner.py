@@ -45,10 +45,14 @@ class Prepared:
     backend_name: str
 
 
-def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None = None) -> Prepared:
-    """Load the data and build the backend (simulated, or the bench of a lab config); raises before anything is written."""
+def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None = None, *,
+            initialize: bool = True) -> Prepared:
+    """Load the data and build the backend (simulated, or the bench of a lab config); raises before anything is written.
+
+    initialize: program a bench to the seeded starting conductances (off when resuming: the checkpoint's come next).
+    """
     if lab_path is not None:
-        return prepare_bench(cfg, lab_path, registry)
+        return prepare_bench(cfg, lab_path, registry, initialize=initialize)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data).to(device)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -57,7 +61,7 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
 
-def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None) -> Prepared:
+def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
     from drivers.crossbar import InstrumentCrossbar
     from drivers.lab import load_lab
@@ -69,11 +73,12 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None) 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
     sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
-    lab.check_run(cfg.network.input_gain, sizes, cfg.network.bias)
+    # The constructor refuses a run the bench cannot carry out safely before it connects to anything.
     backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes, bias=cfg.network.bias,
                                  g_min=cfg.network.g_min, g_max=cfg.network.g_max, dtype=dtype, registry=registry)
-    start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
-    backend.load_conductances(start.weights)
+    if initialize:
+        start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
+        backend.load_conductances(start.weights)
     return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})")
 
 
@@ -98,6 +103,7 @@ def train_run(
     print(describe(prep.cfg, prep.data, prep.backend_name), file=out)
     print(f"run folder: {store.path}", file=out)
     if start > prep.cfg.train.epochs:
+        prep.backend.close()
         print(f"nothing to do: epoch {start - 1} of {prep.cfg.train.epochs} already done (raise --epochs)", file=out)
         return []
     print(TABLE_HEADER, file=out, flush=True)

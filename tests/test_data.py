@@ -71,3 +71,14 @@ def test_corrupt_idx_is_reported(tmp_path):
 def test_bad_class_selection():
     with pytest.raises(DatasetError, match="classes"):
         load_dataset(DataConfig(classes=[3, 12]))
+
+
+def test_download_without_torchvision_says_so(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import torchvision  # noqa: F401  # pyflakes: only whether it imports matters
+        pytest.skip("torchvision imports here; the download path would go to the network")
+    except Exception:  # noqa: BLE001 - it does not import with this torch: the case under test
+        pass
+    with pytest.raises(DatasetError, match="--download needs torchvision"):
+        load_dataset(DataConfig(dataset="mnist", data_dir=tmp_path, download=True))
