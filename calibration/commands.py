@@ -61,6 +61,9 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
         print(f"{'...':>8}  ({len(names) - args.show} more nodes in characterize.json)")
     print(f"pooled sigma {est.pooled_sigma:.4g} V, 95% interval [{est.pooled_low:.4g}, {est.pooled_high:.4g}] V; "
           f"median lag-1 {np.median(est.lag1):.3f}, median effective N {np.median(est.n_eff):.0f} of {args.readings}")
+    if hasattr(net, "lab"):
+        print(f"(bench readings in normalized volts: bench volts / units.voltage_unit_V = {net.vu:g} V, the unit of "
+              "--sigma in training and sweeps)")
     if allan is not None:
         floor = f"{allan.floor:.3g} V" if allan.floor is not None else f"none within {args.readings} readings"
         nmax = f"{allan.n_max}" if allan.n_max is not None else "not reached (averaging keeps paying)"
@@ -174,7 +177,7 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
     sigmas = sigma_grid(args)
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} "
           f"trials, {cfg.train.epochs} epoch(s), N={cfg.noise.samples}; folder {store.path}", flush=True)
-    res = find_critical_sigma(cfg, prep.data, sigmas, args.trials, args.threshold, max_replicas=args.max_replicas,
+    res = find_critical_sigma(cfg, sigmas, args.trials, args.threshold, data=prep.data, max_replicas=args.max_replicas,
                               progress=not args.no_progress)
     write_trials_csv(store.path / "trials.csv", res.trials)
     write_summary_csv(store.path / "table.csv", res.points)

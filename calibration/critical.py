@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from hil.config import RunConfig
+from hil.config import RunConfig, build_config, merge_trees
 from hil.data import Dataset
 from hil.sweep import PointSummary, Trial, run_trials, summarize
 
@@ -55,18 +55,35 @@ def critical_from_points(points: Sequence[PointSummary], threshold: float):
     return crit, (best.sigma if best else None)
 
 
+def with_lab_settings(cfg: RunConfig, lab) -> RunConfig:
+    """The run config with the bench's own settings (its `run:` section) beneath what the caller set explicitly."""
+    return build_config(merge_trees(lab.run, cfg.model_dump(mode="json", exclude_unset=True)))
+
+
 def find_critical_sigma(
     cfg: RunConfig,
-    data: Dataset,
     sigmas: Sequence[float],
     trials: int,
     threshold: float,
     samples: int | None = None,
     *,
+    data: Dataset | None = None,
+    lab=None,
     max_replicas: int | None = None,
     progress: bool = False,
 ) -> CriticalSigma:
-    """Train `trials` networks per sigma (as replicas at once) and locate sigma_crit and sigma_opt."""
+    """Train `trials` networks per sigma (as replicas at once) on the simulator and locate sigma_crit and sigma_opt.
+
+    sigmas are in normalized volts (a bench's readings divided by its voltage_unit_V). With `lab`, the bench's
+    settings (input gain, network, device range: its lab config's `run:` section) fill in whatever cfg leaves
+    unset, so the result applies to that bench. data: loaded from cfg.data when not given.
+    """
+    if lab is not None:
+        cfg = with_lab_settings(cfg, lab)
+    if data is None:
+        from hil.runner import prepare
+
+        data = prepare(cfg).data
     if not sigmas:
         raise ValueError("sigmas: give at least one read-noise value")
     if any(not (s >= 0 and math.isfinite(s)) for s in sigmas):

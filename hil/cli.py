@@ -139,8 +139,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup(args: argparse.Namespace, default_name: str, check=None):
-    """Config, data and backend validated (a bench connected), then a fresh run folder: nothing is written for bad input."""
+def _setup(args: argparse.Namespace, default_name: str, check=None, connect: bool = True):
+    """Config, data and backend validated (a bench connected), then a fresh run folder: nothing is written for bad input.
+
+    connect=False (sweeps): a --lab only supplies the bench's settings; training runs on the simulator.
+    """
     from hil.runner import prepare
     from hil.store import RunStore
 
@@ -150,7 +153,7 @@ def _setup(args: argparse.Namespace, default_name: str, check=None):
     cfg = load_config(args.config, over, base=lab_run_defaults(lab))
     if check:
         check(cfg)
-    prep = prepare(cfg, lab)
+    prep = prepare(cfg, lab if connect else None)
     try:
         return cfg, prep, RunStore.create(cfg)
     except BaseException:
@@ -171,7 +174,7 @@ def _sweep_setup(args: argparse.Namespace, default_name: str):
         from calibration.commands import sigma_grid
 
         sigma_grid(args)  # validate the grid before anything is written
-    return _setup(args, default_name)
+    return _setup(args, default_name, connect=False)
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
@@ -358,6 +361,8 @@ def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
                    help=f"test accuracy that counts as converged, and that sigma_crit's mean accuracy reaches "
                    f"(default {threshold}; the paper used 0.9 on MNIST: put it between chance and your plateau)")
     p.add_argument("--max-replicas", type=int, help="networks trained at once (default: what memory allows)")
+    p.add_argument("--lab", type=Path, metavar="LAB.yaml",
+                   help="use this bench's settings (its lab config's run: section) so the result applies to it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -164,3 +164,21 @@ def test_sweep_sigma_finds_critical_sigma(tmp_path, capsys):
     choice = json.loads((cal / "calibration.json").read_text())
     assert choice["sigma_target"] <= crit["sigma_crit_V"]
     assert choice["samples"] == math.ceil((2e-2 / choice["sigma_target"]) ** 2 - 1e-9)
+
+
+def test_find_critical_sigma_api_with_lab_settings():
+    """The Python API from a run config alone; a lab config supplies the bench's network and input gain."""
+    from pathlib import Path
+
+    from calibration.critical import find_critical_sigma
+    from drivers.lab import load_lab
+    from hil.config import build_config
+
+    lab = load_lab(Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml")
+    cfg = build_config({}, {"train.epochs": 2, "data.train_limit": 200})
+    res = find_critical_sigma(cfg, [1e-3, 0.3], trials=2, threshold=0.8, lab=lab)
+    assert [p.trials for p in res.points] == [2, 2]
+    assert res.trials[0].seed == 0 and len(res.trials[0].test_acc) == 2
+    # the bench's 16-8-2 two-class task (from the lab's run: section), not the 64-128-10 default
+    assert res.points[0].mean_acc > 0.8 and res.points[1].mean_acc < 0.8
+    assert res.sigma_crit is not None and 1e-3 <= res.sigma_crit < 0.3
