@@ -5,7 +5,12 @@ clamp gamma*[x, -x] (in bench volts), the nudge currents are set, the bench
 settles for settle_time_s, and every hidden and output node is read N times by
 its SMU (through its switch route) in one buffered query.
 
-Nudging (mode "current"): a bench without switchable nudge resistors ties an
+Nudging, mode "conductance": where the board has nudge resistors, each output
+is tied through its resistor (beta = nudge.conductance_S, fixed by hardware) to
+a DAC channel set to the target; the crosspoints close for the nudged phase and
+open for the free one. Two switch operations per sample, no extra readings.
+
+Nudging, mode "current": a bench without switchable nudge resistors ties an
 output to its target by sourcing a current from the output's SMU. A plain
 I = beta*(t - y0) (y0: the free-phase reading) equals the conductance nudge
 only while beta is small against the conductance G at the node; when it is
@@ -64,10 +69,10 @@ class InstrumentCrossbar:
     replicas = 1
 
     def __init__(self, lab: LabConfig, *, input_gain: float, layer_sizes, bias: bool = False,
-                 g_min: float = 0.0, g_max: float | None = None, dtype: torch.dtype = torch.float32,
-                log: CommandLog | None = None,
+                 g_min: float = 0.0, g_max: float | None = None, beta: float | None = None, centered: bool = False,
+                 dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
                  registry: Path | None = None, sleep=time.sleep):
-        lab.check_run(input_gain, list(layer_sizes), bias)
+        lab.check_run(input_gain, list(layer_sizes), bias, beta, centered)
         p, u = lab.programming, lab.units
         self.lab = lab
         self.layer_sizes = list(layer_sizes)
@@ -93,6 +98,7 @@ class InstrumentCrossbar:
         self.targets: torch.Tensor | None = None
         self.beta = 0.0
         self.y_free: torch.Tensor | None = None
+        self.nudge_closed = False  # conductance mode: the nudge resistors' crosspoints
         self.stats = {"pulses": 0, "programmed": 0, "stuck": 0, "samples_measured": 0}
         try:
             self._connect()
@@ -135,10 +141,12 @@ class InstrumentCrossbar:
                 drv.close()  # not identified or not reset: not ours to drive, not even to shut down
                 raise
             self.inst[name] = drv
-        for node in lab.nodes.inputs:
-            for ref in (node.plus, node.minus):
-                name, ch = ref.split("/")
-                self.inst[name].configure_channel(ch)
+        dac_channels = [ref for node in lab.nodes.inputs for ref in (node.plus, node.minus)]
+        if lab.nudge.mode == "conductance":
+            dac_channels += [node.nudge_source for node in lab.nodes.outputs]
+        for ref in dac_channels:
+            name, ch = ref.split("/")
+            self.inst[name].configure_channel(ch)
         smu_channels = {tuple(n.read.split("/")) for layer in [*lab.nodes.hidden, lab.nodes.outputs] for n in layer}
         for name, ch in sorted(smu_channels):
             self.inst[name].configure_voltmeter(ch, t.nplc)
@@ -183,6 +191,8 @@ class InstrumentCrossbar:
             return
         if self.y_free is None:
             raise RuntimeError("nudge: measure the free phase first (the current nudge needs its output readings)")
+        if self.lab.nudge_beta is not None:
+            self.lab.check_run(self.input_gain, self.layer_sizes, False, float(beta))  # the resistors fix beta
         self.targets = targets.detach().to("cpu", torch.float64)
         self.beta = float(beta)
 
@@ -214,6 +224,31 @@ class InstrumentCrossbar:
                 changed.add(name)
         for name in sorted(changed):
             self.inst[name].sync()
+
+    def _set_nudge_resistors(self, targets: torch.Tensor | None) -> None:
+        """Conductance mode: target voltages on the nudge sources, then the resistors' crosspoints closed (None: opened).
+
+        A crosspoint is only switched when its state changes; the sources are set (and synced) before closing.
+        """
+        outputs = self.lab.nodes.outputs
+        if targets is not None:
+            changed = set()
+            for node, t in zip(outputs, targets.tolist()):
+                name, ch = node.nudge_source.split("/")
+                if self.inst[name].level_V.get(int(ch)) != t * self.vu:
+                    self.inst[name].set_voltage(ch, t * self.vu)
+                    changed.add(name)
+            for name in sorted(changed):
+                self.inst[name].sync()
+        want_closed = targets is not None
+        if self.nudge_closed != want_closed:
+            by_switch: dict[str, list[str]] = {}
+            for node in outputs:
+                sw, cross = node.nudge_route.split("/", 1)
+                by_switch.setdefault(sw, []).append(cross)
+            for sw, crosses in by_switch.items():
+                self.inst[sw].set_crosspoints(crosses, closed=want_closed)
+            self.nudge_closed = want_closed
 
     def _nudge_currents(self, b: int, n: int) -> torch.Tensor:
         """Currents (normalized A) that tie the outputs to their targets as a conductance beta would.
@@ -260,7 +295,9 @@ class InstrumentCrossbar:
         free = self.targets is None
         for b in range(self.x.shape[0]):
             self._set_inputs(self.x[b])
-            if free:
+            if self.lab.nudge.mode == "conductance":
+                self._set_nudge_resistors(None if free else self.targets[b])
+            elif free:
                 self._set_nudge(None)
             else:
                 self._set_nudge((self._nudge_currents(b, n) * scale).tolist())

@@ -20,6 +20,8 @@ class Keithley707B(Instrument):
         "reset": "reset()",
         "open_all": 'channel.open("allslots")',
         "exclusive_close": 'channel.exclusiveclose("{ch}")',
+        "close": 'channel.close("{ch}")',
+        "open": 'channel.open("{ch}")',
         "get_closed": 'print(channel.getclose("allslots"))',
     }
 
@@ -49,6 +51,12 @@ class Keithley707B(Instrument):
         self.write(self.CMD["exclusive_close"].format(ch=self.validate(channel)))
         self.sync()
         self.closed = channel
+
+    def set_crosspoints(self, channels: list[str], closed: bool) -> None:
+        """Close (or open) these crosspoints, leaving the others as they are, and wait for the relays."""
+        for ch in channels:
+            self.write(self.CMD["close" if closed else "open"].format(ch=self.validate(ch)))
+        self.sync()
 
     def closed_channels(self) -> str:
         return self.query(self.CMD["get_closed"])

@@ -58,7 +58,10 @@ class InputNode(_Strict):
 class ReadNode(_Strict):
     read: str = Field(description="SMU channel that reads this node, e.g. smu_hidden/1")
     route: str | None = Field(default=None, description="Switch crosspoint to close first, e.g. switch/1A01")
-    nudge: str | None = Field(default=None, description="Outputs: the SMU channel that sources the nudge current")
+    nudge: str | None = Field(default=None, description="Outputs, current mode: the SMU channel that sources the nudge")
+    nudge_source: str | None = Field(default=None, description="Outputs, conductance mode: the DAC channel at the target")
+    nudge_route: str | None = Field(default=None, description="Outputs, conductance mode: the crosspoint that connects "
+                                    "the node through the nudge resistor to its source")
 
 
 class NodeMap(_Strict):
@@ -113,10 +116,12 @@ class TimingConfig(_Strict):
 
 
 class NudgeConfig(_Strict):
-    mode: Literal["current"] = Field(
+    mode: Literal["current", "conductance"] = Field(
         default="current",
-        description="current: the output's SMU sources the current a conductance beta to the target would draw.",
+        description="current: the output's SMU sources the current a conductance beta to the target would draw. "
+        "conductance: a resistor on the board ties the output to a DAC channel at the target (beta is fixed by it).",
     )
+    conductance_S: float | None = Field(default=None, gt=0, description="Conductance mode: the nudge resistor, S")
     iterations: int = Field(default=2, ge=1, description="1: I = beta*(t - y_free) (exact only for beta << the node's "
                             "conductance); 2+: measure the node's response and correct I (one more reading of the "
                             "outputs per iteration)")
@@ -212,9 +217,26 @@ class LabConfig(_Strict):
                     if node.nudge != node.read:
                         raise ValueError(f"nodes.{tag}[{i}].nudge: must be the SMU channel that reads the node "
                                          f"({node.read}): it sources the current and measures the voltage")
-        for i, node in enumerate(self.nodes.outputs):
-            if not node.nudge:
-                raise ValueError(f"nodes.outputs[{i}].nudge: every output needs an SMU channel to nudge it")
+        if self.nudge.mode == "current":
+            for i, node in enumerate(self.nodes.outputs):
+                if not node.nudge:
+                    raise ValueError(f"nodes.outputs[{i}].nudge: every output needs an SMU channel to nudge it")
+        else:
+            if self.nudge.conductance_S is None:
+                raise ValueError("nudge.conductance_S: conductance mode needs the nudge resistor's value")
+            read_switches = {n.route.split("/")[0] for layer in layers for n in layer if n.route}
+            for i, node in enumerate(self.nodes.outputs):
+                if not (node.nudge_source and node.nudge_route):
+                    raise ValueError(f"nodes.outputs[{i}]: conductance mode needs nudge_source (a DAC channel) and "
+                                     "nudge_route (the crosspoint to the resistor)")
+                name, _ = self._ref(node.nudge_source, "dac", f"nodes.outputs[{i}].nudge_source")
+                if node.nudge_source in seen:
+                    raise ValueError(f"nodes.outputs[{i}].nudge_source: {node.nudge_source} already drives {seen[node.nudge_source]}")
+                sw, _ = self._ref(node.nudge_route, "switch", f"nodes.outputs[{i}].nudge_route")
+                if sw in read_switches:
+                    # exclusiveclose for reading would open the nudge crosspoints mid-phase
+                    raise ValueError(f"nodes.outputs[{i}].nudge_route: {sw} also routes nodes for reading; use a "
+                                     "separate switch (or card) for the nudge resistors")
         for i, blk in enumerate(self.devices):
             if blk.board not in self.instruments or self.instruments[blk.board].kind != "xbar_board":
                 raise ValueError(f"devices[{i}].board: {blk.board!r} is not a programming board")
@@ -228,8 +250,23 @@ class LabConfig(_Strict):
         """Logical sizes [inputs, hidden..., outputs] this bench implements."""
         return [len(self.nodes.inputs), *(len(h) for h in self.nodes.hidden), len(self.nodes.outputs)]
 
-    def check_run(self, gamma: float, layer_sizes: list[int], bias: bool) -> None:
+    @property
+    def nudge_beta(self) -> float | None:
+        """Conductance mode: the beta the resistors impose, in normalized siemens."""
+        if self.nudge.mode != "conductance":
+            return None
+        return self.nudge.conductance_S / self.units.conductance_unit_S
+
+    def check_run(self, gamma: float, layer_sizes: list[int], bias: bool, beta: float | None = None,
+                  centered: bool = False) -> None:
         """Refuse a run this bench cannot carry out safely, before anything is sent."""
+        hw = self.nudge_beta
+        if hw is not None and beta is not None:
+            if centered:
+                raise ConfigError("ep.centered: nudge resistors cannot make the -beta phase; use nudge.mode current")
+            if abs(beta - hw) > 1e-9 * hw:
+                raise ConfigError(f"ep.beta: this bench nudges through fixed resistors of {hw:.6g} normalized S "
+                                  f"(nudge.conductance_S / units.conductance_unit_S); set --beta {hw:.6g} (got {beta:g})")
         if list(layer_sizes) != self.layer_sizes:
             raise ConfigError(f"lab nodes: the bench implements {'-'.join(map(str, self.layer_sizes))}, the run asks for "
                               f"{'-'.join(map(str, layer_sizes))} (set --hidden and the dataset's --classes/--image-size)")

@@ -75,7 +75,8 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
     sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
     # The constructor refuses a run the bench cannot carry out safely before it connects to anything.
     backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes, bias=cfg.network.bias,
-                                 g_min=cfg.network.g_min, g_max=cfg.network.g_max, dtype=dtype, registry=registry)
+                                 g_min=cfg.network.g_min, g_max=cfg.network.g_max, beta=cfg.ep.beta,
+                                 centered=cfg.ep.centered, dtype=dtype, registry=registry)
     if initialize:
         start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
         backend.load_conductances(start.weights)

@@ -196,9 +196,16 @@ class SimCrossbar:
             self.voltages = [torch.zeros(self.replicas, v_in.shape[-2], k, device=self.device, dtype=self.dtype)
                              for k in self.node_sizes[1:]]
 
-    def nudge(self, targets: torch.Tensor | None, beta: float = 0.0) -> None:
+    def nudge(self, targets: torch.Tensor | None, beta: float | torch.Tensor = 0.0) -> None:
+        """Tie the outputs through conductance beta (S; a float, or one value per output) to targets (V)."""
         if targets is None:
             self._targets, self._beta = None, 0.0
+            return
+        if isinstance(beta, torch.Tensor):
+            b = beta.to(self.device, self.dtype)
+            if b.shape[-1] != self.node_sizes[-1] or not bool(torch.isfinite(b).all()) or bool((b < 0).any()):
+                raise ValueError(f"beta: one finite conductance >= 0 S per output expected (got {beta.tolist()})")
+            self._targets, self._beta = targets.to(self.device, self.dtype), b
             return
         if beta == 0 or not math.isfinite(beta):
             raise ValueError(f"beta: must be a finite nonzero conductance, S (got {beta})")

@@ -287,3 +287,65 @@ def test_characterize_the_bench(tmp_path, capsys):
     est = json.loads((run / "characterize.json").read_text())["estimate"]
     assert est["pooled_low"] <= 4e-4 <= est["pooled_high"]
     assert "pooled sigma" in capsys.readouterr().out
+
+
+RESISTORS = EXAMPLE.with_name("lab-emulated-resistors.yaml")
+
+
+def test_conductance_nudge_matches_the_simulator(tmp_path):
+    """Nudge resistors: the bench's nudged outputs equal the simulator's conductance nudge on the same conductances."""
+    from sim_backend.crossbar import SimCrossbar
+
+    tree = yaml.safe_load(RESISTORS.read_text())
+    tree["emulator"]["read_noise_V"] = 0.0
+    lab = LabConfig.model_validate(tree)
+    with EmulatedLab(lab) as emu:
+        bench = make_bench(lab, emu, tmp_path, beta=1.0, dtype=torch.float64)
+        x = torch.rand(2, 16, dtype=torch.float64)
+        t = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+        bench.clamp(x)
+        free = bench.measure(1)[0, 0]
+        bench.nudge(t, 1.0)
+        nudged = bench.measure(1)[0, 0]
+        sim = SimCrossbar([16, 8, 2], input_gain=16.0, sweeps=200, dtype=torch.float64)
+        sim.load_conductances([w.clone() for w in bench.weights])
+        sim.clamp(x)
+        sim.relax()
+        torch.testing.assert_close(free, torch.cat(sim.voltages, -1)[0], atol=2e-3, rtol=0)
+        sim.nudge(t, 1.0)
+        sim.relax()
+        torch.testing.assert_close(nudged, torch.cat(sim.voltages, -1)[0], atol=2e-3, rtol=0)
+        assert (nudged[:, -2:] - free[:, -2:]).abs().max() > 0.05  # the nudge really moved the outputs
+        closes = [c for i, c, _ in bench.log.entries if i == "nudge_switch" and "channel.close" in c]
+        assert closes == ['channel.close("1A01")', 'channel.close("1A02")']  # once for both samples
+        bench.close()
+        assert emu.outputs() == {}
+
+
+def test_conductance_nudge_refuses_another_beta(tmp_path):
+    lab = load_lab(RESISTORS)
+    with pytest.raises(ConfigError, match=r"ep.beta: this bench nudges through fixed resistors of 1 normalized S"):
+        InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, beta=0.5)
+    with pytest.raises(ConfigError, match="ep.centered"):
+        InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, beta=1.0, centered=True)
+    tree = yaml.safe_load(RESISTORS.read_text())
+    tree["nodes"]["outputs"][0]["nudge_route"] = "switch/1A11"  # the switch that routes hidden nodes
+    with pytest.raises(ValueError, match="also routes nodes for reading"):
+        LabConfig.model_validate(tree)
+
+
+def test_train_with_nudge_resistors(tmp_path, capsys):
+    from hil.cli import main
+
+    lab = load_lab(RESISTORS)
+    with EmulatedLab(lab) as emu:
+        import os
+
+        os.environ["HIL_EMULATOR_REGISTRY"] = str(emu.write_registry(tmp_path / "reg.json"))
+        try:
+            code = main(["train", "--lab", str(RESISTORS), "--train-limit", "40", "--test-limit", "20", "--epochs", "1",
+                         "--no-progress", "--runs-dir", str(tmp_path / "runs")])
+        finally:
+            del os.environ["HIL_EMULATOR_REGISTRY"]
+        assert code == 0 and emu.outputs() == {}
+    assert "VISA round trips" in capsys.readouterr().out

@@ -36,16 +36,21 @@ class EmulatedBench:
             self.dac_to_input[tuple(node.plus.split("/"))] = i
             self.dac_to_input[tuple(node.minus.split("/"))] = sizes[0] + i
         self.direct: dict[tuple[str, str], tuple[int, int]] = {}   # smu channel -> (layer, node), no route
-        self.routed: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}  # smu channel -> route -> node
+        self.routed: dict[tuple[str, str], dict[tuple[str, str], tuple[int, int]]] = {}  # smu -> (switch, xpoint) -> node
         layers = [*lab.nodes.hidden, lab.nodes.outputs]
         for l, layer in enumerate(layers):
             for i, node in enumerate(layer):
                 smu = tuple(node.read.split("/"))
                 if node.route:
-                    self.routed.setdefault(smu, {})[node.route.split("/", 1)[1]] = (l, i)
+                    self.routed.setdefault(smu, {})[tuple(node.route.split("/", 1))] = (l, i)
                 else:
                     self.direct[smu] = (l, i)
         self.closed_routes: dict[str, set[str]] = {}   # switch name -> closed crosspoints
+        self.dac_levels: dict[tuple[str, str], float] = {}
+        # Nudge resistors (conductance mode): output i -> (its DAC source, its crosspoint), resistor in normalized S.
+        self.nudge_wiring = [(tuple(n.nudge_source.split("/")), tuple(n.nudge_route.split("/", 1)))
+                             for n in lab.nodes.outputs] if lab.nudge.mode == "conductance" else []
+        self.nudge_g = (lab.nudge.conductance_S or 0.0) / self.gu
         self.currents: dict[tuple[str, str], float] = {}
         self.devices: dict[tuple[str, int, int], tuple[int, int, int]] = {}
         for blk in lab.devices:
@@ -62,11 +67,13 @@ class EmulatedBench:
         key = (smu, ch)
         if key in self.direct:
             return [self.direct[key]]
-        closed = set().union(*self.closed_routes.values()) if self.closed_routes else set()
-        return [node for route, node in self.routed.get(key, {}).items() if route in closed]
+        return [node for (switch, xpoint), node in self.routed.get(key, {}).items()
+                if xpoint in self.closed_routes.get(switch, ())]
 
     def set_dac(self, dac: str, ch: str, volts: float) -> None:
         with self.lock:
+            self.dac_levels[(dac, ch)] = volts
+            self.dirty = True
             idx = self.dac_to_input.get((dac, ch))
             if idx is not None:
                 self.v_in[0, idx] = volts / self.vu
@@ -94,6 +101,12 @@ class EmulatedBench:
                 for layer, node in self.nodes_of(smu, ch):
                     self.net.biases[layer][0, node] += amps / scale
         self.net.clamp_voltages(self.v_in)
+        if self.nudge_wiring:
+            beta = torch.tensor([self.nudge_g if route[1] in self.closed_routes.get(route[0], set()) else 0.0
+                                 for _, route in self.nudge_wiring], dtype=torch.float64)
+            target = torch.tensor([[self.dac_levels.get(src, 0.0) / self.vu for src, _ in self.nudge_wiring]],
+                                  dtype=torch.float64)
+            self.net.nudge(target, beta)
         self.net.relax()
         self.dirty = False
 

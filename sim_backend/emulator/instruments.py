@@ -381,6 +381,8 @@ class Emulated707B(EmulatedTSP):
         (r"reset\(\)", "t_reset"),
         (r'channel\.open\("allslots"\)', "t_open_all"),
         (r'channel\.exclusiveclose\("([1-6][A-H]\d\d)"\)', "t_excl"),
+        (r'channel\.close\("([1-6][A-H]\d\d)"\)', "t_close"),
+        (r'channel\.open\("([1-6][A-H]\d\d)"\)', "t_open"),
         (r'print\(channel\.getclose\("allslots"\)\)', "t_getclose"),
         (r"print\(errorqueue\.next\(\)\)", "q_error"),
     ]
@@ -400,6 +402,17 @@ class Emulated707B(EmulatedTSP):
             self.error(-222, "Data out of range")
             return None
         self.closed = {ch}
+        self.bench.set_routes(self.name, self.closed)
+
+    def t_close(self, ch):
+        if int(ch[2:]) > 12:
+            self.error(-222, "Data out of range")
+            return None
+        self.closed.add(ch)
+        self.bench.set_routes(self.name, self.closed)
+
+    def t_open(self, ch):
+        self.closed.discard(ch)
         self.bench.set_routes(self.name, self.closed)
 
     def t_getclose(self):
