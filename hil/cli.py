@@ -129,7 +129,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or '--config'})")
         store = RunStore.open(args.resume)
         cfg = store.config(over)
-        prep = prepare(cfg, args.lab, initialize=False)
+        recorded = store.status().get("lab")
+        lab = args.lab or (Path(recorded) if recorded else None)  # a bench run resumes on its bench
+        if recorded and args.lab is None:
+            print(f"resuming on the bench it was trained on: {recorded}")
+        prep = prepare(cfg, lab, initialize=False)
         if "train.epochs" in over:
             store.save_config(cfg)
         train_run(prep, store, resume=True, progress=not args.no_progress)

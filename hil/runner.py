@@ -43,6 +43,7 @@ class Prepared:
     data: Dataset
     backend: SimCrossbar
     backend_name: str
+    lab_path: Path | None = None
 
 
 def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None = None, *,
@@ -80,7 +81,7 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
     if initialize:
         start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
         backend.load_conductances(start.weights)
-    return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})")
+    return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})", Path(lab_path).resolve())
 
 
 def train_run(
@@ -123,7 +124,7 @@ def train_run(
         store.plot_accuracy()
         print(format_row(m), file=out, flush=True)
 
-    store.set_status("running")
+    store.set_status("running", **({"lab": str(prep.lab_path)} if prep.lab_path else {}))
     try:
         history = trainer.fit(start, on_epoch=record)
     except BaseException as err:

@@ -345,7 +345,15 @@ def test_train_with_nudge_resistors(tmp_path, capsys):
         try:
             code = main(["train", "--lab", str(RESISTORS), "--train-limit", "40", "--test-limit", "20", "--epochs", "1",
                          "--no-progress", "--runs-dir", str(tmp_path / "runs")])
+            assert code == 0 and emu.outputs() == {}
+            assert "VISA round trips" in capsys.readouterr().out
+            (run,) = (tmp_path / "runs").iterdir()
+            # resuming a bench run goes back to its bench, even without --lab
+            assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
         finally:
             del os.environ["HIL_EMULATOR_REGISTRY"]
-        assert code == 0 and emu.outputs() == {}
-    assert "VISA round trips" in capsys.readouterr().out
+        assert emu.outputs() == {}
+    out = capsys.readouterr().out
+    assert "resuming on the bench it was trained on" in out and "lab bench emulated-16-8-2-resistors" in out
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "round_trips_per_training_sample" in rows[1]
