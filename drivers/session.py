@@ -55,24 +55,26 @@ class CommandLog:
         self._t0 = time.perf_counter()
         self._lock = threading.Lock()
         self.entries: list[tuple[str, str, str | None]] = []  # kept in memory too (transcripts, tests)
-        self.keep_in_memory = True
+        self._pending: list[dict] = []  # rows logged before a file is attached
 
     def record(self, instrument: str, command: str, reply: str | None) -> None:
         with self._lock:
-            if self.keep_in_memory:
-                self.entries.append((instrument, command, reply))
+            self.entries.append((instrument, command, reply))
+            row = {"t": round(time.perf_counter() - self._t0, 6), "instrument": instrument, "command": command,
+                   "reply": reply}
             if self._f:
-                row = {"t": round(time.perf_counter() - self._t0, 6), "instrument": instrument, "command": command,
-                       "reply": reply}
                 self._f.write(json.dumps(row) + "\n")
+            else:
+                self._pending.append(row)
 
     def attach(self, path: Path) -> None:
         """Start writing to a file (e.g. once the run folder exists), beginning with what was logged so far."""
         with self._lock:
             self.path = Path(path)
             self._f = open(self.path, "a", buffering=1)
-            for inst, cmd, reply in self.entries:
-                self._f.write(json.dumps({"t": None, "instrument": inst, "command": cmd, "reply": reply}) + "\n")
+            for row in self._pending:
+                self._f.write(json.dumps(row) + "\n")
+            self._pending = []
 
     def transcript(self, instrument: str) -> list[tuple[str, str | None]]:
         return [(c, r) for i, c, r in self.entries if i == instrument]
