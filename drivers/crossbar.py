@@ -256,7 +256,7 @@ class InstrumentCrossbar:
         A conductance nudge draws I = beta*(t - y_beta), with y_beta the nudged output. Near the free state the
         output responds linearly, y = y0 + I/G (G: the conductance the node sees), so I = beta*(t - y0)/(1 + beta/G).
         G is measured: inject I1 = beta*(t - y0), read the outputs once more (N readings), G = I1/(y1 - y0).
-        Each further iteration repeats the secant step from the latest point.
+        Each further iteration re-estimates G from the response to the latest current.
         """
         t, y0 = self.targets[b], self.y_free[b]
         current = self.beta * (t - y0)
