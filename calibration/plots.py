@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from hil.store import save_figure
 
 
 def _plt():
@@ -18,13 +19,6 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.tight_layout()
-    fig.savefig(tmp)
-    _plt().close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def plot_allan(path: Path, allan, title: str = "") -> Path:
@@ -42,7 +36,7 @@ def plot_allan(path: Path, allan, title: str = "") -> Path:
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_vs_sigma(path: Path, curves: dict, title: str = "", threshold: float | None = None) -> Path:
@@ -61,7 +55,7 @@ def plot_accuracy_vs_sigma(path: Path, curves: dict, title: str = "", threshold:
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sigma_crit_vs_n(path: Path, ns: Sequence[int], crits: Sequence[float | None], title: str = "") -> Path:
@@ -79,4 +73,4 @@ def plot_sigma_crit_vs_n(path: Path, ns: Sequence[int], crits: Sequence[float | 
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ runs/<YYYYmmdd-HHMMSS>-<name>/
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -107,11 +108,9 @@ class RunStore:
         return self.path / "checkpoint.pt"
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        tmp = self.path / f".checkpoint.pt.tmp-{os.getpid()}"
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.checkpoint_path)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
 
     def load_checkpoint(self) -> dict[str, Any]:
         if not self.checkpoint_path.is_file():
@@ -136,12 +135,19 @@ class RunStore:
         ax.set_title(self.path.name, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        tmp = path.with_name(".accuracy.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, path)
-        return path
+        return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write atomically (a reader never sees half a PNG) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.tight_layout()
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def _mean(v):

@@ -175,15 +175,9 @@ class SimCrossbar:
 
     # ---- backend protocol --------------------------------------------------
     def clamp(self, x: torch.Tensor) -> None:
-        x = x.to(self.device, self.dtype)
         if x.shape[-1] != self.layer_sizes[0]:
             raise ValueError(f"x: expected {self.layer_sizes[0]} inputs per sample, got {x.shape[-1]}")
-        self._x_in = input_voltages(x, self.input_gain)
-        self._drive = None
-        batch = x.shape[-2]
-        shapes_match = self.voltages and self.voltages[0].shape[1] == batch
-        if not (self.warm_start and shapes_match):
-            self.voltages = [torch.zeros(self.replicas, batch, k, device=self.device, dtype=self.dtype) for k in self.node_sizes[1:]]
+        self.clamp_voltages(input_voltages(x.to(self.device, self.dtype), self.input_gain))
 
     def clamp_voltages(self, v_in: torch.Tensor) -> None:
         """Clamp raw input-node voltages (B, 2*inputs), V, as a bench's DACs do (no doubling applied here)."""
