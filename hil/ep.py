@@ -113,25 +113,3 @@ def ep_update(
         wv = weights.view(n, r, 1, 1)
         bias = [(eta / span) * ((p1 - p0) * wv).sum(0).mean(1) for p0, p1 in zip(phase0, phase1)]
     return ConductanceUpdate(deltas, bias)
-
-
-def squared_drop_difference_reference(x_in, phase0, phase1):
-    """Plain per-device E[(dV^1)^2] - E[(dV^0)^2] in float64, straight from the definition.
-
-    For tests only: it builds (n, R, B, m, k) tensors.
-    """
-    out = []
-    lowers0 = [None] + list(phase0[:-1])
-    lowers1 = [None] + list(phase1[:-1])
-    for k, (h0, h1) in enumerate(zip(phase0, phase1)):
-        h0, h1 = h0.double(), h1.double()
-        if k == 0:
-            x = x_in.double()
-            x = x if x.dim() == 3 else x.unsqueeze(0)
-            a0 = a1 = x.unsqueeze(0)
-        else:
-            a0, a1 = lowers0[k].double(), lowers1[k].double()
-        sq1 = (a1.unsqueeze(-1) - h1.unsqueeze(-2)) ** 2
-        sq0 = (a0.unsqueeze(-1) - h0.unsqueeze(-2)) ** 2
-        out.append((sq1 - sq0).mean(dim=(0, 2)))
-    return out

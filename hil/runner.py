@@ -9,6 +9,7 @@ from typing import TextIO
 
 import torch
 
+from hil.backend import CrossbarBackend
 from hil.config import ConfigError, RunConfig
 from hil.data import Dataset, load_dataset
 from hil.store import RunStore
@@ -41,7 +42,7 @@ def describe(cfg: RunConfig, data: Dataset, backend_name: str) -> str:
 class Prepared:
     cfg: RunConfig
     data: Dataset
-    backend: SimCrossbar
+    backend: CrossbarBackend
     backend_name: str
     lab_path: Path | None = None
 
