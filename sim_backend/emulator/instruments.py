@@ -199,27 +199,22 @@ class EmulatedSMU(EmulatedSCPI):
 class Emulated2450(EmulatedSMU):
     IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.12b"
     MAX_A, MAX_V = 1.05, 210.0
+    # SOURce[1], SENSe[1], OUTPut[1]: the optional channel suffix is "1" or absent (_chan maps "" to "1").
     TABLE = [
-        ("SOURce:FUNCtion", r"(CURR|CURRENT|VOLT|VOLTAGE)", "s_func"),
-        ("SOURce:CURRent:VLIMit", NUM, "s_vlim"),
-        ("SOURce:CURRent", NUM, "s_level"),
-        ("SENSe:FUNCtion", r'"(VOLT|VOLTAGE|CURR|CURRENT)"', "s_sense"),
-        ("SENSe:VOLTage:NPLCycles", NUM, "s_nplc"),
-        ("SENSe:COUNt", r"(\d+)", "s_count"),
-        ("OUTPut", r"(ON|OFF|1|0)", "s_output"),
+        ("SOURce#:FUNCtion", r"(CURR|CURRENT|VOLT|VOLTAGE)", "set_func"),
+        ("SOURce#:CURRent:VLIMit", NUM, "set_vlim"),
+        ("SOURce#:CURRent", NUM, "set_level"),
+        ("SENSe#:FUNCtion", r'"(VOLT|VOLTAGE|CURR|CURRENT)"', "s_sense"),
+        ("SENSe#:VOLTage:NPLCycles", NUM, "set_nplc"),
+        ("SENSe#:COUNt", r"(\d+)", "set_count"),
+        ("OUTPut#", r"(ON|OFF|1|0)", "set_output"),
         ("TRACe:CLEar", r'"defbuffer1"', "s_clear"),
         ("TRACe:TRIGger", r'"defbuffer1"', "s_trigger"),
         ("TRACe:DATA", None, "q_data"),
         ("SYSTem:ERRor", None, "sys_err"),
     ]
 
-    def s_func(self, v): return self.set_func("1", v)
-    def s_vlim(self, v): return self.set_vlim("1", v)
-    def s_level(self, v): return self.set_level("1", v)
-    def s_nplc(self, v): return self.set_nplc("1", v)
-    def s_count(self, v): return self.set_count("1", v)
-    def s_output(self, v): return self.set_output("1", v)
-    def s_sense(self, v): return None
+    def s_sense(self, c, v): return None
     def s_clear(self): self.ch["1"].buffer = []
     def s_trigger(self): self.acquire("1")
 
