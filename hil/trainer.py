@@ -57,8 +57,12 @@ class EpochMetrics:
 
 
 def one_hot(y: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Target voltages: 1 V on the label's output node, 0 V elsewhere."""
-    return torch.nn.functional.one_hot(y, n).to(dtype)
+    """Target voltages: 1 V on the label's output node, 0 V elsewhere.
+
+    Rows of an identity matrix rather than F.one_hot, which reads the labels' range back to the
+    host (a device synchronisation per step on CUDA).
+    """
+    return torch.eye(n, dtype=dtype, device=y.device)[y]
 
 
 class Trainer:
@@ -96,7 +100,8 @@ class Trainer:
         self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
         self.halt_on_nonfinite = halt_on_nonfinite
         self.with_bias = bool(cfg.network.bias)
-        self.halted = torch.zeros(self.R, dtype=torch.bool, device=self.device)
+        self._alive = torch.ones(self.R, dtype=torch.bool, device=self.device)
+        self._eye = torch.eye(self.n_out, dtype=self.dtype, device=self.device)  # targets are its rows
         self.step_count = 0
         self._first_bad = torch.full((self.R,), -1, dtype=torch.long, device=self.device)
 
@@ -114,7 +119,7 @@ class Trainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One EP update on a batch; returns per replica (correct count, summed loss) of the free phase."""
         ep = self.cfg.ep
-        t = one_hot(y, self.n_out, self.dtype)
+        t = self._eye[y]
         self.backend.clamp(x)
         free = self._phase(None, 0.0)
         pred = self._outputs(free[-1])
@@ -127,26 +132,33 @@ class Trainer:
             update = ep_update(input_voltages(x, self.backend.input_gain), free, plus, ep.beta, ep.eta,
                                biases=self.with_bias, weights=self.w)
         # Never program a NaN/Inf: a bad replica's update is zeroed, the replica halted, the run stopped at the next check.
-        ok = update.finite() & ~self.halted
-        self._first_bad = torch.where(~ok & ~self.halted, self.step_count, self._first_bad)
-        self.halted |= ~ok
+        ok = update.finite() & self._alive
+        self._first_bad.masked_fill_(ok ^ self._alive, self.step_count)  # replicas failing now (ok implies alive)
+        self._alive &= ok
         self.backend.program(update.masked(ok))
         self.backend.nudge(None)
         self.step_count += 1
         if self.step_count % self.check_every == 0:
             self.check_finite()
         correct = (pred.argmax(-1) == y).sum(-1)
-        loss = 0.5 * ((pred - t) ** 2).sum(-1).sum(-1)
+        loss = 0.5 * ((pred - t) ** 2).sum((-1, -2))
         return correct, loss
 
+    @property
+    def halted(self) -> torch.Tensor:
+        """(R,) bool: replicas stopped by a non-finite update (their conductances stay as they were)."""
+        return ~self._alive
+
     def check_finite(self) -> None:
-        if self.halt_on_nonfinite and bool(self.halted.any()):
-            bad = torch.nonzero(self.halted).flatten().tolist()
-            steps = self._first_bad[self.halted].tolist()
+        halted = self.halted
+        if self.halt_on_nonfinite and bool(halted.any()):
+            bad = torch.nonzero(halted).flatten().tolist()
+            steps = self._first_bad[halted].tolist()
             raise NonFiniteUpdateError(
                 f"non-finite conductance update (NaN or Inf) in replica(s) {bad} at step(s) {steps}: "
                 "that update and every later one of the replica were not programmed. Lower eta, "
-                "raise g_min above 0 (a node with no conductance floats) or check the input gain."
+                "raise g_min above 0 (a node with no conductance floats), check the input gain, or, for "
+                "centered EP, lower beta below the conductance at every output node."
             )
 
     # ---- evaluation ----------------------------------------------------------
@@ -163,7 +175,7 @@ class Trainer:
             self.backend.relax()
             out = self._outputs(self.backend.measure(self.n_read))
             correct += (out.argmax(-1) == yb).sum(-1)
-            loss += 0.5 * ((out - one_hot(yb, self.n_out, self.dtype)) ** 2).sum(-1).sum(-1)
+            loss += 0.5 * ((out - self._eye[yb]) ** 2).sum((-1, -2))
         n = max(len(x), 1)
         return (correct / n).tolist(), (loss / n).tolist()
 

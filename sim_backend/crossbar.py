@@ -16,8 +16,12 @@ network's co-content layer by layer).
 
 Speed: the input drive x_in @ W_0 is computed once per clamp and reused in
 every sweep of both phases; the conductance sums at every node are
-recomputed only when conductances change; updates are applied in place as
-low-rank GEMMs followed by the range clamp.
+recomputed only when conductances change, and the sums over W_0 (the largest
+matrix) come out of the same GEMM as the drive, through a row of ones
+appended to the inputs, so W_0 is read once per step for both; updates are
+applied in place as low-rank GEMMs followed by the range clamp; a sweep is
+five kernels (two fused multiply-adds, two divisions, one diode clamp) with
+the nudge terms prepared once per phase.
 """
 
 from __future__ import annotations
@@ -95,6 +99,10 @@ class SimCrossbar:
         self.warm_start = bool(warm_start)
         self.device = torch.device(device) if not isinstance(device, str) else resolve_device(device)
         self.dtype = dtype
+        # Checks that read a device value back to the host (a synchronisation per step on a GPU) run at
+        # once on the CPU, where they are free; elsewhere their failures surface as NaN voltages, which the
+        # trainer's non-finite check turns into an error at its next check.
+        self.host_checks = self.device.type == "cpu"
         if self.device.type == "cuda":
             # Strict float32: TF32 matmuls would add ~1e-3 relative error, larger than the signals EP reads.
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -125,12 +133,11 @@ class SimCrossbar:
             self._lo.append(lo)
             self._hi.append(hi)
         self.bipolar = bool(bipolar)
-        self._den: list[torch.Tensor] = []
-        self._recompute_sums()
+        self._den: list[torch.Tensor] | None = None  # stale after programming; see _sums()
         self._x_in: torch.Tensor | None = None
         self._drive: torch.Tensor | None = None
         self._targets: torch.Tensor | None = None
-        self._beta = 0.0
+        self._beta: float | torch.Tensor = 0.0
         self.voltages: list[torch.Tensor] = []
 
     @classmethod
@@ -162,16 +169,26 @@ class SimCrossbar:
         """Nodes per measured layer (hidden..., outputs)."""
         return self.node_sizes[1:]
 
-    def _recompute_sums(self) -> None:
-        """Total conductance at every hidden/output node (S): devices to the layer below and above."""
-        L = len(self.weights)
-        den = []
-        for l in range(1, L + 1):
-            d = self.weights[l - 1].sum(1)
-            if l < L:
-                d = d + self.weights[l].sum(2)
-            den.append(d.unsqueeze(1))  # (R, 1, k)
-        self._den = den
+    def _sums(self, first_layer_sums: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Total conductance at every hidden/output node (S), (R, 1, k) per layer: devices below and above.
+
+        first_layer_sums: the column sums of W_0 when the caller already has them (from the drive GEMM).
+        """
+        if self._den is None:
+            L = len(self.weights)
+            den = []
+            for l in range(1, L + 1):
+                d = first_layer_sums if (l == 1 and first_layer_sums is not None) else self.weights[l - 1].sum(1)
+                if l < L:
+                    d = d + self.weights[l].sum(2)
+                den.append(d.unsqueeze(1))
+            self._den = den
+        return self._den
+
+    def _stale(self) -> None:
+        """Conductances changed: the node sums and the input drive must be recomputed."""
+        self._den = None
+        self._drive = None
 
     # ---- backend protocol --------------------------------------------------
     def clamp(self, x: torch.Tensor) -> None:
@@ -203,35 +220,63 @@ class SimCrossbar:
             return
         if beta == 0 or not math.isfinite(beta):
             raise ValueError(f"beta: must be a finite nonzero conductance, S (got {beta})")
-        if beta < 0 and bool((self._den[-1] + beta <= 0).any()):
+        if beta < 0 and self.host_checks and bool((self._sums()[-1] + beta <= 0).any()):
             # Centered EP's -beta phase: a negative nudge larger than the conductance at a node has no equilibrium.
             raise ValueError(f"beta: -{-beta:g} S exceeds the conductance at an output node; lower beta for centered EP")
         self._targets = targets.to(self.device, self.dtype)
         self._beta = float(beta)
 
     def _input_drive(self) -> torch.Tensor:
+        """x_in @ W_0 (R, B, k1), A; when the node sums are stale, one GEMM gives both."""
         if self._drive is None:
             if self._x_in is None:
                 raise RuntimeError("clamp(x) must come before relax()")
-            self._drive = torch.matmul(self._x_in, self.weights[0])  # (R, B, k1)
+            x = self._x_in
+            if self._den is None:
+                ones = torch.ones(*x.shape[:-2], 1, x.shape[-1], device=x.device, dtype=x.dtype)
+                both = torch.matmul(torch.cat([x, ones], dim=-2), self.weights[0])  # (R, B+1, k1)
+                self._drive = both[:, :-1]
+                self._sums(first_layer_sums=both[:, -1])
+            else:
+                self._drive = torch.matmul(x, self.weights[0])
         return self._drive
 
     def relax(self) -> None:
         V, W, L = self.voltages, self.weights, len(self.weights)
         drive = self._input_drive()
+        den = list(self._sums())
+        # What does not change during the sweeps, prepared once: the constant part of each layer's
+        # numerator (input drive, bias currents, the nudge's pull beta*t) and the output's total conductance.
+        const: list[torch.Tensor | None] = [None] * L
+        if self.biases is not None:
+            const = [b.unsqueeze(1) for b in self.biases]
+        const[0] = drive if const[0] is None else drive + const[0]
+        if self._targets is not None:
+            pull = self._beta * self._targets
+            const[-1] = pull if const[-1] is None else const[-1] + pull
+            den[-1] = den[-1] + self._beta
+            if not isinstance(self._beta, torch.Tensor) and self._beta < 0:
+                # A -beta larger than a node's conductance has no equilibrium: NaN, never a wrong voltage.
+                den[-1] = torch.where(den[-1] > 0, den[-1], math.nan)
         for _ in range(self.sweeps):
             for l in range(1, L + 1):
-                num = drive if l == 1 else torch.bmm(V[l - 2], W[l - 1])
-                if l < L:
-                    num = num + torch.bmm(V[l], W[l].transpose(1, 2))
-                if self.biases is not None:
-                    num = num + self.biases[l - 1].unsqueeze(1)
-                den = self._den[l - 1]
-                if l == L and self._targets is not None:
-                    num = num + self._beta * self._targets
-                    den = den + self._beta
-                z = num / den
-                V[l - 1] = z if l == L else torch.clamp(z, self._lo[l - 1], self._hi[l - 1])
+                c = const[l - 1]
+                if l == 1:
+                    if L == 1:
+                        V[0] = c / den[0]  # no hidden layer: the outputs see only the inputs
+                        continue
+                    num = torch.baddbmm(c, V[1], W[1].transpose(1, 2))
+                else:
+                    num = torch.bmm(V[l - 2], W[l - 1]) if c is None else torch.baddbmm(c, V[l - 2], W[l - 1])
+                    if l < L:
+                        num.baddbmm_(V[l], W[l].transpose(1, 2))
+                num.div_(den[l - 1])
+                if l < L:  # the diodes
+                    if self.bipolar:
+                        num.clamp_(self._lo[l - 1], self._hi[l - 1])
+                    else:
+                        num.clamp_min_(0.0)
+                V[l - 1] = num
 
     def measure(self, n: int) -> torch.Tensor:
         if n < 1:
@@ -249,8 +294,7 @@ class SimCrossbar:
         if update.biases is not None and self.biases is not None:
             for b, db in zip(self.biases, update.biases):
                 b.add_(db.to(b.dtype))
-        self._recompute_sums()
-        self._drive = None
+        self._stale()
 
     def conductances(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         return self.weights, self.biases
@@ -264,8 +308,7 @@ class SimCrossbar:
         if biases is not None and self.biases is not None:
             for b, new in zip(self.biases, biases):
                 b.copy_(new)
-        self._recompute_sums()
-        self._drive = None
+        self._stale()
 
     def generator_state(self) -> torch.Tensor:
         return self._gen.get_state()

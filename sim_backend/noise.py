@@ -99,12 +99,13 @@ class ReadNoise(WhiteReadNoise):
 
     def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         white = super().sample(voltages, n, generator)
-        times = self.time_s + self.period_s * torch.arange(1, n + 1, dtype=torch.float64)  # end of each reading
-        self.time_s = float(times[-1])
+        start_s = self.time_s
+        self.time_s = start_s + self.period_s * n  # the clock at the end of the last reading
         if not (self.drift_V_per_s or self.flicker_floor_V):
             return white
         extra = torch.zeros_like(white)
         if self.drift_V_per_s:
+            times = start_s + self.period_s * torch.arange(1, n + 1, dtype=torch.float64)  # end of each reading
             extra += (self.drift_V_per_s * times).to(white.dtype).view(n, 1, 1, 1)
         if self.flicker_floor_V:
             extra += self._flicker(voltages, n, generator)

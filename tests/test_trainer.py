@@ -57,6 +57,26 @@ def test_nonfinite_update_stops_before_programming():
         assert torch.isfinite(w).all()
 
 
+def test_finite_flags_exactly_the_replicas_with_nan_or_inf():
+    """The one-sum test: NaN, +Inf, and +Inf/-Inf entries that would cancel are all caught, per replica."""
+    from hil.backend import ConductanceUpdate, LowRankDelta
+
+    def update():
+        g = torch.Generator().manual_seed(0)
+        lr = LowRankDelta(torch.randn(5, 3, 7, generator=g), torch.randn(5, 3, 4, generator=g), 1e-3)
+        return ConductanceUpdate([lr, torch.randn(5, 4, 2, generator=g)], [torch.randn(5, 4, generator=g)])
+
+    u = update()
+    assert u.finite().tolist() == [True] * 5
+    u.weights[0].left[1, 2, 3] = float("nan")
+    u.weights[0].right[2, 0, 0], u.weights[0].right[2, 1, 1] = float("inf"), float("-inf")  # would cancel
+    u.weights[1][3, 0, 1] = float("inf")
+    u.biases[0][4, 2] = float("-inf")
+    assert u.finite().tolist() == [True, False, False, False, False]
+    kept = u.masked(u.finite())
+    assert torch.isfinite(kept.weights[0].dense()).all() and kept.weights[0].dense()[1:].abs().sum() == 0
+
+
 def test_float32_and_float64_agree_at_start():
     cfg32, data, n32 = setup({"dtype": "float32"})
     _, _, n64 = setup()
@@ -72,3 +92,52 @@ def test_cuda_matches_cpu():
     cfg_c, data_c, gpu = setup({"device": "cuda"})
     Trainer(cfg_c, gpu, data_c.to("cuda")).fit()
     torch.testing.assert_close(gpu.weights[0].cpu(), cpu.weights[0], rtol=1e-9, atol=1e-12)
+
+
+# Reading a device value into Python (bool(t), t.item(), nonzero) stalls a GPU until its queue drains.
+HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal"}
+
+
+@pytest.mark.parametrize("over", [
+    {"noise.sigma": 1e-3, "noise.samples": 3, "network.bias": True, "network.hidden": [16, 8]},
+    {"ep.centered": True, "ep.beta": 0.2, "network.bias": True},
+])
+def test_training_step_reads_nothing_back_to_the_host(over):
+    """The inner loop never synchronises: every check is kept on the device until check_finite()."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in HOST_READS:
+                self.seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    cfg, data, net = setup({"dtype": "float32", **over})
+    net.host_checks = False  # as on a GPU
+    data.x_train = data.x_train.float()
+    tr = Trainer(cfg, net, data, check_every=10**9)
+    tr.step(data.x_train[:4], data.y_train[:4])  # the first step may build caches
+    with HostReads() as reads:
+        for s in range(1, 6):
+            tr.step(data.x_train[4 * s:4 * s + 4], data.y_train[4 * s:4 * s + 4])
+    assert reads.seen == []
+    with HostReads() as reads:
+        tr.check_finite()
+    assert reads.seen  # the control: the counter does see a host read
+
+
+def test_centered_beta_beyond_output_conductance_is_refused():
+    """-beta larger than an output node's conductance: an error at once on the CPU; NaN, then an error, elsewhere."""
+    cfg, data, net = setup({"ep.centered": True, "ep.beta": 50.0})
+    with pytest.raises(ValueError, match="beta: -50 S exceeds the conductance"):
+        Trainer(cfg, net, data).step(data.x_train[:4], data.y_train[:4])
+    cfg, data, net = setup({"ep.centered": True, "ep.beta": 50.0})
+    net.host_checks = False
+    before = [w.clone() for w in net.weights]
+    with pytest.raises(NonFiniteUpdateError, match="centered EP, lower beta"):
+        Trainer(cfg, net, data).step(data.x_train[:4], data.y_train[:4])
+    assert all(torch.equal(b, w) for b, w in zip(before, net.weights))
