@@ -19,9 +19,9 @@ every sweep of both phases; the conductance sums at every node are
 recomputed only when conductances change, and the sums over W_0 (the largest
 matrix) come out of the same GEMM as the drive, through a row of ones
 appended to the inputs, so W_0 is read once per step for both; updates are
-applied in place as low-rank GEMMs followed by the range clamp; a sweep is
-five kernels (two fused multiply-adds, two divisions, one diode clamp) with
-the nudge terms prepared once per phase.
+applied in place as low-rank GEMMs followed by the range clamp; with one
+hidden layer a sweep is five kernels (two fused multiply-adds, two
+divisions, one diode clamp), the nudge terms being prepared once per phase.
 """
 
 from __future__ import annotations
