@@ -52,6 +52,27 @@ def test_every_node_satisfies_millman(bipolar, bias, nudged):
     assert all(v.abs().amax() > 0 for v in net.voltages)  # not trivially satisfied by 0 V
 
 
+@pytest.mark.parametrize("sizes", [[10, 4], [10, 12, 4]])
+@pytest.mark.parametrize("beta", [0.5, -0.05, "per-output"])
+def test_millman_without_hidden_layers_and_with_any_nudge(sizes, beta):
+    """No hidden layer (inputs straight to outputs), a negative (centered) nudge, and one beta per output."""
+    torch.manual_seed(2)
+    net = SimCrossbar(sizes, input_gain=5.0, replicas=2, seeds=[1, 2], bias=True, sweeps=200, dtype=torch.float64)
+    for b in net.biases:
+        b.normal_(0, 0.1)
+    x = torch.rand(5, 10, dtype=torch.float64)
+    t = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 0]), 4).double()
+    b = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64) if beta == "per-output" else beta
+    net.clamp(x)
+    net.nudge(t, b)
+    net.relax()
+    assert millman_residual(net, x, t, b) < 1e-6
+    free = [v.clone() for v in net.voltages]
+    net.nudge(None)
+    net.relax()
+    assert (net.voltages[-1] - free[-1]).abs().amax() > 1e-6  # the nudge moved the outputs
+
+
 def test_few_sweeps_leave_a_measurable_residual():
     """The residual check can fail: one sweep on a deep net does not settle the lower layers."""
     net = SimCrossbar([10, 12, 8, 4], input_gain=5.0, seeds=[1], sweeps=1, dtype=torch.float64)
