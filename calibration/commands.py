@@ -172,18 +172,20 @@ def sigma_grid(args: argparse.Namespace) -> list[float]:
 
 
 def cmd_sweep_sigma(args, cfg, prep, store) -> int:
-    from hil.sweep import format_summary, write_summary_csv, write_trials_csv
+    from hil.sweep import SweepProgress, format_summary, write_summary_csv, write_trials_csv
 
     sigmas = sigma_grid(args)
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} "
           f"trials, {cfg.train.epochs} epoch(s), N={cfg.noise.samples}; folder {store.path}", flush=True)
-    res = find_critical_sigma(cfg, sigmas, args.trials, args.threshold, data=prep.data, max_replicas=args.max_replicas,
-                              progress=not args.no_progress)
-    write_trials_csv(store.path / "trials.csv", res.trials)
-    write_summary_csv(store.path / "table.csv", res.points)
-    atomic_write_text(store.path / "critical.json", json.dumps(res.to_json(), indent=1) + "\n")
-    plot_accuracy_vs_sigma(store.path / "accuracy_vs_sigma.png", {f"N={res.samples}": res.points},
-                           f"{store.path.name}", args.threshold)
+    with store.recording():
+        res = find_critical_sigma(cfg, sigmas, args.trials, args.threshold, data=prep.data,
+                                  max_replicas=args.max_replicas, progress=not args.no_progress,
+                                  on_epoch=SweepProgress(store.path, cfg.train.epochs))
+        write_trials_csv(store.path / "trials.csv", res.trials)
+        write_summary_csv(store.path / "table.csv", res.points)
+        atomic_write_text(store.path / "critical.json", json.dumps(res.to_json(), indent=1) + "\n")
+        plot_accuracy_vs_sigma(store.path / "accuracy_vs_sigma.png", {f"N={res.samples}": res.points},
+                               f"{store.path.name}", args.threshold)
     store.set_status("completed")
     print(format_summary(res.points, args.threshold))
     crit = f"{res.sigma_crit:.3g} V" if res.sigma_crit else "none (no sigma reached the threshold)"
@@ -193,7 +195,8 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
 
 
 def cmd_sweep_samples(args, cfg, prep, store) -> int:
-    from hil.sweep import format_summary, run_trials, summarize, write_summary_csv, write_trials_csv
+    from hil.sweep import (SweepProgress, format_summary, run_trials, summarize, write_csv, write_summary_csv,
+                           write_trials_csv)
 
     ns = args.samples_list
     if not ns or any(n < 1 for n in ns):
@@ -201,29 +204,33 @@ def cmd_sweep_samples(args, cfg, prep, store) -> int:
     sigmas = sigma_grid(args)
     print(f"samples sweep: N in {ns}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} trials, "
           f"{cfg.train.epochs} epoch(s); folder {store.path}", flush=True)
-    results = run_trials(cfg, prep.data, [(s, n) for n in ns for s in sigmas], args.trials,
-                         max_replicas=args.max_replicas, progress=not args.no_progress)
-    points = summarize(results, args.threshold)
-    per_n, crits = [], []
-    for n in ns:
-        pts = [p for p in points if p.samples == n]
-        crit, opt = critical_from_points(pts, args.threshold)
-        crits.append(crit)
-        per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt})
-    base = crits[0]
-    lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
-    with open(store.path / "critical.csv", "w") as f:
-        f.write("samples,sigma_crit_V,ratio,sqrt_ratio\n")
+    with store.recording():
+        results = run_trials(cfg, prep.data, [(s, n) for n in ns for s in sigmas], args.trials,
+                             max_replicas=args.max_replicas, progress=not args.no_progress,
+                             on_epoch=SweepProgress(store.path, cfg.train.epochs))
+        points = summarize(results, args.threshold)
+        per_n, crits = [], []
+        for n in ns:
+            pts = [p for p in points if p.samples == n]
+            crit, opt = critical_from_points(pts, args.threshold)
+            crits.append(crit)
+            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt})
+        base = crits[0]
+        lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
+        csv_rows = []
         for n, c in zip(ns, crits):
             ratio = c / base if (c and base) else float("nan")
-            f.write(f"{n},{c if c else ''},{ratio},{math.sqrt(n / ns[0])}\n")
+            csv_rows.append([n, c if c else "", ratio, math.sqrt(n / ns[0])])
             lines.append(f"{n:>4}  {(f'{c:.4g}' if c else 'none'):>14}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
-    write_trials_csv(store.path / "trials.csv", results)
-    write_summary_csv(store.path / "table.csv", points)
-    atomic_write_text(store.path / "critical.json", json.dumps({"threshold": args.threshold, "per_samples": per_n}, indent=1) + "\n")
-    plot_sigma_crit_vs_n(store.path / "sigma_crit_vs_N.png", ns, crits, store.path.name)
-    plot_accuracy_vs_sigma(store.path / "accuracy_vs_sigma.png",
-                           {f"N={n}": [p for p in points if p.samples == n] for n in ns}, store.path.name, args.threshold)
+        write_csv(store.path / "critical.csv", ["samples", "sigma_crit_V", "ratio", "sqrt_ratio"], csv_rows)
+        write_trials_csv(store.path / "trials.csv", results)
+        write_summary_csv(store.path / "table.csv", points)
+        atomic_write_text(store.path / "critical.json",
+                          json.dumps({"threshold": args.threshold, "per_samples": per_n}, indent=1) + "\n")
+        plot_sigma_crit_vs_n(store.path / "sigma_crit_vs_N.png", ns, crits, store.path.name)
+        plot_accuracy_vs_sigma(store.path / "accuracy_vs_sigma.png",
+                               {f"N={n}": [p for p in points if p.samples == n] for n in ns}, store.path.name,
+                               args.threshold)
     store.set_status("completed")
     print(format_summary(points, args.threshold))
     print("\n".join(lines))

@@ -71,12 +71,14 @@ def find_critical_sigma(
     lab=None,
     max_replicas: int | None = None,
     progress: bool = False,
+    on_epoch=None,
 ) -> CriticalSigma:
     """Train `trials` networks per sigma (as replicas at once) on the simulator and locate sigma_crit and sigma_opt.
 
     sigmas are in normalized volts (a bench's readings divided by its voltage_unit_V). With `lab`, the bench's
     settings (input gain, network, device range: its lab config's `run:` section) fill in whatever cfg leaves
     unset, so the result applies to that bench. data: loaded from cfg.data when not given.
+    on_epoch: called after every epoch (see `hil.sweep.run_trials`), e.g. a `hil.sweep.SweepProgress`.
     """
     if lab is not None:
         cfg = with_lab_settings(cfg, lab)
@@ -91,7 +93,8 @@ def find_critical_sigma(
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold: an accuracy in (0, 1] (got {threshold})")
     n = samples or cfg.noise.samples
-    results = run_trials(cfg, data, [(s, n) for s in sigmas], trials, max_replicas=max_replicas, progress=progress)
+    results = run_trials(cfg, data, [(s, n) for s in sigmas], trials, max_replicas=max_replicas, progress=progress,
+                         on_epoch=on_epoch)
     points = summarize(results, threshold)
     crit, opt = critical_from_points(points, threshold)
     return CriticalSigma(n, threshold, points, crit, opt, results)

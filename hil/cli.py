@@ -182,7 +182,7 @@ def _sweep_setup(args: argparse.Namespace, default_name: str):
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
-    from hil.sweep import format_summary, run_trials, summarize, write_summary_csv, write_trials_csv
+    from hil.sweep import SweepProgress, format_summary, run_trials, summarize, write_summary_csv, write_trials_csv
 
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
@@ -190,12 +190,12 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
     points = [(s, cfg.noise.samples) for s in args.sigmas]
     print(f"Table I: {cfg.data.dataset}, {len(points)} sigma x {args.trials} trials, {cfg.train.epochs} epoch(s), "
           f"N={cfg.noise.samples}; folder {store.path}", flush=True)
-    results = run_trials(cfg, prep.data, points, args.trials, max_replicas=args.max_replicas,
-                         progress=not args.no_progress,
-                         on_chunk=lambda done, total: print(f"  trained {done}/{total}", flush=True))
-    rows = summarize(results, args.threshold)
-    write_trials_csv(store.path / "trials.csv", results)
-    write_summary_csv(store.path / "table.csv", rows)
+    with store.recording():
+        results = run_trials(cfg, prep.data, points, args.trials, max_replicas=args.max_replicas,
+                             progress=not args.no_progress, on_epoch=SweepProgress(store.path, cfg.train.epochs))
+        rows = summarize(results, args.threshold)
+        write_trials_csv(store.path / "trials.csv", results)
+        write_summary_csv(store.path / "table.csv", rows)
     store.set_status("completed")
     print(format_summary(rows, args.threshold))
     print(f"saved {store.path / 'table.csv'} and trials.csv")

@@ -127,10 +127,8 @@ def train_run(
 
     store.set_status("running", **({"lab": str(prep.lab_path)} if prep.lab_path else {}))
     try:
-        history = trainer.fit(start, on_epoch=record)
-    except BaseException as err:
-        store.set_status("failed", error=f"{err.__class__.__name__}: {err}")
-        raise
+        with store.recording():
+            history = trainer.fit(start, on_epoch=record)
     finally:
         prep.backend.close()
     store.set_status("completed", epochs=prep.cfg.train.epochs)

@@ -2,7 +2,7 @@
 
 runs/<YYYYmmdd-HHMMSS>-<name>/
     config.yaml        the resolved RunConfig
-    run.json           status (running, completed, failed), times, error if any
+    run.json           status (running, completed, failed, interrupted), times, error if any
     metrics.jsonl      one JSON object per epoch, appended and flushed at once
     checkpoint.pt      conductances, biases and RNG state after the last epoch (atomic replace)
     accuracy.png       train and test accuracy per epoch
@@ -14,6 +14,7 @@ import io
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,21 @@ class RunStore:
         data = self.status()
         data.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **info)
         data.setdefault("created", data["updated"])
-        if status != "failed":
+        if status not in ("failed", "interrupted"):
             data.pop("error", None)
         atomic_write_text(self.path / "run.json", json.dumps(data, indent=2) + "\n")
+
+    @contextmanager
+    def recording(self):
+        """Marks the run failed (error kept) or interrupted (Ctrl-C) in run.json if the body raises."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.set_status("interrupted", error="KeyboardInterrupt")
+            raise
+        except BaseException as err:
+            self.set_status("failed", error=f"{err.__class__.__name__}: {err}")
+            raise
 
     # ---- metrics -----------------------------------------------------------
     def append_metrics(self, row: dict[str, Any]) -> None:

@@ -3,21 +3,27 @@
 A trial's seed (initial conductances) is `seed + trial`, the same at every
 sigma and N, so the points of a sweep differ only in their noise. Replicas are
 trained together in chunks of at most `max_replicas` (set by memory).
+`SweepProgress` rewrites trials.csv after every epoch, so a sweep stopped
+after hours keeps every epoch it finished.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from hil.config import RunConfig
 from hil.data import Dataset
+from hil.store import atomic_write_text
 from hil.trainer import Trainer
 from sim_backend.crossbar import SimCrossbar
 
@@ -60,8 +66,12 @@ def run_trials(
     max_replicas: int | None = None,
     progress: bool = False,
     on_chunk=None,
+    on_epoch: Callable[[list[Trial], int, int, int], None] | None = None,
 ) -> list[Trial]:
-    """Train `trials` networks at every (sigma, N) point; returns one Trial per network."""
+    """Train `trials` networks at every (sigma, N) point; returns one Trial per network.
+
+    on_epoch(all_trials, chunk_start, chunk_size, epoch) runs after every epoch of every chunk.
+    """
     todo = [Trial(s, n, t, cfg.train.seed + t) for s, n in points for t in range(trials)]
     device = data.x_train.device
     cap = max_replicas or default_max_replicas(cfg, data.n_inputs, data.n_classes, device)
@@ -71,13 +81,14 @@ def run_trials(
                                       seeds=[t.seed for t in chunk], replicas=len(chunk))
         trainer = Trainer(cfg, net, data, samples=[t.samples for t in chunk], progress=progress, halt_on_nonfinite=False)
 
-        def record(m, chunk=chunk):
-            for t, acc in zip(chunk, m.test_acc):
+        def record(m, chunk=chunk, start=start, trainer=trainer):
+            for t, acc, bad in zip(chunk, m.test_acc, trainer.halted.tolist()):
                 t.test_acc.append(acc)
+                t.diverged = bool(bad)
+            if on_epoch:
+                on_epoch(todo, start, len(chunk), m.epoch)
 
         trainer.fit(on_epoch=record)
-        for t, bad in zip(chunk, trainer.halted.tolist()):
-            t.diverged = bool(bad)
         if on_chunk:
             on_chunk(start + len(chunk), len(todo))
     return todo
@@ -112,23 +123,49 @@ def summarize(results: Sequence[Trial], threshold: float) -> list[PointSummary]:
     return out
 
 
+def write_csv(path: Path, header: Sequence[str], rows) -> None:
+    """A CSV file written whole or not at all (atomic replace)."""
+    f = io.StringIO()
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, f.getvalue())
+
+
 def write_trials_csv(path: Path, results: Sequence[Trial]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sigma_V", "samples", "trial", "seed", "diverged", "final_test_acc", "test_acc_per_epoch"])
-        for t in results:
-            w.writerow([t.sigma, t.samples, t.trial, t.seed, int(t.diverged), t.final, " ".join(f"{a:.4f}" for a in t.test_acc)])
+    """One row per network. final_test_acc is the last finished epoch's; epochs_done says how many."""
+    write_csv(path, ["sigma_V", "samples", "trial", "seed", "diverged", "final_test_acc", "test_acc_per_epoch",
+                     "epochs_done"],
+              ([t.sigma, t.samples, t.trial, t.seed, int(t.diverged), t.final, " ".join(f"{a:.4f}" for a in t.test_acc),
+                len(t.test_acc)] for t in results))
+
+
+class SweepProgress:
+    """The on_epoch callback of the sweep commands: trials.csv rewritten, one line printed, after every epoch."""
+
+    def __init__(self, folder: Path, epochs: int, out=None):
+        self.folder, self.epochs, self.out = Path(folder), epochs, out
+        self.t0 = time.perf_counter()
+
+    def __call__(self, trials: list[Trial], start: int, size: int, epoch: int) -> None:
+        write_trials_csv(self.folder / "trials.csv", trials)
+        chunk = trials[start:start + size]
+        several_n = len({t.samples for t in trials}) > 1
+        points: dict[tuple[float, int], list[float]] = {}
+        for t in chunk:
+            points.setdefault((t.sigma, t.samples), []).append(0.0 if t.diverged else t.final)
+        accs = ", ".join(f"{s:g} V{f' N={n}' if several_n else ''} {100 * statistics.fmean(a):.1f}%"
+                         for (s, n), a in points.items())
+        minutes = (time.perf_counter() - self.t0) / 60
+        print(f"  epoch {epoch}/{self.epochs}, networks {start + 1}-{start + size} of {len(trials)}: "
+              f"mean test accuracy {accs} ({minutes:.1f} min)", file=self.out or sys.stdout, flush=True)
 
 
 def write_summary_csv(path: Path, rows: Sequence[PointSummary]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sigma_V", "samples", "sigma_eff_V", "trials", "converged", "convergence_rate",
-                    "mean_test_acc", "std_test_acc", "best_test_acc", "mean_best5_test_acc"])
-        for r in rows:
-            w.writerow([r.sigma, r.samples, r.sigma / math.sqrt(r.samples), r.trials, r.converged,
-                        f"{r.convergence_rate:.4f}", f"{r.mean_acc:.4f}", f"{r.std_acc:.4f}", f"{r.best_acc:.4f}",
-                        f"{r.mean_best5:.4f}"])
+    write_csv(path, ["sigma_V", "samples", "sigma_eff_V", "trials", "converged", "convergence_rate",
+                     "mean_test_acc", "std_test_acc", "best_test_acc", "mean_best5_test_acc"],
+              ([r.sigma, r.samples, r.sigma / math.sqrt(r.samples), r.trials, r.converged, f"{r.convergence_rate:.4f}",
+                f"{r.mean_acc:.4f}", f"{r.std_acc:.4f}", f"{r.best_acc:.4f}", f"{r.mean_best5:.4f}"] for r in rows))
 
 
 def format_summary(rows: Sequence[PointSummary], threshold: float) -> str:

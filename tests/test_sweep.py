@@ -33,8 +33,42 @@ def test_sweep_table_cli(tmp_path, capsys):
     trials = list(csv.DictReader(open(folder / "trials.csv")))
     assert len(trials) == 6 and {t["seed"] for t in trials} == {"0", "1", "2"}
     assert "converged" in out and "best 5" in out
+    assert all(t["epochs_done"] == "2" for t in trials)
+    assert "epoch 1/2, networks 1-4 of 6" in out and "epoch 2/2, networks 5-6 of 6" in out  # progress per epoch
 
 
 def test_sweep_rejects_negative_sigma(tmp_path, capsys):
     assert main(["sweep", "table", "--sigma", "-1e-5", "--runs-dir", str(tmp_path)]) == 2
     assert "--sigma" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
+    """Ctrl-C in epoch 2 of the second chunk: trials.csv holds what finished, run.json says interrupted."""
+    import json
+
+    import pytest
+
+    from hil.config import build_config
+    from hil.data import load_dataset
+    from hil.store import RunStore
+    from hil.sweep import SweepProgress, run_trials
+
+    cfg = build_config({}, {"train.epochs": 2, "data.train_limit": 200, "data.test_limit": 60, "runs_dir": str(tmp_path)})
+    store = RunStore.create(cfg)
+    progress = SweepProgress(store.path, cfg.train.epochs)
+    seen = []
+
+    def on_epoch(trials, start, size, epoch):
+        progress(trials, start, size, epoch)
+        seen.append((start, epoch))
+        if start > 0 and epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), store.recording():
+        run_trials(cfg, load_dataset(cfg.data), [(0.0, 1), (0.01, 1)], 2, max_replicas=3, on_epoch=on_epoch)
+    assert seen == [(0, 1), (0, 2), (3, 1)]
+    rows = list(csv.DictReader(open(store.path / "trials.csv")))
+    assert [r["epochs_done"] for r in rows] == ["2", "2", "2", "1"]
+    assert all(0 < float(r["final_test_acc"]) <= 1 for r in rows)
+    status = json.loads((store.path / "run.json").read_text())
+    assert status["status"] == "interrupted"
