@@ -143,6 +143,8 @@ def write_trials_csv(path: Path, results: Sequence[Trial]) -> None:
 class SweepProgress:
     """The on_epoch callback of the sweep commands: trials.csv rewritten, one line printed, after every epoch."""
 
+    MAX_LISTED = 8  # points named one by one in the progress line
+
     def __init__(self, folder: Path, epochs: int, out=None):
         self.folder, self.epochs, self.out = Path(folder), epochs, out
         self.t0 = time.perf_counter()
@@ -154,8 +156,11 @@ class SweepProgress:
         points: dict[tuple[float, int], list[float]] = {}
         for t in chunk:
             points.setdefault((t.sigma, t.samples), []).append(0.0 if t.diverged else t.final)
-        accs = ", ".join(f"{s:g} V{f' N={n}' if several_n else ''} {100 * statistics.fmean(a):.1f}%"
-                         for (s, n), a in points.items())
+        means = {key: 100 * statistics.fmean(a) for key, a in points.items()}
+        if len(means) <= self.MAX_LISTED:
+            accs = ", ".join(f"{s:.3g} V{f' N={n}' if several_n else ''} {m:.1f}%" for (s, n), m in means.items())
+        else:  # a long grid: the range, the rest is in trials.csv
+            accs = f"{min(means.values()):.1f}% to {max(means.values()):.1f}% over {len(means)} points"
         minutes = (time.perf_counter() - self.t0) / 60
         print(f"  epoch {epoch}/{self.epochs}, networks {start + 1}-{start + size} of {len(trials)}: "
               f"mean test accuracy {accs} ({minutes:.1f} min)", file=self.out or sys.stdout, flush=True)

@@ -72,3 +72,20 @@ def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
     assert all(0 < float(r["final_test_acc"]) <= 1 for r in rows)
     status = json.loads((store.path / "run.json").read_text())
     assert status["status"] == "interrupted"
+
+
+def test_progress_line_names_few_points_and_summarizes_many(tmp_path):
+    import io
+
+    from hil.sweep import SweepProgress
+
+    few = [Trial(s, 1, 0, 0, [a]) for s, a in [(0.0, 0.9), (1e-3, 0.5)]]
+    out = io.StringIO()
+    SweepProgress(tmp_path, 3, out)(few, 0, 2, 1)
+    assert "epoch 1/3, networks 1-2 of 2: mean test accuracy 0 V 90.0%, 0.001 V 50.0%" in out.getvalue()
+    many = [Trial(1e-3 * k, 4 if k % 2 else 1, 0, 0, [0.1 * k]) for k in range(1, 10)]
+    out = io.StringIO()
+    SweepProgress(tmp_path, 3, out)(many, 0, 9, 2)
+    assert "mean test accuracy 10.0% to 90.0% over 9 points" in out.getvalue()
+    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert len(rows) == 9 and rows[-1]["epochs_done"] == "1"
