@@ -141,3 +141,36 @@ def test_centered_beta_beyond_output_conductance_is_refused():
     with pytest.raises(NonFiniteUpdateError, match="centered EP, lower beta"):
         Trainer(cfg, net, data).step(data.x_train[:4], data.y_train[:4])
     assert all(torch.equal(b, w) for b, w in zip(before, net.weights))
+
+
+def test_training_step_allocates_nothing_weight_sized():
+    """Updates go into the conductances in place: no tensor of a weight matrix's size is created in a step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sizes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            fresh = not func._schema.is_mutable and not any(r.alias_info for r in func._schema.returns)
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if fresh and isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    cfg, data, net = setup({"dtype": "float32", "network.hidden": [64], "noise.sigma": 1e-3, "noise.samples": 2})
+    data.x_train = data.x_train.float()
+    tr = Trainer(cfg, net, data, check_every=10**9)
+    tr.step(data.x_train[:4], data.y_train[:4])
+    w0 = net.weights[0][0].numel()  # 128 x 64 devices
+    with Sizes() as sizes:
+        for s in range(1, 4):
+            tr.step(data.x_train[4 * s:4 * s + 4], data.y_train[4 * s:4 * s + 4])
+    assert sizes.largest < w0 / 4, (sizes.largest, w0)
+    with Sizes() as control:  # the counter does see a dense update
+        tr.step(data.x_train[:4], data.y_train[:4])
+        from hil.backend import LowRankDelta
+        LowRankDelta(torch.ones(1, 3, 128), torch.ones(1, 3, 64), 1.0).dense()
+    assert control.largest >= w0
