@@ -72,13 +72,16 @@ def find_critical_sigma(
     max_replicas: int | None = None,
     progress: bool = False,
     on_epoch=None,
+    checkpoint_dir=None,
+    resume: bool = False,
 ) -> CriticalSigma:
     """Train `trials` networks per sigma (as replicas at once) on the simulator and locate sigma_crit and sigma_opt.
 
     sigmas are in normalized volts (a bench's readings divided by its voltage_unit_V). With `lab`, the bench's
     settings (input gain, network, device range: its lab config's `run:` section) fill in whatever cfg leaves
     unset, so the result applies to that bench. data: loaded from cfg.data when not given.
-    on_epoch: called after every epoch (see `hil.sweep.run_trials`), e.g. a `hil.sweep.SweepProgress`.
+    on_epoch: called after every epoch (see `hil.sweep.run_trials`), e.g. a `hil.sweep.SweepProgress`;
+    checkpoint_dir, resume: as in `hil.sweep.run_trials`.
     """
     if lab is not None:
         cfg = with_lab_settings(cfg, lab)
@@ -94,7 +97,7 @@ def find_critical_sigma(
         raise ValueError(f"threshold: an accuracy in (0, 1] (got {threshold})")
     n = samples or cfg.noise.samples
     results = run_trials(cfg, data, [(s, n) for s in sigmas], trials, max_replicas=max_replicas, progress=progress,
-                         on_epoch=on_epoch)
+                         on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, resume=resume)
     points = summarize(results, threshold)
     crit, opt = critical_from_points(points, threshold)
     return CriticalSigma(n, threshold, points, crit, opt, results)

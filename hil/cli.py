@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -172,17 +173,60 @@ def _check_sweep(args: argparse.Namespace):
         raise UsageError(f"--threshold: an accuracy in (0, 1] (got {args.threshold})")
 
 
+SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
+
+
 def _sweep_setup(args: argparse.Namespace, default_name: str):
+    import json
+
+    from hil.runner import prepare
+    from hil.store import RunStore, atomic_write_text
+
     _check_sweep(args)
     if hasattr(args, "sigma_min"):
         from calibration.commands import sigma_grid
 
         sigma_grid(args)  # validate the grid before anything is written
-    return _setup(args, default_name, connect=False)
+    if args.resume_from is not None:
+        store = RunStore.open(args.resume_from)
+        cfg = store.config()  # the resolved config it started with, not today's config files
+        return cfg, prepare(cfg), store
+    cfg, prep, store = _setup(args, default_name, connect=False)
+    atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
+    return cfg, prep, store
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    import json
+
+    from hil.store import RunStore
+
+    folder = args.run_dir
+    try:
+        argv = json.loads((folder / SWEEP_COMMAND).read_text())["argv"]
+    except (OSError, ValueError, KeyError):
+        raise UsageError(f"RUN_DIR: {folder} is not a sweep folder (no readable {SWEEP_COMMAND})") from None
+    from hil.sweep import CHECKPOINT
+
+    store = RunStore.open(folder)
+    if store.status().get("status") == "completed":
+        raise UsageError(f"RUN_DIR: the sweep in {folder} has completed; its results are in its CSV files")
+    pid = store.running_elsewhere()
+    if pid is not None:
+        raise UsageError(f"RUN_DIR: the sweep in {folder} is still running (pid {pid}); stop it first")
+    if not (folder / CHECKPOINT).is_file():
+        raise UsageError(f"RUN_DIR: {folder} has no {CHECKPOINT} (no epoch finished): start the sweep again")
+    again = build_parser().parse_args(argv)
+    again.argv, again.resume_from = argv, folder
+    again.no_progress = again.no_progress or args.no_progress
+    print(f"resuming: hil {' '.join(argv)}", flush=True)
+    return again.func(again)
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
-    from hil.sweep import SweepProgress, format_summary, run_trials, summarize, write_summary_csv, write_trials_csv
+    from calibration.commands import sweep_checkpointing
+    from hil.sweep import (SweepProgress, finish_sweep, format_summary, run_trials, summarize, write_summary_csv,
+                           write_trials_csv)
 
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
@@ -192,11 +236,12 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
           f"N={cfg.noise.samples}; folder {store.path}", flush=True)
     with store.recording():
         results = run_trials(cfg, prep.data, points, args.trials, max_replicas=args.max_replicas,
-                             progress=not args.no_progress, on_epoch=SweepProgress(store.path, cfg.train.epochs))
+                             progress=not args.no_progress, on_epoch=SweepProgress(store.path, cfg.train.epochs),
+                             **sweep_checkpointing(args, store))
         rows = summarize(results, args.threshold)
         write_trials_csv(store.path / "trials.csv", results)
         write_summary_csv(store.path / "table.csv", rows)
-    store.set_status("completed")
+    finish_sweep(store)
     print(format_summary(rows, args.threshold))
     print(f"saved {store.path / 'table.csv'} and trials.csv")
     return 0
@@ -324,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sn, exclude=frozenset({"sigma", "samples", "replicas"}))
     sn.set_defaults(func=cmd_sweep_samples)
 
+    rs = kinds.add_parser("resume", help="continue a stopped sweep from its last finished epoch",
+                          description="Continue a sweep that was interrupted or failed: the command it was started "
+                          "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained.")
+    rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's folder")
+    rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rs.set_defaults(func=cmd_sweep_resume)
+
     ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",
                         description="Hold one clamped input, read every hidden and output node --readings times, and "
                         "report per node sigma with its 95% interval, lag-1 correlation, effective N, and the "
@@ -368,13 +420,17 @@ def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
     p.add_argument("--lab", type=Path, metavar="LAB.yaml",
                    help="use this bench's settings (its lab config's run: section) so the result applies to it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(resume_from=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded by the sweeps, which `hil sweep resume` runs again
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt():
+            return args.func(args)
     except (ConfigError, DatasetError, UsageError, CommandError, NoiseDataError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2
@@ -384,6 +440,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError) as err:  # InstrumentError and LimitError among them
         print(f"hil: error: {err}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """`kill` (SIGTERM) stops a command the way Ctrl-C does: a bench shut down safely, the run marked interrupted."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 runs/<YYYYmmdd-HHMMSS>-<name>/
     config.yaml        the resolved RunConfig
-    run.json           status (running, completed, failed, interrupted), times, error if any
+    run.json           status (running, completed, failed, interrupted), times, error if any, pid and host
     metrics.jsonl      one JSON object per epoch, appended and flushed at once
     checkpoint.pt      conductances, biases and RNG state after the last epoch (atomic replace)
     accuracy.png       train and test accuracy per epoch
@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,7 +62,7 @@ class RunStore:
                 path = root / f"{stamp}-{cfg.name}-{k}"
         store = cls(path)
         atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
-        store.set_status("running")
+        store.set_status("running", pid=os.getpid(), host=socket.gethostname())
         return store
 
     @classmethod
@@ -89,6 +90,20 @@ class RunStore:
         if status not in ("failed", "interrupted"):
             data.pop("error", None)
         atomic_write_text(self.path / "run.json", json.dumps(data, indent=2) + "\n")
+
+    def running_elsewhere(self) -> int | None:
+        """The pid of a live process on this host that recorded this run as running, else None."""
+        st = self.status()
+        pid = st.get("pid")
+        if st.get("status") != "running" or not pid or st.get("host") != socket.gethostname() or pid == os.getpid():
+            return None
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # it exists, under another user
+        return int(pid)
 
     @contextmanager
     def recording(self):

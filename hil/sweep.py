@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from hil.config import RunConfig
+from hil.config import ConfigError, RunConfig
 from hil.data import Dataset
-from hil.store import atomic_write_text
+from hil.store import atomic_write_bytes, atomic_write_text
 from hil.trainer import Trainer
 from sim_backend.crossbar import SimCrossbar
 
@@ -57,6 +57,47 @@ def default_max_replicas(cfg: RunConfig, n_in: int, n_out: int, device: torch.de
     return max(1, int(budget // replica_bytes(cfg, n_in, n_out)))
 
 
+CHECKPOINT = "sweep-checkpoint.pt"
+
+
+class SweepResumeError(ConfigError):
+    """A sweep folder cannot be resumed (no checkpoint, or one from a different sweep)."""
+
+
+def save_sweep_checkpoint(folder: Path, trials: Sequence[Trial], chunk_start: int, chunk_size: int, epoch: int,
+                          trainer: Trainer) -> None:
+    """The chunk in training (conductances, RNG, halted replicas) and every trial's accuracies, replaced atomically."""
+    state = {
+        "chunk_start": chunk_start,
+        "chunk_size": chunk_size,
+        "epoch": epoch,
+        "trainer": trainer.state(epoch),
+        "trials": [{"sigma": t.sigma, "samples": t.samples, "seed": t.seed, "test_acc": list(t.test_acc),
+                    "diverged": t.diverged} for t in trials],
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(folder) / CHECKPOINT, buf.getvalue())
+
+
+def load_sweep_checkpoint(folder: Path, todo: Sequence[Trial]) -> dict:
+    path = Path(folder) / CHECKPOINT
+    if not path.is_file():
+        raise SweepResumeError(f"resume: {folder} has no {CHECKPOINT} (no epoch of the sweep finished)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = [(t["sigma"], t["samples"], t["seed"]) for t in state["trials"]]
+    if saved != [(t.sigma, t.samples, t.seed) for t in todo]:
+        raise SweepResumeError(f"resume: {path} holds a different sweep ({len(saved)} networks; the points, "
+                               "trials or seed differ from the recorded command)")
+    return state
+
+
+def finish_sweep(store) -> None:
+    """Mark a sweep completed; its per-epoch checkpoint has served (the results are in the CSV files)."""
+    (store.path / CHECKPOINT).unlink(missing_ok=True)
+    store.set_status("completed")
+
+
 def run_trials(
     cfg: RunConfig,
     data: Dataset,
@@ -67,28 +108,49 @@ def run_trials(
     progress: bool = False,
     on_chunk=None,
     on_epoch: Callable[[list[Trial], int, int, int], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> list[Trial]:
     """Train `trials` networks at every (sigma, N) point; returns one Trial per network.
 
     on_epoch(all_trials, chunk_start, chunk_size, epoch) runs after every epoch of every chunk.
+    checkpoint_dir: after every epoch the chunk in training is saved there (sweep-checkpoint.pt);
+    resume=True continues from that file: finished chunks are not trained again and the chunk in
+    training goes on from its last epoch, exactly as it would have (same batches, same noise).
     """
     todo = [Trial(s, n, t, cfg.train.seed + t) for s, n in points for t in range(trials)]
     device = data.x_train.device
     cap = max_replicas or default_max_replicas(cfg, data.n_inputs, data.n_classes, device)
-    for start in range(0, len(todo), cap):
+    first, saved = 0, None
+    if checkpoint_dir is not None and not resume:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    if resume:
+        if checkpoint_dir is None:
+            raise SweepResumeError("resume: needs the folder whose checkpoint to continue from")
+        saved = load_sweep_checkpoint(checkpoint_dir, todo)
+        cap = saved["chunk_size"]  # the chunks must be the ones trained before, whatever memory says now
+        for t, st in zip(todo, saved["trials"]):
+            t.test_acc, t.diverged = list(st["test_acc"]), bool(st["diverged"])
+        first = saved["chunk_start"] + (cap if saved["epoch"] >= cfg.train.epochs else 0)
+    for start in range(first, len(todo), cap):
         chunk = todo[start:start + cap]
         net = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, sigma=[t.sigma for t in chunk],
                                       seeds=[t.seed for t in chunk], replicas=len(chunk))
         trainer = Trainer(cfg, net, data, samples=[t.samples for t in chunk], progress=progress, halt_on_nonfinite=False)
+        start_epoch = 1
+        if saved is not None and start == saved["chunk_start"]:
+            start_epoch = trainer.load_state(saved["trainer"]) + 1
 
         def record(m, chunk=chunk, start=start, trainer=trainer):
             for t, acc, bad in zip(chunk, m.test_acc, trainer.halted.tolist()):
                 t.test_acc.append(acc)
                 t.diverged = bool(bad)
+            if checkpoint_dir is not None:
+                save_sweep_checkpoint(checkpoint_dir, todo, start, cap, m.epoch, trainer)
             if on_epoch:
                 on_epoch(todo, start, len(chunk), m.epoch)
 
-        trainer.fit(on_epoch=record)
+        trainer.fit(start_epoch=start_epoch, on_epoch=record)
         if on_chunk:
             on_chunk(start + len(chunk), len(todo))
     return todo

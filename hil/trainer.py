@@ -225,6 +225,8 @@ class Trainer:
             "step": self.step_count,
             "weights": [w.detach().cpu().clone() for w in weights],
             "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
+            "alive": self._alive.cpu().clone(),
+            "first_bad": self._first_bad.cpu().clone(),
         }
         if hasattr(self.backend, "generator_state"):
             state["noise_rng"] = self.backend.generator_state()
@@ -238,5 +240,8 @@ class Trainer:
         if "noise_rng" in state and hasattr(self.backend, "set_generator_state"):
             self.backend.set_generator_state(state["noise_rng"])
         self.step_count = int(state.get("step", 0))
+        if "alive" in state:  # replicas halted by a non-finite update stay halted
+            self._alive.copy_(state["alive"])
+            self._first_bad.copy_(state["first_bad"])
         return int(state["epoch"])
 

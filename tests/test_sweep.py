@@ -3,6 +3,8 @@
 import csv
 import math
 
+import pytest
+
 from hil.cli import main
 from hil.sweep import Trial, summarize
 
@@ -46,8 +48,6 @@ def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
     """Ctrl-C in epoch 2 of the second chunk: trials.csv holds what finished, run.json says interrupted."""
     import json
 
-    import pytest
-
     from hil.config import build_config
     from hil.data import load_dataset
     from hil.store import RunStore
@@ -89,3 +89,83 @@ def test_progress_line_names_few_points_and_summarizes_many(tmp_path):
     assert "mean test accuracy 10.0% to 90.0% over 9 points" in out.getvalue()
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
     assert len(rows) == 9 and rows[-1]["epochs_done"] == "1"
+
+
+def _sweep(tmp_path, stop_at=None, resume=False):
+    """Train 2 sigma x 2 trials in chunks of 3 (chunks start at 0 and 3); stop_at=(chunk_start, epoch) raises Ctrl-C."""
+    from hil.config import build_config
+    from hil.data import load_dataset
+    from hil.sweep import run_trials
+
+    cfg = build_config({}, {"train.epochs": 3, "data.train_limit": 200, "data.test_limit": 60})
+
+    def on_epoch(trials, start, size, epoch):
+        if (start, epoch) == stop_at:
+            raise KeyboardInterrupt
+
+    return run_trials(cfg, load_dataset(cfg.data), [(0.0, 1), (0.02, 1)], 2, max_replicas=3, on_epoch=on_epoch,
+                      checkpoint_dir=tmp_path, resume=resume)
+
+
+@pytest.mark.parametrize("stop_at", [(0, 1), (3, 2)])
+def test_resumed_sweep_ends_where_an_uninterrupted_one_does(tmp_path, stop_at):
+    """Stopped in the first chunk or in the last, then resumed: the same accuracies, epoch by epoch, to the bit."""
+    whole = _sweep(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path / "cut", stop_at=stop_at)
+    resumed = _sweep(tmp_path / "cut", resume=True)
+    assert [t.test_acc for t in resumed] == [t.test_acc for t in whole]
+    assert all(len(t.test_acc) == 3 for t in resumed)
+    assert whole[0].test_acc != whole[2].test_acc  # the noisy point really differs
+
+
+def test_resume_refuses_a_different_sweep(tmp_path):
+    from hil.config import build_config
+    from hil.data import load_dataset
+    from hil.sweep import SweepResumeError, run_trials
+
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, stop_at=(0, 1))
+    cfg = build_config({}, {"train.epochs": 3, "data.train_limit": 200, "data.test_limit": 60})
+    with pytest.raises(SweepResumeError, match="different sweep"):
+        run_trials(cfg, load_dataset(cfg.data), [(0.0, 1), (0.05, 1)], 2, max_replicas=3, checkpoint_dir=tmp_path,
+                   resume=True)
+
+
+def test_sweep_resume_after_kill(tmp_path, capsys):
+    """A real `hil sweep table` process stopped by `kill` (SIGTERM) mid-sweep, then `hil sweep resume`: the same table."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sweep", "table", "--sigma", "0", "--sigma", "0.02", "--trials", "2", "--epochs", "4",
+            "--max-replicas", "2", "--no-progress"]
+    cut_dir, whole_dir = tmp_path / "cut", tmp_path / "whole"
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", *args, "--runs-dir", str(cut_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for the first finished epoch
+        rows = list(cut_dir.glob("*/trials.csv"))
+        if rows and any(r["epochs_done"] != "0" for r in csv.DictReader(open(rows[0]))):
+            break
+        time.sleep(0.02)
+    (folder,) = cut_dir.iterdir()
+    assert main(["sweep", "resume", str(folder)]) == 2  # refused while the sweep runs
+    assert f"still running (pid {proc.pid})" in capsys.readouterr().err
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+    done = [int(r["epochs_done"]) for r in csv.DictReader(open(folder / "trials.csv"))]
+    assert 0 < sum(done) < 16  # stopped part way: some epochs kept, not all
+
+    assert main(["sweep", "resume", str(folder)]) == 0
+    assert main([*args, "--runs-dir", str(whole_dir)]) == 0
+    (whole,) = whole_dir.iterdir()
+    assert (folder / "table.csv").read_text() == (whole / "table.csv").read_text()
+    assert not (folder / "sweep-checkpoint.pt").exists()
+    assert main(["sweep", "resume", str(folder)]) == 2  # completed: nothing to resume
