@@ -190,7 +190,9 @@ def _sweep_setup(args: argparse.Namespace, default_name: str):
     if args.resume_from is not None:
         store = RunStore.open(args.resume_from)
         cfg = store.config()  # the resolved config it started with, not today's config files
-        return cfg, prepare(cfg), store
+        prep = prepare(cfg)
+        store.mark_running()
+        return cfg, prep, store
     cfg, prep, store = _setup(args, default_name, connect=False)
     atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
     return cfg, prep, store
@@ -200,14 +202,13 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     import json
 
     from hil.store import RunStore
+    from hil.sweep import CHECKPOINT
 
     folder = args.run_dir
     try:
         argv = json.loads((folder / SWEEP_COMMAND).read_text())["argv"]
     except (OSError, ValueError, KeyError):
         raise UsageError(f"RUN_DIR: {folder} is not a sweep folder (no readable {SWEEP_COMMAND})") from None
-    from hil.sweep import CHECKPOINT
-
     store = RunStore.open(folder)
     if store.status().get("status") == "completed":
         raise UsageError(f"RUN_DIR: the sweep in {folder} has completed; its results are in its CSV files")

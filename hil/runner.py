@@ -125,7 +125,7 @@ def train_run(
         store.plot_accuracy()
         print(format_row(m), file=out, flush=True)
 
-    store.set_status("running", **({"lab": str(prep.lab_path)} if prep.lab_path else {}))
+    store.mark_running(**({"lab": str(prep.lab_path)} if prep.lab_path else {}))
     try:
         with store.recording():
             history = trainer.fit(start, on_epoch=record)

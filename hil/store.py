@@ -62,7 +62,7 @@ class RunStore:
                 path = root / f"{stamp}-{cfg.name}-{k}"
         store = cls(path)
         atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
-        store.set_status("running", pid=os.getpid(), host=socket.gethostname())
+        store.mark_running()
         return store
 
     @classmethod
@@ -90,6 +90,10 @@ class RunStore:
         if status not in ("failed", "interrupted"):
             data.pop("error", None)
         atomic_write_text(self.path / "run.json", json.dumps(data, indent=2) + "\n")
+
+    def mark_running(self, **info: Any) -> None:
+        """Status running, with this process's pid and host (see `running_elsewhere`)."""
+        self.set_status("running", pid=os.getpid(), host=socket.gethostname(), **info)
 
     def running_elsewhere(self) -> int | None:
         """The pid of a live process on this host that recorded this run as running, else None."""
