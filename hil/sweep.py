@@ -106,7 +106,6 @@ def run_trials(
     *,
     max_replicas: int | None = None,
     progress: bool = False,
-    on_chunk=None,
     on_epoch: Callable[[list[Trial], int, int, int], None] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
@@ -151,8 +150,6 @@ def run_trials(
                 on_epoch(todo, start, len(chunk), m.epoch)
 
         trainer.fit(start_epoch=start_epoch, on_epoch=record)
-        if on_chunk:
-            on_chunk(start + len(chunk), len(todo))
     return todo
 
 
