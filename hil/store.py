@@ -38,6 +38,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save, replacing path atomically (a checkpoint is never half written)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 class RunStore:
     """One run folder on disk."""
 
@@ -140,9 +147,7 @@ class RunStore:
         return self.path / "checkpoint.pt"
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
+        atomic_torch_save(self.checkpoint_path, state)
 
     def load_checkpoint(self) -> dict[str, Any]:
         if not self.checkpoint_path.is_file():

@@ -23,7 +23,7 @@ import torch
 
 from hil.config import ConfigError, RunConfig
 from hil.data import Dataset
-from hil.store import atomic_write_bytes, atomic_write_text
+from hil.store import atomic_torch_save, atomic_write_text
 from hil.trainer import Trainer
 from sim_backend.crossbar import SimCrossbar
 
@@ -75,9 +75,7 @@ def save_sweep_checkpoint(folder: Path, trials: Sequence[Trial], chunk_start: in
         "trials": [{"sigma": t.sigma, "samples": t.samples, "seed": t.seed, "test_acc": list(t.test_acc),
                     "diverged": t.diverged} for t in trials],
     }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(Path(folder) / CHECKPOINT, buf.getvalue())
+    atomic_torch_save(Path(folder) / CHECKPOINT, state)
 
 
 def load_sweep_checkpoint(folder: Path, todo: Sequence[Trial]) -> dict:
