@@ -8,16 +8,15 @@ smuX.measure.count, measure into nvbuffer1, and one printbuffer() returns all N.
 One TSP statement per line.
 """
 
+from drivers.session import TspErrorQueue
 from drivers.smu import SourceMeter
 
 
-class Keithley2600(SourceMeter):
+class Keithley2600(TspErrorQueue, SourceMeter):
     IDN_MATCH = "MODEL 26"
     CHANNELS = ("a", "b")
     RANGE_V = 200.0
     RANGE_A = 1.5
-    ERROR_QUERY = "print(errorqueue.next())"
-    NO_ERROR_PREFIXES = ("0\t", "0.00000e+00\t")
     CMD = {
         "reset": "reset()",
         "source_current_func": "smu{ch}.source.func = smu{ch}.OUTPUT_DCAMPS",

@@ -7,15 +7,13 @@ errorqueue.next(), reset(). Channels are named slot-row-column, e.g. "1A01".
 
 import re
 
-from drivers.session import Instrument
+from drivers.session import Instrument, TspErrorQueue
 
 CHANNEL_NAME = re.compile(r"^[1-6][A-H](0[1-9]|[1-9][0-9])$")
 
 
-class Keithley707B(Instrument):
+class Keithley707B(TspErrorQueue, Instrument):
     IDN_MATCH = "MODEL 70"
-    ERROR_QUERY = "print(errorqueue.next())"
-    NO_ERROR_PREFIXES = ("0\t", "0.00000e+00\t")
     CMD = {
         "reset": "reset()",
         "open_all": 'channel.open("allslots")',

@@ -217,6 +217,13 @@ class Instrument:
             pass
 
 
+class TspErrorQueue:
+    """Keithley TSP instruments (2600B, 707B/708B): errorqueue.next() pops one error; code 0 first means none."""
+
+    ERROR_QUERY = "print(errorqueue.next())"
+    NO_ERROR_PREFIXES = ("0\t", "0.00000e+00\t")
+
+
 def check_limit(name: str, value: float, limit: float, unit: str) -> float:
     """Raise LimitError unless |value| <= limit; never clamps."""
     if not (value == value) or abs(value) > limit:  # NaN fails too
