@@ -115,6 +115,10 @@ class EmulatedSMU(EmulatedSCPI):
             self.ch[c] = SMUState()
             self.bench.set_current(self.name, c, 0.0)
 
+    def s_sense(self, c, v):
+        """The sense function: the emulated SMUs only ever measure volts, so setting it changes nothing."""
+        return None
+
     def _chan(self, c: str):
         c = c or self.CHANNELS[0]
         if c not in self.ch:
@@ -214,7 +218,6 @@ class Emulated2450(EmulatedSMU):
         ("SYSTem:ERRor", None, "sys_err"),
     ]
 
-    def s_sense(self, c, v): return None
     def s_clear(self): self.ch["1"].buffer = []
     def s_trigger(self): self.acquire("1")
 
@@ -244,7 +247,6 @@ class EmulatedB2900(EmulatedSMU):
         ("SYSTem:ERRor", None, "sys_err"),
     ]
 
-    def s_sense(self, c, v): return None
 
     def s_init(self, c):
         if (c := self._chan(c)) is not None:
