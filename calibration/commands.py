@@ -171,13 +171,8 @@ def sigma_grid(args: argparse.Namespace) -> list[float]:
     return sorted(sig)
 
 
-def sweep_checkpointing(args, store) -> dict:
-    """run_trials' checkpoint arguments: always saved in the sweep's folder, continued from with `hil sweep resume`."""
-    return {"checkpoint_dir": store.path, "resume": getattr(args, "resume_from", None) is not None}
-
-
 def cmd_sweep_sigma(args, cfg, prep, store) -> int:
-    from hil.sweep import SweepProgress, finish_sweep, format_summary, write_summary_csv, write_trials_csv
+    from hil.sweep import finish_sweep, format_summary, sweep_recording, write_summary_csv, write_trials_csv
 
     sigmas = sigma_grid(args)
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} "
@@ -185,7 +180,7 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
     with store.recording():
         res = find_critical_sigma(cfg, sigmas, args.trials, args.threshold, data=prep.data,
                                   max_replicas=args.max_replicas, progress=not args.no_progress,
-                                  on_epoch=SweepProgress(store.path, cfg.train.epochs), **sweep_checkpointing(args, store))
+                                  **sweep_recording(args, cfg, store))
         write_trials_csv(store.path / "trials.csv", res.trials)
         write_summary_csv(store.path / "table.csv", res.points)
         atomic_write_text(store.path / "critical.json", json.dumps(res.to_json(), indent=1) + "\n")
@@ -200,8 +195,8 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
 
 
 def cmd_sweep_samples(args, cfg, prep, store) -> int:
-    from hil.sweep import (SweepProgress, finish_sweep, format_summary, run_trials, summarize, write_csv,
-                           write_summary_csv, write_trials_csv)
+    from hil.sweep import (finish_sweep, format_summary, run_trials, summarize, sweep_recording,
+                           write_csv, write_summary_csv, write_trials_csv)
 
     ns = args.samples_list
     if not ns or any(n < 1 for n in ns):
@@ -212,7 +207,7 @@ def cmd_sweep_samples(args, cfg, prep, store) -> int:
     with store.recording():
         results = run_trials(cfg, prep.data, [(s, n) for n in ns for s in sigmas], args.trials,
                              max_replicas=args.max_replicas, progress=not args.no_progress,
-                             on_epoch=SweepProgress(store.path, cfg.train.epochs), **sweep_checkpointing(args, store))
+                             **sweep_recording(args, cfg, store))
         points = summarize(results, args.threshold)
         per_n, crits = [], []
         for n in ns:

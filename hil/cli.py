@@ -225,9 +225,8 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
-    from calibration.commands import sweep_checkpointing
-    from hil.sweep import (SweepProgress, finish_sweep, format_summary, run_trials, summarize, write_summary_csv,
-                           write_trials_csv)
+    from hil.sweep import (finish_sweep, format_summary, run_trials, summarize, sweep_recording,
+                           write_summary_csv, write_trials_csv)
 
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
@@ -237,8 +236,7 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
           f"N={cfg.noise.samples}; folder {store.path}", flush=True)
     with store.recording():
         results = run_trials(cfg, prep.data, points, args.trials, max_replicas=args.max_replicas,
-                             progress=not args.no_progress, on_epoch=SweepProgress(store.path, cfg.train.epochs),
-                             **sweep_checkpointing(args, store))
+                             progress=not args.no_progress, **sweep_recording(args, cfg, store))
         rows = summarize(results, args.threshold)
         write_trials_csv(store.path / "trials.csv", results)
         write_summary_csv(store.path / "table.csv", rows)

@@ -90,6 +90,13 @@ def load_sweep_checkpoint(folder: Path, todo: Sequence[Trial]) -> dict:
     return state
 
 
+def sweep_recording(args, cfg: RunConfig, store) -> dict:
+    """run_trials' recording arguments for a sweep command: progress and trials.csv after every epoch, and a
+    checkpoint in its folder that `hil sweep resume` continues from."""
+    return {"on_epoch": SweepProgress(store.path, cfg.train.epochs), "checkpoint_dir": store.path,
+            "resume": getattr(args, "resume_from", None) is not None}
+
+
 def finish_sweep(store) -> None:
     """Mark a sweep completed; its per-epoch checkpoint has served (the results are in the CSV files)."""
     (store.path / CHECKPOINT).unlink(missing_ok=True)
