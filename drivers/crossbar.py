@@ -44,7 +44,7 @@ from drivers.programming import write_verify
 from drivers.qdac2 import QDac2
 from drivers.session import CommandLog, InstrumentError, VisaSession
 from drivers.xbar_board import XbarBoard
-from hil.backend import ConductanceUpdate
+from hil.backend import ConductanceUpdate, NodeStats
 
 SMU_DRIVERS = {"keithley2450": Keithley2450, "keithley2600": Keithley2600, "keysight_b2900": KeysightB2900}
 
@@ -61,6 +61,47 @@ def _safe(method):
             raise
 
     return wrapper
+
+
+def open_instrument(lab: LabConfig, name: str, session: VisaSession):
+    """The driver of one instrument of the lab config, its session open (not yet identified or reset)."""
+    cfg, lim = lab.instruments[name], lab.limits.get(name)
+    if cfg.kind == "xbar_board":
+        port = XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate)
+        return XbarBoard(name, port, session.log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
+                         max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
+    res = session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
+    if cfg.kind == "qdac2":
+        return QDac2(name, res, session.log, strict=lab.strict, max_abs_V=lim.max_abs_V)
+    if cfg.kind == "keithley707b":
+        return Keithley707B(name, res, session.log, strict=lab.strict)
+    return SMU_DRIVERS[cfg.kind](name, res, session.log, strict=lab.strict, max_abs_V=lim.max_abs_V,
+                                 compliance_A=lim.compliance_A)
+
+
+def make_bench_safe(lab: LabConfig, registry: Path | None = None, log: CommandLog | None = None) -> tuple[list[str], list[str]]:
+    """Every instrument of the lab, with no reset: read what is on, ramp it to 0, off, switches open.
+
+    For after a crash (the process that set the bench up is gone). Goes on past an instrument that fails.
+    Returns (what was found on, the errors), one line each.
+    """
+    session = VisaSession(lab.visa_library, log or CommandLog(), registry)
+    found, errors = [], []
+    try:
+        for name in lab.instruments:
+            drv = None
+            try:
+                drv = open_instrument(lab, name, session)
+                drv.identify()
+                found += drv.make_safe()
+            except Exception as err:  # noqa: BLE001 - make the others safe too, then report
+                errors.append(f"{name}: {err}")
+            finally:
+                if drv is not None:
+                    drv.close()
+    finally:
+        session.close()
+    return found, errors
 
 
 class InstrumentCrossbar:
@@ -119,22 +160,10 @@ class InstrumentCrossbar:
     # ---- connection ------------------------------------------------------------------
     def _connect(self) -> None:
         lab, t = self.lab, self.lab.timing
-        for name, cfg in lab.instruments.items():
-            lim = lab.limits.get(name)
-            if cfg.kind == "xbar_board":
-                port = XbarBoard.open_port(cfg.resource, self.session.registry, cfg.baudrate)
-                drv = XbarBoard(name, port, self.log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
-                                max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
+        for name in lab.instruments:
+            drv = open_instrument(lab, name, self.session)
+            if isinstance(drv, XbarBoard):
                 self.boards[name] = drv
-            else:
-                res = self.session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
-                if cfg.kind == "qdac2":
-                    drv = QDac2(name, res, self.log, strict=lab.strict, max_abs_V=lim.max_abs_V)
-                elif cfg.kind == "keithley707b":
-                    drv = Keithley707B(name, res, self.log, strict=lab.strict)
-                else:
-                    drv = SMU_DRIVERS[cfg.kind](name, res, self.log, strict=lab.strict, max_abs_V=lim.max_abs_V,
-                                                compliance_A=lim.compliance_A)
             try:
                 drv.connect()
             except BaseException:
@@ -351,6 +380,17 @@ class InstrumentCrossbar:
 
     def conductances(self):
         return [w.to(self.dtype) for w in self.weights], None
+
+    def measure_stats(self, weights: torch.Tensor) -> NodeStats:
+        """The N readings of each node come back in one buffered query; reduced to mean and variance here."""
+        return NodeStats.from_readings(self.measure(weights.shape[0]), weights)
+
+    def random_state(self) -> dict:
+        """A bench's noise is physical: nothing to restore (`hil.backend.Resumable`)."""
+        return {}
+
+    def load_random_state(self, state: dict) -> None:
+        """Nothing to restore on a bench (see `random_state`)."""
 
     @property
     def round_trips(self) -> int:

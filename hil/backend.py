@@ -82,6 +82,38 @@ class ConductanceUpdate:
         return ConductanceUpdate(weights, biases)
 
 
+@dataclass
+class NodeStats:
+    """N readings of every node reduced to what EP needs, so memory does not grow with N.
+
+    mean: (R, B, nodes) E[V] over each replica's readings, V.
+    var: (R, B, nodes) E[V^2] - E[V]^2 over the same readings (divided by N, not N - 1: EP's E[V^2] is
+        mean^2 + var), V^2; None when it is exactly 0 (one reading, or readings without noise).
+    Readings of different nodes are independent, so E[(V_i - V_j)^2] = E[V_i^2] - 2 E[V_i] E[V_j] + E[V_j^2].
+    """
+
+    mean: torch.Tensor
+    var: torch.Tensor | None = None
+
+    @classmethod
+    def from_readings(cls, readings: torch.Tensor, weights: torch.Tensor | None = None) -> "NodeStats":
+        """readings (n, R, B, nodes); weights (n, R), 1/N_r on replica r's first N_r readings (default: 1/n)."""
+        n, r = readings.shape[:2]
+        if weights is None:
+            weights = torch.full((n, r), 1.0 / n, dtype=readings.dtype, device=readings.device)
+        w = weights.to(readings.dtype).view(n, r, 1, 1)
+        mean = (w * readings).sum(0)
+        if n == 1:
+            return cls(mean)
+        return cls(mean, (w * (readings - mean) ** 2).sum(0))
+
+    def split(self, sizes: Sequence[int]) -> list["NodeStats"]:
+        """One NodeStats per hidden/output layer."""
+        means = torch.split(self.mean, list(sizes), dim=-1)
+        varis = torch.split(self.var, list(sizes), dim=-1) if self.var is not None else [None] * len(means)
+        return [NodeStats(m, v) for m, v in zip(means, varis)]
+
+
 @runtime_checkable
 class CrossbarBackend(Protocol):
     """What the EP trainer drives. Implemented by `sim_backend.SimCrossbar` and `drivers.InstrumentCrossbar`."""
@@ -105,6 +137,13 @@ class CrossbarBackend(Protocol):
     def measure(self, n: int) -> torch.Tensor:
         """n independent readings of every hidden and output node: (n, R, B, nodes), V."""
 
+    def measure_stats(self, weights: torch.Tensor) -> NodeStats:
+        """Readings of every hidden and output node reduced to mean and variance as they are taken.
+
+        weights: (n, R), 1/N_r on replica r's first N_r readings (`hil.ep.reading_weights`); memory does
+        not grow with n.
+        """
+
     def program(self, update: ConductanceUpdate) -> None:
         """Apply conductance (and bias) changes, kept inside the device range."""
 
@@ -113,6 +152,20 @@ class CrossbarBackend(Protocol):
 
     def close(self) -> None:
         """Leave the hardware safe: outputs ramped to 0 V and off."""
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A backend whose state a checkpoint can restore: conductances, and the randomness of its next readings."""
+
+    def load_conductances(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor] | None = None) -> None:
+        """Set every conductance (S) and bias (A), e.g. from a checkpoint."""
+
+    def random_state(self) -> dict:
+        """Everything the next readings' noise depends on (generator, clock), as tensors and plain values."""
+
+    def load_random_state(self, state: dict) -> None:
+        """Restore what `random_state` returned."""
 
 
 def input_voltages(x: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -16,9 +16,14 @@ subtracting two squares in float32 loses every digit. Instead
 
 with d = phase1 - phase0 and s = phase1 + phase0, which expands into a sum of
 outer products: the update of a batch is left^T @ right, a low-rank matrix
-that a simulator applies in place with one GEMM. Readings of the two phases
-are paired sample by sample; the mean of the paired differences equals the
-difference of the means, so this is exact.
+that a simulator applies in place with one GEMM.
+
+The N readings of a node enter only through their mean and variance
+(`hil.backend.NodeStats`): readings of different nodes are independent, so
+E[(V_i - V_j)^2] = E[V_i^2] - 2 E[V_i] E[V_j] + E[V_j^2] with
+E[V^2] = mean^2 + var, and the update above holds with d and s taken on the
+means plus the change in variance of each node. Memory stays that of one
+reading whatever N is.
 """
 
 from __future__ import annotations
@@ -27,13 +32,7 @@ from typing import Sequence
 
 import torch
 
-from hil.backend import ConductanceUpdate, LowRankDelta
-
-
-def _flat(samples: torch.Tensor) -> torch.Tensor:
-    """(n, R, B, k) -> (R, n*B, k): the readings act as a larger batch."""
-    n, r, b, k = samples.shape
-    return samples.permute(1, 0, 2, 3).reshape(r, n * b, k)
+from hil.backend import ConductanceUpdate, LowRankDelta, NodeStats
 
 
 def reading_weights(samples: Sequence[int] | int, replicas: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -45,35 +44,43 @@ def reading_weights(samples: Sequence[int] | int, replicas: int, device=None, dt
     return ((k < ns.unsqueeze(0)).to(torch.float64) / ns.unsqueeze(0)).to(device=device, dtype=dtype)
 
 
-def input_layer_delta(x_in: torch.Tensor, h0: torch.Tensor, h1: torch.Tensor, w: torch.Tensor, coef: float) -> LowRankDelta:
+def _square_change(d: torch.Tensor, s: torch.Tensor, v0: torch.Tensor | None, v1: torch.Tensor | None) -> torch.Tensor:
+    """E1[V^2] - E0[V^2] = d*s + (var1 - var0), d = mean1 - mean0, s = mean1 + mean0."""
+    out = d * s
+    if v0 is not None:
+        out = out - v0
+    if v1 is not None:
+        out = out + v1
+    return out
+
+
+def input_layer_delta(x_in: torch.Tensor, h0: NodeStats, h1: NodeStats, coef: float) -> LowRankDelta:
     """Update of the devices between the clamped inputs and the first hidden layer.
 
-    x_in: (B, m) or (R, B, m) input voltages, exact and equal in both phases (da = 0).
-    h0, h1: (n, R, B, k) readings in the two phases; w: (n, R) reading weights.
-    Sum over readings and batch of -dh_j * (2 x_i - sh_j) = -2 x^T (E_n dh) + 1^T (E_n dh*sh).
+    x_in: (B, m) or (R, B, m) input voltages, exact and equal in both phases.
+    h0, h1: the first layer's node statistics (R, B, k) in the two phases.
+    Sum over the batch of E1[(x - h)^2] - E0[(x - h)^2] = -2 x^T dh + 1^T (E1[h^2] - E0[h^2]).
     """
-    n, r, b, k = h0.shape
-    wv = w.view(n, r, 1, 1)
-    dh = (h1 - h0) * wv
-    sh = h1 + h0
+    r, b, _ = h0.mean.shape
+    dh = h1.mean - h0.mean
+    sq = _square_change(dh, h1.mean + h0.mean, h0.var, h1.var)
     x = x_in if x_in.dim() == 3 else x_in.unsqueeze(0).expand(r, -1, -1)
     ones = torch.ones(r, 1, x.shape[-1], dtype=x.dtype, device=x.device)
     left = torch.cat([2.0 * x, ones], dim=1)
-    right = torch.cat([-dh.sum(0), (dh * sh).sum(dim=(0, 2)).unsqueeze(1)], dim=1)
+    right = torch.cat([-dh, sq.sum(1, keepdim=True)], dim=1)
     return LowRankDelta(left, right, coef / b)
 
 
-def hidden_layer_delta(
-    a0: torch.Tensor, a1: torch.Tensor, h0: torch.Tensor, h1: torch.Tensor, w: torch.Tensor, coef: float
-) -> LowRankDelta:
-    """Update of the devices between two measured layers (lower a, upper h), readings (n, R, B, .)."""
-    n, r, b, _ = h0.shape
-    wv = w.view(n, r, 1, 1)
-    da, sa = _flat((a1 - a0) * wv), _flat(a1 + a0)
-    dh, sh = _flat((h1 - h0) * wv), _flat(h1 + h0)
-    u = (da * sa).sum(1, keepdim=True)  # (R, 1, m)
-    v = (dh * sh).sum(1, keepdim=True)  # (R, 1, k)
-    # sum_k w_k (da_i - dh_j)(sa_i - sh_j): the weight rides on one factor of each product.
+def hidden_layer_delta(a0: NodeStats, a1: NodeStats, h0: NodeStats, h1: NodeStats, coef: float) -> LowRankDelta:
+    """Update of the devices between two measured layers (lower a, upper h), statistics (R, B, .).
+
+    E1[(a - h)^2] - E0[(a - h)^2] = (da_i - dh_j)(sa_i - sh_j) + dvar_a_i + dvar_h_j, summed over the batch.
+    """
+    b = h0.mean.shape[1]
+    da, sa = a1.mean - a0.mean, a1.mean + a0.mean
+    dh, sh = h1.mean - h0.mean, h1.mean + h0.mean
+    u = _square_change(da, sa, a0.var, a1.var).sum(1, keepdim=True)  # (R, 1, m)
+    v = _square_change(dh, sh, h0.var, h1.var).sum(1, keepdim=True)  # (R, 1, k)
     left = torch.cat([da, sa, u, torch.ones_like(u)], dim=1)
     right = torch.cat([-sh, -dh, torch.ones_like(v), v], dim=1)
     return LowRankDelta(left, right, coef / b)
@@ -81,35 +88,28 @@ def hidden_layer_delta(
 
 def ep_update(
     x_in: torch.Tensor,
-    phase0: Sequence[torch.Tensor],
-    phase1: Sequence[torch.Tensor],
+    phase0: Sequence[NodeStats],
+    phase1: Sequence[NodeStats],
     beta: float,
     eta: float,
     centered: bool = False,
     biases: bool = False,
-    weights: torch.Tensor | None = None,
 ) -> ConductanceUpdate:
-    """The EP conductance update from readings of two phases.
+    """The EP conductance update from the node statistics of two phases.
 
     x_in: clamped input voltages (B, m0) or (R, B, m0), V.
-    phase0, phase1: per hidden/output layer, readings (n, R, B, k), V. For positive
-        EP these are the free (0) and nudged (+beta) phases; for centered EP the
-        -beta and +beta phases.
-    weights: (n, R) reading weights (see `reading_weights`); default: mean over all n.
-    Returns the update averaged over readings and batch.
+    phase0, phase1: per hidden/output layer, `NodeStats` (R, B, k) of the readings, V. For positive EP these
+        are the free (0) and nudged (+beta) phases; for centered EP the -beta and +beta phases.
+    Returns the update averaged over the batch.
     """
     if not beta > 0:
         raise ValueError(f"beta: must be > 0 (got {beta})")
-    n, r = phase0[0].shape[:2]
-    if weights is None:
-        weights = torch.full((n, r), 1.0 / n, dtype=phase0[0].dtype, device=phase0[0].device)
     span = 2.0 * beta if centered else beta
     coef = -eta / (2.0 * span)
-    deltas = [input_layer_delta(x_in, phase0[0], phase1[0], weights, coef)]
+    deltas = [input_layer_delta(x_in, phase0[0], phase1[0], coef)]
     for k in range(1, len(phase0)):
-        deltas.append(hidden_layer_delta(phase0[k - 1], phase1[k - 1], phase0[k], phase1[k], weights, coef))
+        deltas.append(hidden_layer_delta(phase0[k - 1], phase1[k - 1], phase0[k], phase1[k], coef))
     bias = None
     if biases:
-        wv = weights.view(n, r, 1, 1)
-        bias = [(eta / span) * ((p1 - p0) * wv).sum(0).mean(1) for p0, p1 in zip(phase0, phase1)]
+        bias = [(eta / span) * (p1.mean - p0.mean).mean(1) for p0, p1 in zip(phase0, phase1)]
     return ConductanceUpdate(deltas, bias)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from hil.backend import CrossbarBackend, input_voltages, split_nodes
+from hil.backend import CrossbarBackend, NodeStats, Resumable, input_voltages
 from hil.config import RunConfig
 from hil.data import Dataset
 from hil.ep import ep_update, reading_weights
@@ -95,7 +95,6 @@ class Trainer:
         self.measured_sizes = list(backend.layer_sizes[1:])
         self.samples = samples if samples is not None else cfg.noise.samples
         self.w = reading_weights(self.samples, self.R, self.device, self.dtype)
-        self.n_read = self.w.shape[0]
         self.progress = progress
         self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
         self.halt_on_nonfinite = halt_on_nonfinite
@@ -106,15 +105,10 @@ class Trainer:
         self._first_bad = torch.full((self.R,), -1, dtype=torch.long, device=self.device)
 
     # ---- one EP step ---------------------------------------------------------
-    def _outputs(self, readings: torch.Tensor) -> torch.Tensor:
-        """Mean over each replica's N readings of the output nodes: (R, B, outputs)."""
-        out = readings[..., -self.n_out:]
-        return (self.w.view(self.n_read, self.R, 1, 1) * out).sum(0)
-
-    def _phase(self, targets, beta) -> list[torch.Tensor]:
+    def _phase(self, targets, beta) -> list[NodeStats]:
         self.backend.nudge(targets, beta)
         self.backend.relax()
-        return split_nodes(self.backend.measure(self.n_read), self.measured_sizes)
+        return self.backend.measure_stats(self.w).split(self.measured_sizes)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One EP update on a batch; returns per replica (correct count, summed loss) of the free phase."""
@@ -122,15 +116,15 @@ class Trainer:
         t = self._eye[y]
         self.backend.clamp(x)
         free = self._phase(None, 0.0)
-        pred = self._outputs(free[-1])
+        pred = free[-1].mean  # each replica's mean over its N readings of the outputs
         plus = self._phase(t, ep.beta)
         if ep.centered:
             minus = self._phase(t, -ep.beta)
             update = ep_update(input_voltages(x, self.backend.input_gain), minus, plus, ep.beta, ep.eta,
-                               centered=True, biases=self.with_bias, weights=self.w)
+                               centered=True, biases=self.with_bias)
         else:
             update = ep_update(input_voltages(x, self.backend.input_gain), free, plus, ep.beta, ep.eta,
-                               biases=self.with_bias, weights=self.w)
+                               biases=self.with_bias)
         # Never program a NaN/Inf: a bad replica's update is zeroed, the replica halted, the run stopped at the next check.
         ok = update.finite() & self._alive
         self._first_bad.masked_fill_(ok ^ self._alive, self.step_count)  # replicas failing now (ok implies alive)
@@ -173,7 +167,7 @@ class Trainer:
             self.backend.clamp(xb)
             self.backend.nudge(None)
             self.backend.relax()
-            out = self._outputs(self.backend.measure(self.n_read))
+            out = self.backend.measure_stats(self.w).mean[..., -self.n_out:]
             correct += (out.argmax(-1) == yb).sum(-1)
             loss += 0.5 * ((out - self._eye[yb]) ** 2).sum((-1, -2))
         n = max(len(x), 1)
@@ -228,17 +222,19 @@ class Trainer:
             "alive": self._alive.cpu().clone(),
             "first_bad": self._first_bad.cpu().clone(),
         }
-        if hasattr(self.backend, "generator_state"):
-            state["noise_rng"] = self.backend.generator_state()
+        if isinstance(self.backend, Resumable):
+            state["random"] = self.backend.random_state()
         return state
 
     def load_state(self, state: dict) -> int:
         """Restore conductances and RNG from a checkpoint; returns the epoch it finished."""
-        if not hasattr(self.backend, "load_conductances"):
+        if not isinstance(self.backend, Resumable):
             raise RuntimeError("this backend cannot load conductances from a checkpoint")
         self.backend.load_conductances(state["weights"], state["biases"])
-        if "noise_rng" in state and hasattr(self.backend, "set_generator_state"):
-            self.backend.set_generator_state(state["noise_rng"])
+        if "random" in state:
+            self.backend.load_random_state(state["random"])
+        elif "noise_rng" in state:  # checkpoints written before the noise clock was saved
+            self.backend.load_random_state({"generator": state["noise_rng"]})
         self.step_count = int(state.get("step", 0))
         if "alive" in state:  # replicas halted by a non-finite update stay halted
             self._alive.copy_(state["alive"])

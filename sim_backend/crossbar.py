@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from hil.backend import ConductanceUpdate, LowRankDelta, input_voltages
+from hil.backend import ConductanceUpdate, LowRankDelta, NodeStats, input_voltages
 from sim_backend.noise import ReadNoise
 
 
@@ -134,6 +134,10 @@ class SimCrossbar:
             self._hi.append(hi)
         self.bipolar = bool(bipolar)
         self._den: list[torch.Tensor] | None = None  # stale after programming; see _sums()
+        # The batch size of the drive GEMM that gave the node sums (None: summed directly). Sums are kept only for
+        # clamps of that batch size, so they are the same numbers whatever ran before (e.g. a resumed run's first
+        # step and an uninterrupted run's first step after evaluation): BLAS may round a GEMM differently per shape.
+        self._den_batch: int | None = None
         self._x_in: torch.Tensor | None = None
         self._drive: torch.Tensor | None = None
         self._targets: torch.Tensor | None = None
@@ -175,6 +179,7 @@ class SimCrossbar:
         first_layer_sums: the column sums of W_0 when the caller already has them (from the drive GEMM).
         """
         if self._den is None:
+            self._den_batch = None
             L = len(self.weights)
             den = []
             for l in range(1, L + 1):
@@ -188,6 +193,7 @@ class SimCrossbar:
     def _stale(self) -> None:
         """Conductances changed: the node sums and the input drive must be recomputed."""
         self._den = None
+        self._den_batch = None
         self._drive = None
 
     # ---- backend protocol --------------------------------------------------
@@ -203,6 +209,8 @@ class SimCrossbar:
             raise ValueError(f"v_in: expected {self.node_sizes[0]} input-node voltages, got {v_in.shape[-1]}")
         self._x_in = v_in
         self._drive = None
+        if self._den_batch is not None and self._den_batch != v_in.shape[-2]:
+            self._den = self._den_batch = None
         if not (self.warm_start and self.voltages and self.voltages[0].shape[1] == v_in.shape[-2]):
             self.voltages = [torch.zeros(self.replicas, v_in.shape[-2], k, device=self.device, dtype=self.dtype)
                              for k in self.node_sizes[1:]]
@@ -237,6 +245,7 @@ class SimCrossbar:
                 both = torch.matmul(torch.cat([x, ones], dim=-2), self.weights[0])  # (R, B+1, k1)
                 self._drive = both[:, :-1]
                 self._sums(first_layer_sums=both[:, -1])
+                self._den_batch = x.shape[-2]
             else:
                 self._drive = torch.matmul(x, self.weights[0])
         return self._drive
@@ -283,6 +292,12 @@ class SimCrossbar:
             raise ValueError(f"n: readings per node must be >= 1 (got {n})")
         return self.noise.sample(torch.cat(self.voltages, dim=-1), n, self._gen)
 
+    def measure_stats(self, weights: torch.Tensor) -> NodeStats:
+        """Weighted readings (weights (n, R)) reduced to mean and variance in bounded memory (see ReadNoise.stats)."""
+        if weights.shape[0] < 1:
+            raise ValueError("weights: at least one reading per node")
+        return self.noise.stats(torch.cat(self.voltages, dim=-1), weights, self._gen)
+
     def program(self, update: ConductanceUpdate) -> None:
         for W, delta in zip(self.weights, update.weights):
             if isinstance(delta, LowRankDelta):
@@ -310,11 +325,13 @@ class SimCrossbar:
                 b.copy_(new)
         self._stale()
 
-    def generator_state(self) -> torch.Tensor:
-        return self._gen.get_state()
+    def random_state(self) -> dict:
+        """What the next readings depend on besides the voltages: the noise generator, the simulated clock, 1/f state."""
+        return {"generator": self._gen.get_state(), **self.noise.state()}
 
-    def set_generator_state(self, state: torch.Tensor) -> None:
-        self._gen.set_state(state)
+    def load_random_state(self, state: dict) -> None:
+        self._gen.set_state(state["generator"])
+        self.noise.load_state(state)
 
     def close(self) -> None:
         """Nothing to make safe in a simulation; kept for the protocol."""

@@ -30,6 +30,8 @@ from typing import Sequence
 
 import torch
 
+from hil.backend import NodeStats
+
 
 def _per_replica(value, replicas: int, name: str) -> torch.Tensor:
     s = torch.as_tensor(value, dtype=torch.float64).flatten()
@@ -55,8 +57,39 @@ class WhiteReadNoise:
         """n noisy readings of voltages (R, B, nodes) -> (n, R, B, nodes)."""
         if self.silent:
             return voltages.unsqueeze(0).expand(n, *voltages.shape)
+        return voltages.unsqueeze(0) + self.deviations(voltages, n, generator)
+
+    def deviations(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        """What n readings add to voltages (R, B, nodes): (n, R, B, nodes), V."""
         xi = torch.randn((n, *voltages.shape), generator=generator, device=voltages.device, dtype=voltages.dtype)
-        return voltages.unsqueeze(0) + self.sigma.view(1, -1, 1, 1) * xi
+        return self.sigma.view(1, -1, 1, 1) * xi
+
+    #: Readings generated at once by `stats`, in values (16 MiB in float32): memory does not grow with N.
+    CHUNK_ELEMENTS = 1 << 22
+
+    def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: torch.Generator) -> NodeStats:
+        """Mean and variance of weighted readings (weights (n, R), see `hil.ep.reading_weights`), taken in chunks
+        of readings so that memory stays bounded (about CHUNK_ELEMENTS values) whatever n is."""
+        if self.silent:
+            return NodeStats(voltages)
+        n, r = weights.shape
+        chunk = max(1, self.CHUNK_ELEMENTS // max(voltages.numel(), 1))
+        s1 = s2 = None
+        for k0 in range(0, n, chunk):  # a loop over reading chunks (time), not over nodes
+            e = self.deviations(voltages, min(chunk, n - k0), generator)
+            w = weights[k0:k0 + chunk].to(voltages.dtype).view(-1, r, 1, 1)
+            we = w * e
+            a, b = we.sum(0), (we * e).sum(0)
+            s1, s2 = (a, b) if s1 is None else (s1 + a, s2 + b)
+        # Deviations from the noiseless voltage: the variance is not a small difference of large squares.
+        return NodeStats(voltages + s1, s2 - s1 * s1 if n > 1 else None)
+
+    def state(self) -> dict:
+        """The simulated clock (s), for a checkpoint."""
+        return {"clock_s": self.time_s}
+
+    def load_state(self, state: dict) -> None:
+        self.time_s = float(state.get("clock_s", 0.0))
 
 
 class ReadNoise(WhiteReadNoise):
@@ -98,7 +131,17 @@ class ReadNoise(WhiteReadNoise):
         self.silent = self.silent and self.flicker_floor_V == 0 and self.drift_V_per_s == 0
 
     def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        white = super().sample(voltages, n, generator)
+        if self.silent:
+            self.time_s += self.period_s * n
+        return super().sample(voltages, n, generator)
+
+    def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: torch.Generator) -> NodeStats:
+        if self.silent:
+            self.time_s += self.period_s * weights.shape[0]
+        return super().stats(voltages, weights, generator)
+
+    def deviations(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        white = super().deviations(voltages, n, generator)
         start_s = self.time_s
         self.time_s = start_s + self.period_s * n  # the clock at the end of the last reading
         if not (self.drift_V_per_s or self.flicker_floor_V):
@@ -110,6 +153,15 @@ class ReadNoise(WhiteReadNoise):
         if self.flicker_floor_V:
             extra += self._flicker(voltages, n, generator)
         return white + extra
+
+    def state(self) -> dict:
+        """The clock and the 1/f processes' state: a resumed run reads the noise an uninterrupted one would."""
+        return {**super().state(), "flicker": None if self._state is None else self._state.cpu().clone()}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        f = state.get("flicker")
+        self._state = None if f is None else f.to(self.sigma.device, self.sigma.dtype)
 
     def _flicker(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         poles = len(self.tau_s)

@@ -7,3 +7,47 @@ torch.set_num_threads(2)
 @pytest.fixture
 def runs_dir(tmp_path):
     return tmp_path / "runs"
+
+
+def write_idx(path, array, gz=False):
+    """One IDX file (unsigned bytes), raw or gzip-compressed (name + .gz)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_fashion_like(folder, n_train=3000, n_test=528, seed=0, gz=True):
+    """A learnable stand-in for Fashion-MNIST: 28x28 images, 10 classes, each a fixed template plus noise.
+
+    528 test samples: evaluation ends with a 16-sample batch, unlike the 4-sample training batches.
+    """
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 255, (10, 28, 28))
+
+    def images(n):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        x = 0.6 * templates[labels] + rng.uniform(0, 0.4 * 255, (n, 28, 28))
+        return x.clip(0, 255), labels
+
+    xtr, ytr = images(n_train)
+    xte, yte = images(n_test)
+    write_idx(folder / "train-images-idx3-ubyte", xtr, gz)
+    write_idx(folder / "train-labels-idx1-ubyte", ytr, gz)
+    write_idx(folder / "t10k-images-idx3-ubyte", xte, gz)
+    write_idx(folder / "t10k-labels-idx1-ubyte", yte, gz)
+    return folder

@@ -8,7 +8,7 @@ the simulator's code; the EP side goes through the simulator and hil.ep.
 import pytest
 import torch
 
-from hil.backend import input_voltages, split_nodes
+from hil.backend import NodeStats, input_voltages
 from hil.ep import ep_update
 from sim_backend.crossbar import SimCrossbar
 
@@ -58,14 +58,14 @@ def ep_gradient(net, x, t, beta, centered):
     net.clamp(x)
     net.nudge(None)
     net.relax()
-    free = split_nodes(net.measure(1), net.measured_sizes)
+    free = NodeStats.from_readings(net.measure(1)).split(net.measured_sizes)
     net.nudge(t, beta)
     net.relax()
-    plus = split_nodes(net.measure(1), net.measured_sizes)
+    plus = NodeStats.from_readings(net.measure(1)).split(net.measured_sizes)
     if centered:
         net.nudge(t, -beta)
         net.relax()
-        minus = split_nodes(net.measure(1), net.measured_sizes)
+        minus = NodeStats.from_readings(net.measure(1)).split(net.measured_sizes)
         upd = ep_update(input_voltages(x, net.input_gain), minus, plus, beta, eta, centered=True, biases=True)
     else:
         upd = ep_update(input_voltages(x, net.input_gain), free, plus, beta, eta, biases=True)
@@ -80,7 +80,7 @@ def test_ep_update_matches_autograd_gradient(centered):
     g_ep, gb_ep, free = ep_gradient(net, x, t, beta=1e-3, centered=centered)
     # Both relaxations reach the same free equilibrium.
     for a, b in zip(free, V_plain):
-        torch.testing.assert_close(a[0, 0], b.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a.mean[0], b.detach(), rtol=1e-10, atol=1e-12)
     for k, (a, b) in enumerate(zip(g_ep + gb_ep, g_true + gb_true)):
         cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
         ratio = (a.norm() / b.norm()).item()

@@ -174,3 +174,43 @@ def test_training_step_allocates_nothing_weight_sized():
         from hil.backend import LowRankDelta
         LowRankDelta(torch.ones(1, 3, 128), torch.ones(1, 3, 64), 1.0).dense()
     assert control.largest >= w0
+
+
+def test_readings_are_reduced_as_they_are_taken(monkeypatch):
+    """N readings never exist at once: a step with N = 2000 holds one chunk of readings, and the statistics are right."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sim_backend.noise import ReadNoise
+
+    class Sizes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    chunk = 1 << 14
+    monkeypatch.setattr(ReadNoise, "CHUNK_ELEMENTS", chunk)
+    n, sigma = 2000, 1e-2
+    cfg, data, net = setup({"noise.sigma": sigma, "noise.samples": n})
+    tr = Trainer(cfg, net, data, check_every=10**9)
+    x = data.x_train[:4]
+    readings = 4 * sum(net.measured_sizes) * n  # 208,000 values if they were all held
+    with Sizes() as sizes:
+        tr.step(x, data.y_train[:4])
+    assert sizes.largest <= chunk + 64, (sizes.largest, readings)
+    with Sizes() as control:  # the counter sees readings held whole
+        net.measure(n)
+    assert control.largest >= readings
+    # The reduced statistics: mean and variance within 5 of their standard errors (sigma/sqrt(n), sigma^2 sqrt(2/n)).
+    net.clamp(x)
+    net.relax()
+    st = net.measure_stats(tr.w)
+    v = torch.cat(net.voltages, -1)
+    assert (st.mean - v).abs().max() < 5 * sigma / n**0.5
+    assert (st.var / sigma**2 - 1).abs().max() < 5 * (2 / n) ** 0.5
