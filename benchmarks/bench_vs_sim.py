@@ -39,7 +39,11 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(1)
     lab = load_lab(a.lab)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-vs-sim-"))
+    with tempfile.TemporaryDirectory(prefix="bench-vs-sim-") as folder:  # the run folders go with it
+        return compare(a, lab, Path(folder))
+
+
+def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
     over = {"runs_dir": str(tmp), "train.seed": a.seed, **({"train.epochs": a.epochs} if a.epochs else {})}
     sigma = lab.emulator.read_noise_V / math.sqrt(lab.timing.nplc) / lab.units.voltage_unit_V
     print(f"machine: {describe()}")

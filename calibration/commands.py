@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from calibration.allan import AllanResult, analyse_allan
-from calibration.critical import critical_from_points, find_critical_sigma
+from calibration.critical import beyond_grid, critical_from_points, describe_crit, find_critical_sigma
 from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_crit_vs_n
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
@@ -87,16 +87,22 @@ def _load_json(path: Path, what: str) -> dict:
     if not Path(path).is_file():
         raise CommandError(f"{what}: file not found: {path}")
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CommandError(f"{what}: {path} is not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"{what}: {path} is not a JSON object")
+    return data
 
 
 def target_from_sweep(run_dir: Path) -> tuple[float, str]:
     crit = _load_json(Path(run_dir) / "critical.json", "--from-sweep")
-    if "per_samples" in crit:  # a `sweep samples` folder: use its N = 1 result
-        crit = crit["per_samples"][0]
-    s_crit, s_opt = crit.get("sigma_crit_V"), crit.get("sigma_opt_V")
+    try:
+        if "per_samples" in crit:  # a `sweep samples` folder: use its N = 1 result
+            crit = crit["per_samples"][0]
+        s_crit, s_opt = crit.get("sigma_crit_V"), crit.get("sigma_opt_V")
+    except (KeyError, IndexError, TypeError, AttributeError) as err:
+        raise CommandError(f"--from-sweep: {run_dir}/critical.json is not a sweep's result ({err.__class__.__name__})") from None
     if not s_crit:
         raise CommandError(f"--from-sweep: {run_dir} found no sigma at which training reached the threshold; "
                            "sweep lower sigmas first")
@@ -119,15 +125,19 @@ def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
     allan, timing = None, None
     if args.characterization:
         ch = _load_json(args.characterization, "--characterization")
-        sigma_upper = float(ch["estimate"]["pooled_high"])
-        a = ch.get("allan")
-        if a:
-            allan = AllanResult(np.array(a["lengths"]), np.array(a["adev_V"]), a["white_slope"], a["white_sigma_V"],
-                                a["floor_V"], a["n_max"], a["flicker_var_V2"], a["drift_var_V2"])
-        t = ch["timing"]
-        timing = BenchTiming(t["aperture_s"], t["overhead_s"], len(ch["nodes"]), args.parallel_channels,
-                             3 if args.centered else 2)
-        source = f"{args.characterization} (pooled over {len(ch['nodes'])} nodes, {ch['readings']} readings)"
+        try:
+            sigma_upper = float(ch["estimate"]["pooled_high"])
+            a = ch.get("allan")
+            if a:
+                allan = AllanResult(np.array(a["lengths"]), np.array(a["adev_V"]), a["white_slope"],
+                                    a["white_sigma_V"], a["floor_V"], a["n_max"], a["flicker_var_V2"], a["drift_var_V2"])
+            t = ch["timing"]
+            timing = BenchTiming(t["aperture_s"], t["overhead_s"], len(ch["nodes"]), args.parallel_channels,
+                                 3 if args.centered else 2)
+            source = f"{args.characterization} (pooled over {len(ch['nodes'])} nodes, {ch['readings']} readings)"
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CommandError(f"--characterization: {args.characterization} is not a `hil characterize` report "
+                               f"({err.__class__.__name__}: {err})") from None
     elif args.reading_sigma is not None:
         sigma_upper = args.reading_sigma
         source = "--reading-sigma (taken as the upper bound; no Allan analysis, so no floor or N_max check)"
@@ -188,7 +198,7 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
                                f"{store.path.name}", args.threshold)
     finish_sweep(store)
     print(format_summary(res.points, args.threshold))
-    crit = f"{res.sigma_crit:.3g} V" if res.sigma_crit else "none (no sigma reached the threshold)"
+    crit = describe_crit(res.sigma_crit, res.points, args.threshold)
     print(f"sigma_crit {crit} (mean accuracy reaches {100 * args.threshold:g}%), sigma_opt {res.sigma_opt:.3g} V (best mean accuracy)")
     print(f"saved table.csv, trials.csv, critical.json and accuracy_vs_sigma.png in {store.path}")
     return 0
@@ -214,14 +224,16 @@ def cmd_sweep_samples(args, cfg, prep, store) -> int:
             pts = [p for p in points if p.samples == n]
             crit, opt = critical_from_points(pts, args.threshold)
             crits.append(crit)
-            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt})
+            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt,
+                          "sigma_crit_is_lower_bound": beyond_grid(pts, args.threshold)})
         base = crits[0]
         lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
         csv_rows = []
         for n, c in zip(ns, crits):
             ratio = c / base if (c and base) else float("nan")
             csv_rows.append([n, c if c else "", ratio, math.sqrt(n / ns[0])])
-            lines.append(f"{n:>4}  {(f'{c:.4g}' if c else 'none'):>14}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
+            shown = (">=" if beyond_grid([p for p in points if p.samples == n], args.threshold) else "") + f"{c:.4g}" if c else "none"
+            lines.append(f"{n:>4}  {shown:>14}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
         write_csv(store.path / "critical.csv", ["samples", "sigma_crit_V", "ratio", "sqrt_ratio"], csv_rows)
         write_trials_csv(store.path / "trials.csv", results)
         write_summary_csv(store.path / "table.csv", points)
@@ -234,5 +246,7 @@ def cmd_sweep_samples(args, cfg, prep, store) -> int:
     finish_sweep(store)
     print(format_summary(points, args.threshold))
     print("\n".join(lines))
+    if any(row["sigma_crit_is_lower_bound"] for row in per_n):
+        print(">=: the largest sigma tried still reached the threshold, so sigma_crit lies beyond the grid (raise --sigma-max)")
     print(f"saved critical.csv, table.csv, trials.csv, sigma_crit_vs_N.png and accuracy_vs_sigma.png in {store.path}")
     return 0

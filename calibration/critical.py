@@ -24,9 +24,15 @@ class CriticalSigma:
     sigma_opt: float | None    # sigma with the best mean accuracy
     trials: list[Trial]
 
+    @property
+    def beyond_grid(self) -> bool:
+        """The largest sigma tried still reached the threshold: sigma_crit is only a lower bound."""
+        return beyond_grid(self.points, self.threshold)
+
     def to_json(self) -> dict:
         return {"samples": self.samples, "threshold": self.threshold, "sigma_crit_V": self.sigma_crit,
                 "sigma_opt_V": self.sigma_opt,
+                "sigma_crit_is_lower_bound": self.beyond_grid,
                 "points": [{"sigma_V": p.sigma, "mean_acc": p.mean_acc, "best_acc": p.best_acc,
                             "convergence_rate": p.convergence_rate, "trials": p.trials} for p in self.points]}
 
@@ -47,6 +53,20 @@ def crossing(points: Sequence[PointSummary], threshold: float) -> float | None:
     if lo.sigma <= 0:  # no log scale from 0 V: interpolate linearly
         return f * hi.sigma
     return math.exp(math.log(lo.sigma) + f * (math.log(hi.sigma) - math.log(lo.sigma)))
+
+
+def beyond_grid(points: Sequence[PointSummary], threshold: float) -> bool:
+    """True when the largest sigma tried still reaches threshold (sigma_crit lies at or beyond the grid's end)."""
+    return bool(points) and max(points, key=lambda p: p.sigma).mean_acc >= threshold
+
+
+def describe_crit(crit: float | None, points: Sequence[PointSummary], threshold: float) -> str:
+    """sigma_crit in words: a value, a lower bound past the grid, or none."""
+    if crit is None:
+        return "none (no sigma reached the threshold)"
+    if beyond_grid(points, threshold):
+        return f">= {crit:.3g} V (beyond the grid: the largest sigma tried still reached the threshold; sweep higher)"
+    return f"{crit:.3g} V"
 
 
 def critical_from_points(points: Sequence[PointSummary], threshold: float):

@@ -71,7 +71,9 @@ def estimate_noise(samples, level: float = 0.95) -> NoiseEstimate:
     denom = (dev**2).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         r1 = np.where(denom > 0, (dev[1:] * dev[:-1]).sum(0) / denom, 0.0)
-    r1c = np.clip(r1, -0.999, 0.999)
+    # A negative lag-1 estimate is sampling noise around 0 for white readings (sd ~ 1/sqrt(m)); counting it would
+    # promise more independent readings than were taken, so effective N is capped at m.
+    r1c = np.clip(r1, 0.0, 0.999)
     n_eff = m * (1 - r1c) / (1 + r1c)
     dof = (m - 1) * a.shape[1]
     pooled = float(np.sqrt((sd**2).mean()))

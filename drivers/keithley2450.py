@@ -29,5 +29,11 @@ class Keithley2450(SourceMeter):
         "clear": ':TRAC:CLE "defbuffer1"',
         "trigger": ':TRAC:TRIG "defbuffer1"',
         "fetch": ':TRAC:DATA? 1, {n}, "defbuffer1", READ',
+        # hil safe: what another process left on (queries of the settings above, same manual section)
+        "output_query": ":OUTP?",
+        "func_query": ":SOUR:FUNC?",
+        "current_query": ":SOUR:CURR?",
+        "voltage_query": ":SOUR:VOLT?",
+        "voltage_level": ":SOUR:VOLT {v:.6g}",
     }
     MEASURE_WRITES = ("clear", "trigger")

@@ -8,7 +8,7 @@ smuX.measure.count, measure into nvbuffer1, and one printbuffer() returns all N.
 One TSP statement per line.
 """
 
-from drivers.session import TspErrorQueue
+from drivers.session import InstrumentError, TspErrorQueue
 from drivers.smu import SourceMeter
 
 
@@ -30,5 +30,18 @@ class Keithley2600(TspErrorQueue, SourceMeter):
         "clear": "smu{ch}.nvbuffer1.clear()",
         "trigger": "smu{ch}.measure.v(smu{ch}.nvbuffer1)",
         "fetch": "printbuffer(1, {n}, smu{ch}.nvbuffer1.readings)",
+        # hil safe: what another process left on (the attributes above, read with print())
+        "output_query": "print(smu{ch}.source.output)",
+        "func_query": "print(smu{ch}.source.func)",
+        "current_query": "print(smu{ch}.source.leveli)",
+        "voltage_query": "print(smu{ch}.source.levelv)",
+        "voltage_level": "smu{ch}.source.levelv = {v:.6g}",
     }
+
+    def sources_voltage(self, func_reply: str) -> bool:
+        """smuX.source.func prints 1 for smuX.OUTPUT_DCVOLTS, 0 for smuX.OUTPUT_DCAMPS."""
+        try:
+            return float(func_reply) == 1
+        except ValueError:
+            raise InstrumentError(f"{self.name}: source.func printed {func_reply!r}") from None
     MEASURE_WRITES = ("clear", "trigger")

@@ -59,6 +59,11 @@ class Keithley707B(TspErrorQueue, Instrument):
     def closed_channels(self) -> str:
         return self.query(self.CMD["get_closed"])
 
+    def make_safe(self) -> list[str]:
+        closed = self.closed_channels().strip()
+        self.shutdown()
+        return [f"{self.name}: closed {closed}"] if closed and closed.lower() != "nil" else []
+
     def shutdown(self) -> None:
         self.write(self.CMD["open_all"])
         self.closed = None

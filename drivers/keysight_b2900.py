@@ -27,5 +27,11 @@ class KeysightB2900(SourceMeter):
         "count": ":TRIG{ch}:COUN {n}",
         "initiate": ":INIT (@{ch})",
         "fetch": ":FETC:ARR:VOLT? (@{ch})",
+        # hil safe: what another process left on (queries of the settings above)
+        "output_query": ":OUTP{ch}?",
+        "func_query": ":SOUR{ch}:FUNC:MODE?",
+        "current_query": ":SOUR{ch}:CURR?",
+        "voltage_query": ":SOUR{ch}:VOLT?",
+        "voltage_level": ":SOUR{ch}:VOLT {v:.6g}",
     }
     MEASURE_WRITES = ("initiate",)

@@ -6,7 +6,7 @@ SOURce[n]:VOLTage:SLEW, SYSTem:ERRor[:NEXT]?), and QCoDeS's QDAC-II driver.
 The QDAC-II has no output relay: "off" is 0 V held, reached through a slew-limited ramp.
 """
 
-from drivers.session import Instrument, check_limit, ramp_steps
+from drivers.session import Instrument, check_limit, parse_floats, ramp_steps
 
 
 class QDac2(Instrument):
@@ -20,6 +20,7 @@ class QDac2(Instrument):
         "mode": "sour{ch}:volt:mode fix",
         "slew": "sour{ch}:volt:slew {s:.6g}",
         "volt": "sour{ch}:volt {v:.6g}",
+        "volt_query": "sour{ch}:volt?",
     }
     ERROR_QUERY = "syst:err?"
 
@@ -49,6 +50,17 @@ class QDac2(Instrument):
         check_limit(f"{self.name}/{c} voltage", volts, self.max_abs_V, "V")
         self.write(self.CMD["volt"].format(ch=c, v=volts))
         self.level_V[c] = volts
+
+    def make_safe(self) -> list[str]:
+        """Read every channel's DC level and ramp those not at 0 V down (the QDAC-II has no output relay)."""
+        found = []
+        for c in range(1, self.N_CHANNELS + 1):
+            level = parse_floats(self.query(self.CMD["volt_query"].format(ch=c)))[0]
+            if level:
+                found.append(f"{self.name}/{c}: {level:.6g} V")
+                self.level_V[c] = level
+        self.shutdown()
+        return found
 
     def shutdown(self) -> None:
         for c, level in list(self.level_V.items()):

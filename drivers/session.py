@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -40,10 +41,28 @@ def resolve_resource(resource: str, registry: Path | None = None) -> str:
     path = Path(registry or os.environ.get("HIL_EMULATOR_REGISTRY") or DEFAULT_REGISTRY)
     if not path.is_file():
         raise InstrumentError(f"resource {resource}: no emulator registry at {path}; start `hil emulate --lab LAB.yaml` first")
-    live = json.loads(path.read_text()).get("resources", {})
+    try:
+        data = json.loads(path.read_text())
+        live = data.get("resources", {})
+    except (OSError, ValueError, AttributeError):
+        raise InstrumentError(f"resource {resource}: {path} is not an emulator registry; start `hil emulate` again") from None
+    pid, host = data.get("pid"), data.get("host")
+    if pid and host == socket.gethostname() and not _alive(int(pid)):
+        raise InstrumentError(f"resource {resource}: the emulator that wrote {path} (pid {pid}) is no longer running; "
+                              "start `hil emulate --lab LAB.yaml` again")
     if name not in live:
         raise InstrumentError(f"resource {resource}: the running emulator ({path}) has no instrument {name!r}")
     return live[name]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class CommandLog:
@@ -97,8 +116,6 @@ def set_nodelay(res) -> bool:
         pass
     sock = getattr(getattr(res.visalib, "sessions", {}).get(res.session), "interface", None)
     if hasattr(sock, "setsockopt"):
-        import socket
-
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return True
     return False
@@ -210,6 +227,14 @@ class Instrument:
     def shutdown(self) -> None:
         """Ramp outputs to 0 V and switch them off (each driver knows how)."""
 
+    def make_safe(self) -> list[str]:
+        """After a crash, with no reset: read what is on, ramp it to 0, switch it off; one line per finding.
+
+        The driver knows nothing of the instrument's state here (another process set it), so it asks.
+        """
+        self.shutdown()
+        return []
+
     def close(self) -> None:
         try:
             self.resource.close()
@@ -236,6 +261,17 @@ def ramp_steps(start: float, stop: float = 0.0, steps: int = 5) -> list[float]:
     if start == stop:
         return [stop]
     return [start + (stop - start) * k / steps for k in range(1, steps)] + [stop]
+
+
+def parse_state(reply: str) -> bool:
+    """An on/off reply (1, 0, ON, OFF, 1.00000e+00) as a bool."""
+    text = reply.strip().upper()
+    if text in ("ON", "OFF"):
+        return text == "ON"
+    try:
+        return float(text) != 0
+    except ValueError:
+        raise InstrumentError(f"expected an on/off state, got {reply!r}") from None
 
 
 def parse_floats(reply: str, sep: str = ",") -> list[float]:

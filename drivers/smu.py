@@ -7,7 +7,7 @@ beta*(t - y) instead. Voltage compliance guards the node while sourcing.
 
 from __future__ import annotations
 
-from drivers.session import Instrument, check_limit, parse_floats, ramp_steps
+from drivers.session import Instrument, check_limit, parse_floats, parse_state, ramp_steps
 
 
 class SourceMeter(Instrument):
@@ -65,6 +65,29 @@ class SourceMeter(Instrument):
         return values
 
     MEASURE_WRITES: tuple[str, ...] = ()
+
+    def make_safe(self) -> list[str]:
+        """Read each channel's output state, source function and level; ramp the level to 0, output off."""
+        found = []
+        for ch in self.CHANNELS:
+            on = parse_state(self.query(self._cmd("output_query", ch)))
+            volts = self.sources_voltage(self.query(self._cmd("func_query", ch)))
+            level = parse_floats(self.query(self._cmd("voltage_query" if volts else "current_query", ch)))[0]
+            key, unit = ("voltage_level", "V") if volts else ("current_level", "A")
+            if on or level:
+                found.append(f"{self.name}/{ch}: output {'on' if on else 'off'}, sourcing {level:.6g} {unit}")
+            for step in ramp_steps(level, 0.0, 3 if level else 1):
+                self.write(self._cmd(key, ch, v=step, i=step))
+            self.write(self._cmd("output_off", ch))
+            self.level_A[ch] = 0.0
+        self.check_errors("make safe")
+        return found
+
+    #: replies of func_query that mean "sourcing voltage"
+    VOLTAGE_FUNC_REPLIES: tuple[str, ...] = ("VOLT",)
+
+    def sources_voltage(self, func_reply: str) -> bool:
+        return func_reply.strip().strip('"').upper().startswith(self.VOLTAGE_FUNC_REPLIES)
 
     def shutdown(self) -> None:
         """Ramp every sourced current to 0 A, then outputs off."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import re
 import sys
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from hil.config import FLAG_FIELDS, ConfigError, load_config
+from hil.config import FLAG_FIELDS, ConfigError, load_config, merge_trees
 from calibration.commands import CommandError
 from calibration.statistics import NoiseDataError
 from hil.data import DatasetError
@@ -34,9 +35,17 @@ class Parser(argparse.ArgumentParser):
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def _layer_list(text: str) -> list[int]:
+    """Hidden layer sizes; `none` (not an empty string, which is usually a shell mistake) for no hidden layer."""
+    return [] if text.strip().lower() == "none" else _int_list(text)
 
 
 def _set_pair(text: str) -> tuple[str, Any]:
@@ -58,7 +67,7 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--image-size", type=int, help="average-pool images to this side length")
     g.add_argument("--train-limit", type=int, help="use the first n training samples")
     g.add_argument("--test-limit", type=int, help="use the first n test samples")
-    g.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 1024 or 256,128")
+    g.add_argument("--hidden", type=_layer_list, help="hidden layer sizes, e.g. 1024 or 256,128 (none: no hidden layer)")
     g.add_argument("--gamma", type=float, help="input gain, V per unit input")
     g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="bias current sources")
     g.add_argument("--bipolar", action=argparse.BooleanOptionalAction, default=None, help="half the diodes reversed")
@@ -99,6 +108,11 @@ class _Group:
             self.group.add_argument(flag, *args, **kwargs)
 
 
+#: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.
+TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "centered", "samples", "epochs", "batch_size",
+                           "replicas"})
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     over = {}
     for flag, dotted in FLAG_FIELDS.items():
@@ -129,10 +143,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed or args.config:
             raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or '--config'})")
         store = RunStore.open(args.resume)
+        pid = store.running_elsewhere()
+        if pid is not None:
+            raise UsageError(f"--resume: the run in {args.resume} is still running (pid {pid}); stop it first "
+                             "(two processes would write one folder)")
         cfg = store.config(over)
         recorded = store.status().get("lab")
-        lab = args.lab or (Path(recorded) if recorded else None)  # a bench run resumes on its bench
-        if recorded and args.lab is None:
+        if args.lab is not None and (recorded is None or Path(args.lab).resolve() != Path(recorded)):
+            raise UsageError(f"--lab: the run in {args.resume} was trained "
+                             f"{'on the bench ' + recorded if recorded else 'on the simulator'}; it resumes there "
+                             f"(drop --lab {args.lab})")
+        lab = Path(recorded) if recorded else None  # a bench run resumes on its bench
+        if recorded:
             print(f"resuming on the bench it was trained on: {recorded}")
         prep = prepare(cfg, lab, initialize=False)
         if "train.epochs" in over:
@@ -153,9 +175,9 @@ def _setup(args: argparse.Namespace, default_name: str, check=None, connect: boo
     from hil.store import RunStore
 
     over = overrides_from(args)
-    over.setdefault("name", default_name)
     lab = getattr(args, "lab", None)
-    cfg = load_config(args.config, over, base=lab_run_defaults(lab))
+    # The command's folder name sits beneath a lab's run: section, config files and --name.
+    cfg = load_config(args.config, over, base=merge_trees({"name": default_name}, lab_run_defaults(lab)))
     if check:
         check(cfg)
     prep = prepare(cfg, lab if connect else None)
@@ -171,6 +193,10 @@ def _check_sweep(args: argparse.Namespace):
         raise UsageError(f"--trials: need at least 1 (got {args.trials})")
     if not 0 < args.threshold <= 1:
         raise UsageError(f"--threshold: an accuracy in (0, 1] (got {args.threshold})")
+    if args.max_replicas is not None and args.max_replicas < 1:
+        raise UsageError(f"--max-replicas: at least 1 network at once (got {args.max_replicas})")
+    if any(n < 1 for n in getattr(args, "samples_list", [1])):
+        raise UsageError(f"--samples-list: N values >= 1 (got {args.samples_list})")
 
 
 SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
@@ -253,13 +279,16 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         n = cfg.noise
         if args.readings < 2:
             raise UsageError(f"--readings: need at least 2 readings per node for a spread (got {args.readings})")
+        if args.show < 0:
+            raise UsageError(f"--show: a number of nodes >= 0 (got {args.show})")
         if args.lab is None and n.sigma == 0 and n.flicker_floor_V == 0 and n.drift_V_per_s == 0:
             raise UsageError("the simulated bench has no noise to characterize: give --sigma (white, V at 1 PLC), "
                              "--flicker or --drift")
 
     cfg, prep, store = _setup(args, "characterize", check)
     try:
-        return run(args, cfg, prep, store)
+        with store.recording():
+            return run(args, cfg, prep, store)
     finally:
         prep.backend.close()
 
@@ -269,6 +298,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from hil.config import build_config
     from hil.store import RunStore
 
+    if args.parallel_channels < 1:
+        raise UsageError(f"--parallel-channels: at least 1 node read at a time (got {args.parallel_channels})")
     cfg = build_config({}, {"name": args.name or "calibrate", "runs_dir": str(args.runs_dir) if args.runs_dir else None})
     return run(args, lambda: RunStore.create(cfg))
 
@@ -288,20 +319,32 @@ def cmd_sweep_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
+    import os
     import signal
     import time
 
     from drivers.lab import load_lab
     from sim_backend.emulator import EmulatedLab
+    from sim_backend.emulator.lab import registry_owner
 
     lab = load_lab(args.lab)
+    owner = registry_owner(args.registry)
+    if owner is not None and owner != os.getpid():
+        raise UsageError(f"--registry: another `hil emulate` (pid {owner}) is running and uses {args.registry}; stop "
+                         "it, or give this one its own file with --registry")
     emu = EmulatedLab(lab).start()
-    registry = emu.write_registry(args.registry)
+    try:
+        registry = emu.write_registry(args.registry)
+    except BaseException:
+        emu.stop()
+        raise
     print(f"emulated lab {lab.name!r}: {len(emu.resources)} instruments on 127.0.0.1")
     width = max(len(n) for n in emu.resources)
     for name, res in emu.resources.items():
         print(f"  {name:<{width}}  {lab.instruments[name].kind:<15} {res}")
-    print(f"registry {registry} (resources emulator:NAME resolve through it); Ctrl-C stops", flush=True)
+    print(f"registry {registry} (resources emulator:NAME resolve through it); Ctrl-C stops")
+    print("the emulated chip keeps its conductances between runs, as a real one does; restart hil emulate for a "
+          "fresh chip", flush=True)
 
     def stop(*_):
         raise KeyboardInterrupt
@@ -316,9 +359,57 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         pass
     finally:
         emu.stop()
-        if registry.is_file():
-            registry.unlink()
+        EmulatedLab.remove_registry(registry)
         print(f"stopped; outputs left on: {emu.outputs() or 'none'}", flush=True)
+    return 0
+
+
+def cmd_safe(args: argparse.Namespace) -> int:
+    from drivers.crossbar import make_bench_safe
+    from drivers.lab import load_lab
+
+    lab = load_lab(args.lab)
+    found, errors = make_bench_safe(lab, args.registry)
+    for line in found:
+        print(f"found on: {line}")
+    if errors:
+        raise RuntimeError(f"{len(errors)} instrument(s) could not be made safe: " + "; ".join(errors))
+    print(f"bench {lab.name!r} safe: {len(lab.instruments)} instruments at 0, outputs off, switches open"
+          + ("" if found else " (nothing was on)"))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from hil.store import RunStore, StoreError
+
+    root = args.runs_dir
+    if not root.is_dir():
+        raise UsageError(f"--runs-dir: no folder {root} (runs are made in ./runs unless --runs-dir says otherwise)")
+    folders = sorted(p for p in root.iterdir() if (p / "config.yaml").is_file())
+    if not folders:
+        print(f"no run folders in {root}")
+        return 0
+    width = max(len(p.name) for p in folders)
+    print(f"{'run':<{width}}  {'status':<11}  {'epochs':>6}  {'test acc':>8}  where")
+    for path in folders:
+        store = RunStore(path)
+        try:
+            status = store.shown_status()
+            st = store.status()
+            rows = store.metrics()
+        except (StoreError, ValueError):
+            print(f"{path.name:<{width}}  {'unreadable':<11}")
+            continue
+        acc = rows[-1].get("test_acc") if rows else None
+        if isinstance(acc, list):  # replicas: the mean
+            acc = sum(acc) / len(acc) if acc else None
+        shown = f"{100 * acc:7.1f}%" if isinstance(acc, (int, float)) else f"{'-':>8}"
+        where = f"bench {Path(st['lab']).name}" if st.get("lab") else ""
+        if status == "crashed":
+            where = (where + "; " if where else "") + f"pid {st.get('pid')} gone: hil train --resume {path}"
+        elif status in ("failed", "interrupted") and st.get("error"):
+            where = (where + "; " if where else "") + str(st["error"])[:80]
+        print(f"{path.name:<{width}}  {status:<11}  {len(rows):>6}  {shown}  {where}".rstrip())
     return 0
 
 
@@ -332,6 +423,7 @@ def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="hil", description="Train analog resistive crossbars in situ with Equilibrium Propagation.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
@@ -383,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--lab", type=Path, metavar="LAB.yaml", help="characterize the bench this lab config describes")
     ch.add_argument("--readings", type=int, default=1000, help="readings per node (default 1000)")
     ch.add_argument("--show", type=int, default=10, help="nodes printed in the table (all are saved)")
-    add_run_options(ch)
+    add_run_options(ch, exclude=TRAINING_ONLY)
     ch.set_defaults(func=cmd_characterize)
 
     cb = sub.add_parser("calibrate", help="choose N, the readings per node, for a target effective sigma",
@@ -398,6 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--name", help="run folder suffix (default calibrate)")
     cb.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
     cb.set_defaults(func=cmd_calibrate)
+
+    sf = sub.add_parser("safe", help="make a bench safe after a crash: ramp every output to 0, off, switches open",
+                        description="Connect to every instrument of the lab config without resetting it, report what "
+                        "is on, ramp sourced levels to 0, switch outputs off and open every switch.")
+    sf.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml")
+    sf.add_argument("--registry", type=Path, help="emulator registry (for emulator:NAME resources)")
+    sf.set_defaults(func=cmd_safe)
+
+    ru = sub.add_parser("runs", help="list run folders with their status (a running run whose process died: crashed)",
+                        description="One line per run folder: status, epochs recorded, last test accuracy; a run "
+                        "recorded as running whose process is gone from this host is shown as crashed.")
+    ru.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders are (default ./runs)")
+    ru.set_defaults(func=cmd_runs)
 
     em = sub.add_parser("emulate", help="start an emulated lab (TCP servers speaking the instruments' command sets)",
                         description="Start every instrument of a lab config as an emulator on 127.0.0.1 and write the "
@@ -422,11 +527,20 @@ def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
     p.set_defaults(resume_from=None)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("crossbar-hil")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # recorded by the sweeps, which `hil sweep resume` runs again
+    if hasattr(args, "no_progress") and not sys.stderr.isatty():
+        args.no_progress = True  # a progress bar is for a terminal; in a redirected log it is noise
     try:
         with _sigterm_as_interrupt():
             return args.func(args)
@@ -436,8 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hil: interrupted; everything recorded so far is kept", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError) as err:  # InstrumentError and LimitError among them
+    except (ValueError, RuntimeError) as err:  # InstrumentError, LimitError and StoreError among them
         print(f"hil: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a file or folder the command needed: name it, in one line
+        where = f" {err.filename}" if err.filename else ""
+        print(f"hil: error: {err.strerror or err.__class__.__name__}:{where}", file=sys.stderr)
         return 1
 
 

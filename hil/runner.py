@@ -12,7 +12,7 @@ import torch
 from hil.backend import CrossbarBackend
 from hil.config import ConfigError, RunConfig
 from hil.data import Dataset, load_dataset
-from hil.store import RunStore
+from hil.store import RunStore, StoreError
 from hil.trainer import EpochMetrics, Trainer
 from sim_backend.crossbar import SimCrossbar, resolve_device
 
@@ -102,7 +102,13 @@ def train_run(
              if hasattr(prep.backend, "round_trips") else None)
     start = 1
     if resume:
-        start = trainer.load_state(store.load_checkpoint()) + 1
+        state = store.load_checkpoint()
+        try:
+            start = trainer.load_state(state) + 1
+        except (KeyError, TypeError, ValueError) as err:
+            prep.backend.close()
+            raise StoreError(f"resume: {store.checkpoint_path} does not fit this run ({err.__class__.__name__}: "
+                             f"{err}); was it copied from another run?") from None
     print(describe(prep.cfg, prep.data, prep.backend_name), file=out)
     print(f"run folder: {store.path}", file=out)
     if start > prep.cfg.train.epochs:

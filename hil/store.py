@@ -24,6 +24,10 @@ import torch
 from hil.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
 
 
+class StoreError(RuntimeError):
+    """A run folder cannot be created, written or read back (permissions, a file in the way, a damaged file)."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write data to path so a crash leaves either the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -56,20 +60,27 @@ class RunStore:
     def create(cls, cfg: RunConfig) -> "RunStore":
         """Make a new run folder; call only after the config and data have been validated."""
         root = Path(cfg.runs_dir)
-        root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = root / f"{stamp}-{cfg.name}"
-        k = 1
-        while True:
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                k += 1
-                path = root / f"{stamp}-{cfg.name}-{k}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            k = 1
+            while True:
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    k += 1
+                    path = root / f"{stamp}-{cfg.name}-{k}"
+        except OSError as err:
+            raise StoreError(f"runs_dir: cannot create a run folder in {root} ({_os_reason(err)})") from None
         store = cls(path)
-        atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
-        store.mark_running()
+        try:
+            atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
+            store.mark_running()
+        except OSError as err:
+            _remove_quietly(path)
+            raise StoreError(f"runs_dir: cannot write into {path} ({_os_reason(err)})") from None
         return store
 
     @classmethod
@@ -88,7 +99,25 @@ class RunStore:
     # ---- status ------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         p = self.path / "run.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as err:
+            raise StoreError(f"{p}: unreadable ({err.__class__.__name__}); it is rewritten atomically, so this file "
+                             "was changed by hand or the disk is failing") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"{p}: not a run status (expected a JSON object)")
+        return data
+
+    def shown_status(self) -> str:
+        """The status as a user should read it: `running` whose process is gone on this host is `crashed`."""
+        st = self.status()
+        status = st.get("status", "unknown")
+        if status == "running" and st.get("host") == socket.gethostname() and st.get("pid"):
+            if not _pid_alive(int(st["pid"])):
+                return "crashed"
+        return status
 
     def set_status(self, status: str, **info: Any) -> None:
         data = self.status()
@@ -108,13 +137,7 @@ class RunStore:
         pid = st.get("pid")
         if st.get("status") != "running" or not pid or st.get("host") != socket.gethostname() or pid == os.getpid():
             return None
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # it exists, under another user
-        return int(pid)
+        return int(pid) if _pid_alive(int(pid)) else None
 
     @contextmanager
     def recording(self):
@@ -152,7 +175,7 @@ class RunStore:
     def load_checkpoint(self) -> dict[str, Any]:
         if not self.checkpoint_path.is_file():
             raise ConfigError(f"resume: {self.path} has no checkpoint.pt (no epoch finished)")
-        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        return load_tensors(self.checkpoint_path, "resume")
 
     # ---- plot --------------------------------------------------------------
     def plot_accuracy(self) -> Path:
@@ -173,6 +196,45 @@ class RunStore:
         ax.grid(alpha=0.3)
         ax.legend()
         return save_figure(fig, path)
+
+
+def load_tensors(path: Path, what: str) -> dict[str, Any]:
+    """torch.load of tensors and plain data only (weights_only: a checkpoint can never run code); a damaged file is one error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds (pickle, zip, EOF) for one cause: a bad file
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else err.__class__.__name__
+        raise StoreError(f"{what}: {path} is damaged or not a checkpoint ({reason}); it is written atomically, so "
+                         "it was truncated or changed after it was saved") from None
+    if not isinstance(state, dict):
+        raise StoreError(f"{what}: {path} is not a checkpoint (no table of tensors inside)")
+    return state
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def _os_reason(err: OSError) -> str:
+    return f"{err.strerror or err.__class__.__name__}: {err.filename}" if err.filename else (err.strerror or str(err))
+
+
+def _remove_quietly(path: Path) -> None:
+    for p in sorted(path.glob("*"), reverse=True):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def save_figure(fig, path: Path) -> Path:

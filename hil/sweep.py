@@ -23,7 +23,7 @@ import torch
 
 from hil.config import ConfigError, RunConfig
 from hil.data import Dataset
-from hil.store import atomic_torch_save, atomic_write_text
+from hil.store import atomic_torch_save, atomic_write_text, load_tensors
 from hil.trainer import Trainer
 from sim_backend.crossbar import SimCrossbar
 
@@ -82,7 +82,7 @@ def load_sweep_checkpoint(folder: Path, todo: Sequence[Trial]) -> dict:
     path = Path(folder) / CHECKPOINT
     if not path.is_file():
         raise SweepResumeError(f"resume: {folder} has no {CHECKPOINT} (no epoch of the sweep finished)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "resume")
     saved = [(t["sigma"], t["samples"], t["seed"]) for t in state["trials"]]
     if saved != [(t.sigma, t.samples, t.seed) for t in todo]:
         raise SweepResumeError(f"resume: {path} holds a different sweep ({len(saved)} networks; the points, "

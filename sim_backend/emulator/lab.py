@@ -13,6 +13,28 @@ from sim_backend.emulator.bench import EmulatedBench
 from sim_backend.emulator.instruments import EMULATED
 
 
+class RegistryInUse(RuntimeError):
+    """The registry file belongs to another emulator that is still running."""
+
+
+def registry_owner(path: Path) -> int | None:
+    """The pid of the live emulator on this host that wrote the registry at path, else None (absent or stale)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        pid = int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("host", socket.gethostname()) != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
 class _Handler(socketserver.StreamRequestHandler):
     def setup(self):
         super().setup()
@@ -62,11 +84,27 @@ class EmulatedLab:
         return self
 
     def write_registry(self, path: Path) -> Path:
+        """Write the live addresses; refuse to replace the registry of another emulator that still runs."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"lab": self.lab.name, "pid": os.getpid(), "resources": self.resources}, indent=1) + "\n")
+        owner = registry_owner(path)
+        if owner is not None and owner != os.getpid():
+            raise RegistryInUse(f"registry {path}: another emulator (pid {owner}) is running and uses it; stop it "
+                                "or give this one its own file (--registry)")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"lab": self.lab.name, "pid": os.getpid(), "host": socket.gethostname(),
+                                   "resources": self.resources}, indent=1) + "\n")
         os.replace(tmp, path)
         return path
+
+    @staticmethod
+    def remove_registry(path: Path) -> None:
+        """Remove the registry if this process wrote it (never another live emulator's)."""
+        path = Path(path)
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def outputs(self) -> dict:
         """Every output still on or not at zero, per instrument (empty: the bench is safe)."""
