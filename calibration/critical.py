@@ -77,7 +77,11 @@ def critical_from_points(points: Sequence[PointSummary], threshold: float):
 
 def with_lab_settings(cfg: RunConfig, lab) -> RunConfig:
     """The run config with the bench's own settings (its `run:` section) beneath what the caller set explicitly."""
-    return build_config(merge_trees(lab.run, cfg.model_dump(mode="json", exclude_unset=True)))
+    mine = cfg.model_dump(mode="json", exclude_unset=True)
+    for dotted in cfg._sized_to_data:  # sized to the data, not chosen: the bench's own value wins
+        section, key = dotted.split(".")
+        mine.get(section, {}).pop(key, None)
+    return build_config(merge_trees(lab.run, mine))
 
 
 def find_critical_sigma(

@@ -93,7 +93,11 @@ def make_bench_safe(lab: LabConfig, registry: Path | None = None, log: CommandLo
             try:
                 drv = open_instrument(lab, name, session)
                 drv.identify()
-                found += drv.make_safe()
+                try:
+                    found += drv.make_safe()
+                except Exception as err:  # noqa: BLE001 - its state unread: still 0 and off, without a ramp
+                    drv.shutdown()
+                    found.append(f"{name}: state unreadable ({err}); set to 0 and off without a ramp")
             except Exception as err:  # noqa: BLE001 - make the others safe too, then report
                 errors.append(f"{name}: {err}")
             finally:

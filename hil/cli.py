@@ -78,6 +78,7 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None, help="free phase from the last state")
     g.add_argument("--beta", type=float, help="nudge conductance, S")
     g.add_argument("--eta", type=float, help="learning rate")
+    g.add_argument("--eta-layer-ratio", type=float, help="layer k of devices learns with eta*ratio^k (deep networks: ~3)")
     g.add_argument("--centered", action=argparse.BooleanOptionalAction, default=None, help="centered EP (+-beta)")
     g.add_argument("--sigma", type=float, help="read noise of one reading, V")
     g.add_argument("--samples", type=int, help="N: readings averaged per node and state")
@@ -109,8 +110,8 @@ class _Group:
 
 
 #: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.
-TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "centered", "samples", "epochs", "batch_size",
-                           "replicas"})
+TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples",
+                           "epochs", "batch_size", "replicas"})
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,11 +10,12 @@ to the bench's microsiemens and volts), currents in amperes (A).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist")
 
@@ -53,7 +54,12 @@ class NetworkConfig(_Strict):
         "against the ~c*sqrt(fan_in)/2 S already at each output node, and how large a relative "
         "step eta makes. 0.7 lets the paper's setting pass 80% after one Fashion-MNIST epoch.",
     )
-    g_min: float = Field(default=0.0, ge=0, description="Lowest device conductance, S. Updates saturate here.")
+    g_min: float = Field(
+        default=1e-3, ge=0,
+        description="Lowest device conductance, S; updates saturate here. Real devices never reach 0 (RRAM spans "
+        "about 1-100 uS); above 0 it keeps every node's total conductance positive, so no node floats (0/0, a "
+        "non-finite update) when training drives all its devices down. 1e-3 S is 1/18 to 1/62 of the initial "
+        "scale c/sqrt(fan_in) of the input layer (28x28 images to the 8x8 digits).")
     g_max: float | None = Field(default=None, description="Highest device conductance, S (None: unbounded).")
 
     @model_validator(mode="after")
@@ -84,6 +90,11 @@ class EPConfig(_Strict):
     beta: float = Field(default=1.0, gt=0, description="Nudge conductance tying each output to its target, S.")
     eta: float = Field(default=1e-2, gt=0, description="Learning rate (S per V^2 of squared-drop change). The paper uses 1e-3 with gamma=500.")
     centered: bool = Field(default=False, description="Centered EP: nudge with +beta and -beta instead of 0 and +beta.")
+    eta_layer_ratio: float = Field(
+        default=1.0, gt=0,
+        description="Each layer of devices, counted from the inputs, learns this many times faster than the one "
+        "below it: layer k uses eta * ratio^k. Signals attenuate through resistive layers, so deep networks want "
+        "rates rising toward the output (about 3x per layer in Scellier et al. 2023's public implementation).")
 
 
 class NoiseConfig(_Strict):
@@ -138,6 +149,8 @@ class RunConfig(_Strict):
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="cpu, cuda, cuda:N or auto.")
     dtype: Literal["float32", "float64"] = Field(default="float32", description="Floating point precision of the simulator.")
     runs_dir: Path = Field(default=Path("runs"), description="Where run folders are created.")
+    #: dotted keys that build_config sized to the data (not set by the user): a lab's settings may replace them
+    _sized_to_data: frozenset[str] = PrivateAttr(default=frozenset())
 
 
 # CLI flag -> dotted config field. One place, so README, CLI and tests agree.
@@ -161,6 +174,7 @@ FLAG_FIELDS: dict[str, str] = {
     "warm_start": "relax.warm_start",
     "beta": "ep.beta",
     "eta": "ep.eta",
+    "eta_layer_ratio": "ep.eta_layer_ratio",
     "centered": "ep.centered",
     "sigma": "noise.sigma",
     "samples": "noise.samples",
@@ -203,16 +217,66 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Defaults sized to the data, filled in where nothing set them (see `data_defaults`). Two settings are known to
+# train: the 8x8 digits (64 inputs: gamma 64 V, eta 1e-2) and the paper's 28x28 images (784 inputs: gamma 500 V,
+# eta 1e-3); gamma and eta follow power laws in the number of inputs through both. Deeper networks attenuate the
+# signal at every resistive layer: like Scellier et al. 2023's public implementation (1 hidden layer: gain 480,
+# 2: 2000, 3: 4000) they get a larger gain per extra hidden layer and bipolar diodes. (Its rates rising 3x per
+# layer toward the output, ep.eta_layer_ratio = 3, trained worse here: 36.8% against 52.5% after 20,000
+# Fashion-MNIST samples, 784-256-128-10.)
+GAIN_ANCHORS = ((64, 64.0), (784, 500.0))
+ETA_ANCHORS = ((64, 1e-2), (784, 1e-3))
+DEEP_GAIN_FACTOR = 4.0  # per hidden layer beyond the first
+IMAGE_SIDE = {"digits": 8, "mnist": 28, "kmnist": 28, "fashion-mnist": 28}
+
+
+def _power_law(anchors, n: float) -> float:
+    (n0, v0), (n1, v1) = anchors
+    return v0 * (n / n0) ** (math.log(v1 / v0) / math.log(n1 / n0))
+
+
+def data_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    """The settings that depend on the input count and depth, for a config tree that leaves them unset.
+
+    Returns dotted keys -> values; only keys absent from the tree. Invalid trees return {} (validation reports).
+    """
+    try:
+        data, net, ep = tree.get("data", {}), tree.get("network", {}), tree.get("ep", {})
+        side = data.get("image_size") or IMAGE_SIDE[data.get("dataset", "digits")]
+        inputs = int(side) ** 2
+        hidden = list(net.get("hidden", NetworkConfig.model_fields["hidden"].default))
+        depth = len(hidden)
+        deep = depth >= 2 and all(int(h) >= 2 for h in hidden)  # bipolar needs two nodes a layer
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return {}
+    found = {
+        "network.input_gain": round(_power_law(GAIN_ANCHORS, inputs) * DEEP_GAIN_FACTOR ** max(depth - 1, 0), 1),
+        "ep.eta": float(f"{_power_law(ETA_ANCHORS, inputs):.2g}"),
+        "network.bipolar": deep,
+    }
+    given = {"network.input_gain": "input_gain" in net, "ep.eta": "eta" in ep, "network.bipolar": "bipolar" in net}
+    return {k: v for k, v in found.items() if not given[k]}
+
+
 def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Validate a config tree with dotted-key overrides applied; raise ConfigError naming the field."""
+    """Validate a config tree with dotted-key overrides applied; raise ConfigError naming the field.
+
+    Settings left unset that depend on the data (input gain, eta, diodes) are sized to it
+    (`data_defaults`); the resolved values are in the returned config, and so in every run's config.yaml.
+    """
     tree = merge_trees({}, base or {})
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, dotted, value)
+    auto = data_defaults(tree)
+    for dotted, value in auto.items():
+        _set_dotted(tree, dotted, value)
     try:
-        return RunConfig.model_validate(tree)
+        cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    cfg._sized_to_data = frozenset(auto)
+    return cfg
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -94,22 +94,25 @@ def ep_update(
     eta: float,
     centered: bool = False,
     biases: bool = False,
+    layer_ratio: float = 1.0,
 ) -> ConductanceUpdate:
     """The EP conductance update from the node statistics of two phases.
 
     x_in: clamped input voltages (B, m0) or (R, B, m0), V.
     phase0, phase1: per hidden/output layer, `NodeStats` (R, B, k) of the readings, V. For positive EP these
         are the free (0) and nudged (+beta) phases; for centered EP the -beta and +beta phases.
+    layer_ratio: layer k of devices (0: the inputs') learns with eta * layer_ratio^k, and so do the bias
+        currents of the nodes above it.
     Returns the update averaged over the batch.
     """
     if not beta > 0:
         raise ValueError(f"beta: must be > 0 (got {beta})")
     span = 2.0 * beta if centered else beta
-    coef = -eta / (2.0 * span)
-    deltas = [input_layer_delta(x_in, phase0[0], phase1[0], coef)]
+    etas = [eta * layer_ratio**k for k in range(len(phase0))]
+    deltas = [input_layer_delta(x_in, phase0[0], phase1[0], -etas[0] / (2.0 * span))]
     for k in range(1, len(phase0)):
-        deltas.append(hidden_layer_delta(phase0[k - 1], phase1[k - 1], phase0[k], phase1[k], coef))
+        deltas.append(hidden_layer_delta(phase0[k - 1], phase1[k - 1], phase0[k], phase1[k], -etas[k] / (2.0 * span)))
     bias = None
     if biases:
-        bias = [(eta / span) * (p1.mean - p0.mean).mean(1) for p0, p1 in zip(phase0, phase1)]
+        bias = [(e / span) * (p1.mean - p0.mean).mean(1) for e, p0, p1 in zip(etas, phase0, phase1)]
     return ConductanceUpdate(deltas, bias)

@@ -121,10 +121,10 @@ class Trainer:
         if ep.centered:
             minus = self._phase(t, -ep.beta)
             update = ep_update(input_voltages(x, self.backend.input_gain), minus, plus, ep.beta, ep.eta,
-                               centered=True, biases=self.with_bias)
+                               centered=True, biases=self.with_bias, layer_ratio=ep.eta_layer_ratio)
         else:
             update = ep_update(input_voltages(x, self.backend.input_gain), free, plus, ep.beta, ep.eta,
-                               biases=self.with_bias)
+                               biases=self.with_bias, layer_ratio=ep.eta_layer_ratio)
         # Never program a NaN/Inf: a bad replica's update is zeroed, the replica halted, the run stopped at the next check.
         ok = update.finite() & self._alive
         self._first_bad.masked_fill_(ok ^ self._alive, self.step_count)  # replicas failing now (ok implies alive)

@@ -16,13 +16,13 @@ from sim_backend.crossbar import SimCrossbar  # noqa: E402
 
 def test_fast_and_plain_paths_give_the_same_conductances():
     cfg = build_config({}, {"network.hidden": [24, 16], "dtype": "float64", "network.input_gain": 64.0,
-                            "ep.eta": 0.01, "ep.beta": 1.0, "train.seed": 3})
+                            "ep.eta": 0.01, "ep.beta": 1.0, "train.seed": 3, "network.bipolar": False})
     data = load_dataset(cfg.data)
     x, y = data.x_train[:400].double(), data.y_train[:400]
     fast = SimCrossbar.from_config(cfg, 64, 10)
     trainer = Trainer(cfg, fast, data)
     plain = PlainEP([64, 24, 16, 10], gamma=64.0, beta=1.0, eta=0.01, sweeps=5, seed=3, init_scale=cfg.network.init_scale,
-                    dtype=torch.float64)
+                    g_min=cfg.network.g_min, dtype=torch.float64)
     for w_fast, w_plain in zip(fast.weights, plain.W):
         assert torch.equal(w_fast[0], w_plain)
     for s in range(100):

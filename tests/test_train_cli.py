@@ -95,8 +95,9 @@ def test_resume_continues_exactly(tmp_path, capsys):
 
 def test_failure_mid_run_keeps_records(tmp_path, capsys):
     """An update that turns NaN stops the run with one clear line; earlier epochs stay on disk."""
-    # g_max tiny with a huge eta: after the first epoch conductances sit at 0 -> floating nodes -> NaN.
-    args = small_args(tmp_path, 3, "--eta", "1e6", "--g-max", "1e-3")
+    # No conductance floor, g_max tiny and a huge eta: after the first epoch conductances sit at 0 -> floating
+    # nodes -> NaN (what the default g_min > 0 prevents).
+    args = small_args(tmp_path, 3, "--eta", "1e6", "--g-min", "0", "--g-max", "1e-3")
     code = main(args)
     err = capsys.readouterr().err
     run = only_run(tmp_path)

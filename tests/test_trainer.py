@@ -42,7 +42,7 @@ def test_sigma_and_samples_per_replica():
 
 
 def test_nonfinite_update_stops_before_programming():
-    cfg, data, net = setup(seeds=[0, 1], replicas=2)
+    cfg, data, net = setup({"network.g_min": 0.0}, seeds=[0, 1], replicas=2)  # no floor: a node can float
     tr = Trainer(cfg, net, data)
     tr.train_epoch(1)
     with torch.no_grad():  # replica 0: hidden node 3 loses every device -> it floats -> 0/0

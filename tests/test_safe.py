@@ -1,0 +1,62 @@
+"""`hil safe`: after a crash left a bench on, connect without a reset, report what is on, ramp it to 0 and off."""
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from drivers.crossbar import InstrumentCrossbar
+from drivers.lab import LabConfig
+from hil.cli import main
+from sim_backend.emulator import EmulatedLab
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+
+
+def test_hil_safe_after_a_crash(tmp_path, capsys):
+    tree = yaml.safe_load(EXAMPLE.read_text())
+    tree["emulator"]["read_noise_V"] = 0.0
+    lab = LabConfig.model_validate(tree)
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(tree))
+    with EmulatedLab(lab) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        bench = InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, registry=reg)
+        bench.clamp(torch.full((1, 16), 0.5))  # the DACs hold 8 V and -8 V
+        bench.measure(1)
+        bench.nudge(torch.tensor([[1.0, 0.0]]), 1.0)
+        bench.measure(1)  # SMUs on, the output SMUs sourcing the nudge currents
+        left_on = emu.outputs()
+        assert left_on
+        # The crash: the process loses its sessions without shutting anything down.
+        bench.session.close()
+        bench.closed = True
+        assert emu.outputs() == left_on
+
+        capsys.readouterr()
+        assert main(["safe", "--lab", str(lab_file), "--registry", str(reg)]) == 0
+        out = capsys.readouterr().out
+        assert emu.outputs() == {}  # every output at 0 and off, every switch open
+        assert "found on:" in out and "safe:" in out
+        for name in left_on:  # each instrument that was on is named
+            assert f"found on: {name}" in out, (name, out)
+
+        # Run again: nothing is on any more.
+        assert main(["safe", "--lab", str(lab_file), "--registry", str(reg)]) == 0
+        assert "nothing was on" in capsys.readouterr().out
+
+
+def test_hil_safe_names_an_instrument_it_cannot_reach(tmp_path, capsys):
+    tree = yaml.safe_load(EXAMPLE.read_text())
+    lab = LabConfig.model_validate(tree)
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(tree))
+    with EmulatedLab(lab) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        emu.servers["smu_b"].shutdown()
+        emu.servers["smu_b"].server_close()
+        capsys.readouterr()
+        assert main(["safe", "--lab", str(lab_file), "--registry", str(reg)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("hil: error: 1 instrument(s) could not be made safe: smu_b:")
+        assert not {k: v for k, v in emu.outputs().items() if k != "smu_b"}
