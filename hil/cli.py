@@ -106,7 +106,32 @@ class _Group:
 
     def add_argument(self, flag, *args, **kwargs):
         if flag.lstrip("-").replace("-", "_") not in self.exclude:
+            if "action" not in kwargs:
+                kwargs["action"] = _StoreOnce
+            elif kwargs["action"] is argparse.BooleanOptionalAction:
+                kwargs["action"] = _BoolOnce
             self.group.add_argument(flag, *args, **kwargs)
+
+
+def _refuse_repeat(action: argparse.Action, parser, namespace, option_string) -> None:
+    """A setting given twice is an error: silently keeping the last value hides a typo in a long command."""
+    seen = namespace.__dict__.setdefault("_given_once", {})
+    if action.dest in seen:
+        parser.error(f"argument {option_string}: given twice ({seen[action.dest]} and {option_string}); "
+                     "give each setting once")
+    seen[action.dest] = option_string
+
+
+class _StoreOnce(argparse._StoreAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _refuse_repeat(self, parser, namespace, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _BoolOnce(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _refuse_repeat(self, parser, namespace, option_string)
+        super().__call__(parser, namespace, values, option_string)
 
 
 #: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.

@@ -57,3 +57,13 @@ def test_sigma_crit_beyond_the_grid_is_a_lower_bound(tmp_path, capsys):
                  "--no-progress", *TINY, "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "sigma_crit >= 2e-05 V (beyond the grid" in out
+
+
+def test_a_setting_given_twice_is_an_error(capsys):
+    for args in (["--beta", "1", "--beta", "2"], ["--bias", "--no-bias"], ["--sigma", "1e-3", "--sigma", "1e-3"]):
+        try:
+            main(["train", *args])
+        except SystemExit as stop:
+            assert stop.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "given twice" in err[0], err

@@ -1,24 +1,11 @@
 """Datasets: the embedded digits, IDX files in both layouts, raw and gzip, and the missing-file error."""
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
 
+from conftest import write_idx
 from hil.config import DataConfig
 from hil.data import DatasetError, load_dataset, read_idx
-
-
-def write_idx(path, array, gz):
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
 
 
 def make_idx_set(folder, gz, n_train=30, n_test=10):

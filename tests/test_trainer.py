@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hil.config import build_config
 from hil.data import load_dataset
 from hil.trainer import NonFiniteUpdateError, Trainer
 from sim_backend.crossbar import SimCrossbar
+from sim_backend.noise import ReadNoise
 
 
 def setup(over=None, seeds=None, replicas=1, sigma=None):
@@ -104,7 +106,6 @@ HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "
 ])
 def test_training_step_reads_nothing_back_to_the_host(over):
     """The inner loop never synchronises: every check is kept on the device until check_finite()."""
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     class HostReads(TorchDispatchMode):
         def __init__(self):
@@ -143,23 +144,24 @@ def test_centered_beta_beyond_output_conductance_is_refused():
     assert all(torch.equal(b, w) for b, w in zip(before, net.weights))
 
 
+class Sizes(TorchDispatchMode):
+    """The largest tensor created (not a view, not written in place) while the mode is on, in elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        fresh = not func._schema.is_mutable and not any(r.alias_info for r in func._schema.returns)
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if fresh and isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
 def test_training_step_allocates_nothing_weight_sized():
     """Updates go into the conductances in place: no tensor of a weight matrix's size is created in a step."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Sizes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            fresh = not func._schema.is_mutable and not any(r.alias_info for r in func._schema.returns)
-            for t in (out if isinstance(out, (tuple, list)) else [out]):
-                if fresh and isinstance(t, torch.Tensor):
-                    self.largest = max(self.largest, t.numel())
-            return out
-
     cfg, data, net = setup({"dtype": "float32", "network.hidden": [64], "noise.sigma": 1e-3, "noise.samples": 2})
     data.x_train = data.x_train.float()
     tr = Trainer(cfg, net, data, check_every=10**9)
@@ -178,22 +180,6 @@ def test_training_step_allocates_nothing_weight_sized():
 
 def test_readings_are_reduced_as_they_are_taken(monkeypatch):
     """N readings never exist at once: a step with N = 2000 holds one chunk of readings, and the statistics are right."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from sim_backend.noise import ReadNoise
-
-    class Sizes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in (out if isinstance(out, (tuple, list)) else [out]):
-                if isinstance(t, torch.Tensor):
-                    self.largest = max(self.largest, t.numel())
-            return out
-
     chunk = 1 << 14
     monkeypatch.setattr(ReadNoise, "CHUNK_ELEMENTS", chunk)
     n, sigma = 2000, 1e-2
