@@ -136,6 +136,8 @@ class EmulatorConfig(_Strict):
     device_rate_S_per_V_s: float = Field(default=5.0, gt=0, description="dG per (V over threshold) per s of pulse, S")
     device_threshold_V: float = Field(default=0.8, ge=0)
     device_spread: float = Field(default=0.05, ge=0, description="Cycle-to-cycle relative spread of dG")
+    time_scale: float = Field(default=0.01, ge=0, description="Wall seconds per emulated instrument second "
+                              "(1: real time, 0: instant; the default keeps tests fast)")
 
 
 class LabConfig(_Strict):

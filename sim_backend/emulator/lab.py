@@ -25,6 +25,7 @@ class _Handler(socketserver.StreamRequestHandler):
             with self.server.lock:
                 reply = inst.handle(line)
             if reply is not None:
+                inst.clock.wait()   # outside the bench lock: the other instruments keep working meanwhile
                 self.wfile.write((reply + "\n").encode())
                 self.wfile.flush()
 

@@ -1,0 +1,77 @@
+"""What every emulated source-measure channel shares, whatever its command language: the source
+(voltage or current, with its compliance limit), the output relay, the measurement (NPLC, count) and
+the reading buffer. The physics lives in the bench (`EmulatedBench.set_source` / `measure`); the
+emulated time a reading takes lives in the instrument's clock (`clock.EmulatedClock`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Reading:
+    """One buffered reading: volts and amps at the terminals, the source value, compliance, time stamp (s).
+
+    `value` is what the sense function measured (volts for "VOLT", amps for "CURR", ohms for "RES")."""
+
+    volts: float
+    amps: float
+    source: float
+    compliance: bool
+    t_s: float
+    sense: str = "VOLT"
+
+    @property
+    def value(self) -> float:
+        if self.sense == "VOLT":
+            return self.volts
+        if self.sense == "CURR":
+            return self.amps
+        return self.volts / self.amps if self.amps else 9.91e37   # the instruments' "no number"
+
+
+@dataclass
+class ReadingBuffer:
+    """A reading buffer (the 2450's defbuffer1, the 2600B's nvbuffer1, the B2900's result buffer)."""
+
+    capacity: int = 100000
+    readings: list[Reading] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.readings = []
+
+    def extend(self, rows: list[Reading]) -> None:
+        self.readings = (self.readings + rows)[-self.capacity:]
+
+
+class SmuChannelPhysics:
+    """Mixin for an emulated SMU instrument: `push_source(ch, st)` and `acquire(ch, st, n)`.
+
+    A channel's settings object `st` carries: source_func ("VOLT"/"CURR"), level_V, level_A, vlim (V, the
+    compliance while sourcing current), ilim (A, while sourcing voltage), output (bool), sense_func
+    ("VOLT"/"CURR"), nplc. The instrument provides self.name, self.bench, self.clock.
+    """
+
+    OVERHEAD_S = 1e-3   # per reading beyond the aperture (A/D, autozero, trigger); each manual's timing spec
+
+    def push_source(self, ch: str, st) -> None:
+        """Tell the bench what this channel now forces on its node."""
+        if st.source_func == "VOLT":
+            self.bench.set_source(self.name, ch, "VOLT", st.level_V, st.ilim, st.output)
+        else:
+            self.bench.set_source(self.name, ch, "CURR", st.level_A, st.vlim, st.output)
+
+    def acquire(self, ch: str, st, n: int, sense: str | None = None) -> list[Reading]:
+        """n readings of the sense function; each takes NPLC/line frequency plus the instrument's overhead."""
+        sense = sense or st.sense_func
+        aperture = st.nplc / self.bench.line_frequency_hz
+        rows = []
+        volts, amps, compliance = self.bench.measure(self.name, ch, n, st.nplc)
+        t0 = self.clock.now_s
+        source = st.level_V if st.source_func == "VOLT" else st.level_A
+        for k in range(n):
+            rows.append(Reading(volts[k], amps[k], source, compliance, t0 + (k + 1) * (aperture + self.OVERHEAD_S),
+                                sense))
+        self.clock.advance(n * (aperture + self.OVERHEAD_S))
+        return rows
