@@ -178,7 +178,7 @@ class TspInstrument(EmulatedInstrument):
         g.display = Display()
         g.waitcomplete = self._waitcomplete
         g.delay = self._delay
-        g.reset = self.reset
+        g.reset = self.reset_all
         g.opc = self._opc
         self.bind(g)
 
@@ -287,7 +287,7 @@ class TspInstrument(EmulatedInstrument):
         if key == "*IDN?":
             return f"Keithley Instruments Inc., Model {self.MODEL}, {self.SERIAL}, {self.VERSION}"
         if key == "*RST":
-            self.reset()
+            self.reset_all()
             return None
         if key == "*CLS":
             self.errorqueue.clear()
@@ -309,8 +309,14 @@ class TspInstrument(EmulatedInstrument):
             return "0"
         return NotImplemented
 
+    def reset_all(self) -> None:
+        """reset() and *RST: the data format and the instrument's own objects to their defaults."""
+        self.format.asciiprecision = 6
+        self.format.data = 1
+        self.reset()
+
     def reset(self) -> None:
-        """reset(): every setting to its default (the instrument's own objects)."""
+        """Every setting of the instrument's own objects to its default."""
 
 
 def _lua_message(err: Exception) -> str:

@@ -1,0 +1,161 @@
+"""The emulated instruments through the real pyvisa + pyvisa-py stack: SCPI engine, TSP (Lua), physics, timing."""
+
+import time
+from pathlib import Path
+
+import pytest
+import pyvisa
+import yaml
+
+from drivers.lab import LabConfig
+from sim_backend.emulator import EmulatedLab
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+
+
+def make_lab(**emulator):
+    tree = yaml.safe_load(EXAMPLE.read_text())
+    tree["emulator"].update({"read_noise_V": 0.0, **emulator})
+    return LabConfig.model_validate(tree)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with EmulatedLab(make_lab()) as lab:
+        yield lab
+
+
+@pytest.fixture
+def open_inst(emu):
+    rm = pyvisa.ResourceManager("@py")
+    opened = []
+
+    def _open(name):
+        r = rm.open_resource(emu.resources[name], read_termination="\n", write_termination="\n", timeout=5000)
+        r.write("*RST")
+        r.write("*CLS")
+        opened.append(r)
+        return r
+
+    yield _open
+    for r in opened:
+        r.write("*RST")
+        r.close()
+    rm.close()
+
+
+# ---- SCPI engine ---------------------------------------------------------------------------------------------
+
+def test_scpi_queries_every_setting_in_long_short_and_any_case(open_inst):
+    k = open_inst("smu_hidden")
+    assert k.query("*LANG?") == "SCPI"
+    assert k.query(":SOUR:FUNC?") == "VOLT"
+    k.write("source:function:mode current")
+    assert k.query(":SOURce1:FUNCtion?") == "CURR"
+    k.write(":SOUR:CURR:LEV 1e-6")
+    assert float(k.query(":sour:curr?")) == 1e-6
+    assert float(k.query(":SOUR:CURR:LEV:IMM:AMPL?")) == 1e-6
+    k.write(":SENS:FUNC 'VOLT'")
+    assert k.query(":SENS:FUNC?") == '"VOLT:DC"'
+    k.write(":OUTP:STAT ON")
+    assert k.query(":OUTP?") == "1"
+    assert float(k.query(":SOUR:CURR:VLIM? MAX")) == 210.0
+    k.write(":SOUR:CURR:VLIM MIN")
+    assert float(k.query(":SOUR:CURR:VLIM?")) == 0.02
+    assert k.query(":SYST:ERR:COUN?") == "0"
+
+
+def test_scpi_compound_messages_follow_the_header_path(open_inst):
+    k = open_inst("smu_hidden")
+    # ';' continues at the last node's level, ';:' starts again at the root; replies join with ';'
+    k.write(":SOUR:CURR:VLIM 0.5;:SENS:VOLT:NPLC 2;RANG:AUTO OFF")
+    assert k.query(":SOUR:CURR:VLIM?;:SENS:VOLT:NPLC?;RANG:AUTO?") == "5.000000E-01;2.000000E+00;0"
+    assert k.query("*OPC?;:SYST:ERR?") == '1;0,"No error"'
+
+
+def test_scpi_error_queue_codes_and_all(open_inst):
+    k = open_inst("smu_hidden")
+    k.write(":SOUR:FROB 1")                   # -113
+    k.write(":SOUR:CURR 5")                   # -222 (2450 sources at most 1.05 A)
+    k.write(":SOUR:CURR")                     # -109
+    k.write(":SOUR:FUNC PLASMA")              # -224
+    k.write(":SOUR:CURR abc")                 # -104
+    k.write(":OUTP ON, 2")                    # -108
+    k.write(":SENS:FUNC 'VOLT")               # -102 unterminated string
+    assert k.query(":SYST:ERR:COUN?") == "7"
+    assert int(k.query("*STB?")) & 4          # error available
+    assert int(k.query("*ESR?")) & (1 << 5)   # command error
+    assert k.query(":SYST:ERR:NEXT?") == '-113,"Undefined header"'
+    rest = k.query(":SYST:ERR:ALL?")
+    assert [int(x.split(",")[0]) for x in rest.split('",')[:-1] + [rest.split('",')[-1]]] == [-222, -109, -224, -104,
+                                                                                                -108, -102]
+    assert k.query(":SYST:ERR?") == '0,"No error"'
+    k.write(":OUTP ON;:SOUR:FROB;:OUTP OFF")  # the rest of a message after an error is not executed
+    assert k.query(":OUTP?") == "1"
+    assert k.query(":SYST:ERR?") == '-113,"Undefined header"'
+    k.write("*ESE 32;*SRE 32")
+    assert k.query("*ESE?;*SRE?") == "32;32"
+    assert k.query("*TST?") == "0"
+
+
+def test_b2900_and_qdac_answer_in_their_own_formats(open_inst):
+    b = open_inst("smu_b")
+    b.write(":SOUR2:FUNC:MODE CURR;:SOUR2:CURR 2e-6;:SENS2:VOLT:PROT 0.3")
+    assert b.query(":SOUR2:FUNC:MODE?;:SOUR2:CURR?;:SENS2:VOLT:PROT?") == "CURR;+2.000000E-06;+3.000000E-01"
+    b.write(":SOUR3:CURR 0")
+    assert b.query(":SYST:ERR?") == '-114,"Header suffix out of range"'
+    q = open_inst("dac_plus")
+    q.write("sour5:rang low;volt 0.1")          # relative header: sour5:volt
+    assert q.query("sour5:rang?") == "low" and float(q.query("sour5:volt?")) == 0.1
+    q.write("sour5:volt 3")                     # the low range is +-2 V
+    q.write("sour5:rang high;:sour5:volt 3")    # ';:' starts again at the root
+    assert float(q.query("sour5:volt?")) == 3.0
+    q.write("sour5:rang low")                   # 3 V does not fit the low range: settings conflict
+    assert q.query("syst:err:all?") == '-222, "Data out of range",-221, "Settings conflict"'
+    q.write("sour5:volt 0")
+
+
+# ---- TSP on Lua ----------------------------------------------------------------------------------------------
+
+def test_tsp_runs_any_valid_lua(open_inst):
+    s = open_inst("smu_out")
+    s.write("smua.source.func=smua.OUTPUT_DCAMPS smua.source.limitv=0.5")   # no spaces, two statements
+    s.write("smua.source.output=1")
+    assert float(s.query("print(smua.source.output)")) == 1.0
+    assert s.query("print(smua.source.limitv, smua.source.func == smua.OUTPUT_DCAMPS)") == "5.00000e-01\ttrue"
+    s.write("for k = 1, 3 do smua.measure.count = k end")
+    assert s.query("print(smua.measure.count)") == "3.00000e+00"
+    s.write("smua.nvbuffer1.clear() smua.measure.v(smua.nvbuffer1)")
+    assert s.query("print(smua.nvbuffer1.n)") == "3.00000e+00"
+    assert len(s.query("printbuffer(1, smua.nvbuffer1.n, smua.nvbuffer1.readings)").split(", ")) == 3
+    s.write("format.asciiprecision = 3")
+    assert s.query("print(1/4)") == "2.50e-01"
+    assert s.query("print(localnode.model)") == "2636B"
+    s.write("errorqueue.clear()")
+    assert s.query("print(errorqueue.count)") == "0.00e+00"
+
+
+def test_tsp_errors_are_the_manuals_codes(open_inst):
+    s = open_inst("smu_out")
+    s.write("smua.source.leveli = = 1")          # syntax
+    s.write("smua.nosuch.thing = 1")             # runtime: index a nil
+    s.write("smua.source.leveli = 5")            # 2636B: 1.5 A at most
+    s.write("smua.source.limitv = 0.001")        # below the smallest limit
+    codes = []
+    for _ in range(5):
+        codes.append(s.query("print(errorqueue.next())").split("\t"))
+    assert [float(c[0]) for c in codes] == [-285, -286, 1102, 1101, 0]
+    assert "TSP Syntax error" in codes[0][1] and codes[4][1] == "Queue Is Empty"
+    assert s.query("*IDN?").startswith("Keithley Instruments Inc., Model 2636B")
+
+
+def test_tsp_script_and_switch(open_inst):
+    sw = open_inst("switch")
+    sw.write("loadandrunscript\r\nchannel.close('1A01')\r\nchannel.close(\"1A02\")\r\nendscript")
+    assert sw.query("print(channel.getclose('allslots'))") == "1A01;1A02"
+    sw.write("channel.open('1A01')")
+    assert sw.query("print(channel.getclose('slot1'))") == "1A02"
+    sw.write("channel.close('1A13')")           # the card has 12 columns
+    assert float(sw.query("print(errorqueue.next())").split("\t")[0]) == 1115
+    sw.write("reset()")
+    assert sw.query("print(channel.getclose('allslots'))") == "nil"
