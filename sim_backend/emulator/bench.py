@@ -173,15 +173,15 @@ class EmulatedBench:
 
         Noise: white, read_noise_V/sqrt(NPLC) on volts; on amps, the same relative to a 1 MOhm scale.
         An output that touches no node reads a floating terminal: its sourced voltage (or 0 V at 0 A, or the
-        voltage limit when a nonzero current has nowhere to go) and 0 A.
+        voltage limit when a nonzero current has nowhere to go) and 0 A; an output that is off reads 0 V, 0 A.
         """
         with self.lock:
             key = (smu, ch)
             src = self.sources.get(key)
-            if src is None or not src.on:
-                raise RuntimeError(f"{smu}/{ch}: output off")
             self._settle()
-            if key in self.floating:
+            if src is None or not src.on:   # output relay open: the meter sees its own floating terminals
+                v, i = 0.0, 0.0
+            elif key in self.floating:
                 if src.func == "VOLT":
                     v, i = src.level, 0.0
                 else:

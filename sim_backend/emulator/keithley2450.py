@@ -32,6 +32,8 @@ TABLE = [
     Param("SOURce#:CURRent:DELay:AUTO", ONOFF, "src_delay_auto_A", True),
     Param("SOURce#:VOLTage:DELay", Num(0.0, 1e4), "src_delay_V", 0.0),
     Param("SOURce#:VOLTage:DELay:AUTO", ONOFF, "src_delay_auto_V", True),
+    Param("SOURce#:CURRent:DELay:USER#", Num(0.0, 1e4), "src_user_delay_A", 0.0),
+    Param("SOURce#:VOLTage:DELay:USER#", Num(0.0, 1e4), "src_user_delay_V", 0.0),
     Param("SOURce#:CURRent:READ:BACK", ONOFF, "readback_A", True),
     Param("SOURce#:VOLTage:READ:BACK", ONOFF, "readback_V", True),
     Param("SOURce#:CURRent:HIGH:CAPacitance", ONOFF, "highc_A", False),
@@ -74,6 +76,9 @@ TABLE = [
     Command("MEASure[:ALL]", "q_read", query=True),
     Command("FETCh", "q_fetch", query=True),
     Command("INITiate[:IMMediate]", "s_initiate", query=False),
+    # :SOURce[1]:SWEep:<function>:LINear start, stop, points[, delay, count, range, failAbort, dual, "buffer"]
+    Command("SOURce#:SWEep:CURRent:LINear", "s_sweep_current", query=False),
+    Command("SOURce#:SWEep:VOLTage:LINear", "s_sweep_voltage", query=False),
     Command("ABORt", "s_noop", query=False),
     # :TRACe subsystem (reading buffers).
     Command("TRACe:CLEar", "s_trace_clear", query=False),
@@ -119,10 +124,12 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
         self.buffers: dict[str, ReadingBuffer] = {}
         ScpiInstrument.__init__(self)
         self.language = "SCPI"
+        self.reset()   # power-on state
 
     # ---- settings and physics ----
     def reset(self) -> None:
         super().reset()
+        self.sweep = None
         self.buffers = {"defbuffer1": ReadingBuffer(100000), "defbuffer2": ReadingBuffer(10)}
         self.push_source("1", self.state(1))
 
@@ -226,7 +233,44 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
         return self._elements(buf.readings[-1:], args[1:])
 
     def s_initiate(self, suffixes, args, query):
-        self.measure_into("defbuffer1")
+        """Run the trigger model: the configured sweep (one reading per point), else `count` readings."""
+        if self.sweep is None:
+            self.measure_into("defbuffer1")
+            return
+        func, points, count, buffer = self.sweep
+        st = self.state(1)
+        if func != st.source_func:
+            raise ScpiError(-221, "the sweep's function is not the source function")
+        saved, st.count = st.count, 1
+        try:
+            for _ in range(count):
+                for level in points:
+                    setattr(st, "level_A" if func == "CURR" else "level_V", level)
+                    self.push_source("1", st)
+                    self.measure_into(buffer)
+        finally:
+            st.count = saved
+
+    def _sweep(self, func: str, args: list[str]) -> None:
+        if len(args) < 3:
+            raise ScpiError(-109, "start, stop, points")
+        start, stop = parse_number(args[0]), parse_number(args[1])
+        n = int(Int(2, 1000000).parse(args[2], 2))
+        count = int(Int(1, 268435455).parse(args[4], 1)) if len(args) > 4 else 1
+        buffer = Text().parse(args[8], None) if len(args) > 8 else "defbuffer1"
+        level = Num(-1.05, 1.05) if func == "CURR" else Num(-210.0, 210.0)
+        for v in (start, stop):
+            level.parse(repr(v), 0.0)
+        self.buffer(buffer)
+        self.sweep = (func, [start + (stop - start) * k / (n - 1) for k in range(n)], count, buffer)
+        self.state(1).output = True   # the sweep's trigger model turns the output on (section 6, :SWEep)
+        self.push_source("1", self.state(1))
+
+    def s_sweep_current(self, suffixes, args, query):
+        self._sweep("CURR", args)
+
+    def s_sweep_voltage(self, suffixes, args, query):
+        self._sweep("VOLT", args)
 
     def s_noop(self, suffixes, args, query):
         return None

@@ -12,7 +12,7 @@ Ranges and limits are the 2636B's (section 1 specifications: 200 V, 1.5 A DC).
 from __future__ import annotations
 
 from sim_backend.emulator.smu import Reading, ReadingBuffer, SmuChannelPhysics
-from sim_backend.emulator.tsp import Bound, TspError, TspInstrument, in_range
+from sim_backend.emulator.tsp import Bound, TspInstrument, in_range
 
 MAX_V, MAX_A = 202.0, 1.515
 NPLC_RANGE = (0.001, 25.0)
@@ -27,7 +27,7 @@ class ChannelState:
         self.sense_func, self.nplc, self.count = "VOLT", 1.0, 1
         self.rangev, self.rangei, self.autorangev, self.autorangei = 0.2, 1e-7, 1, 1
         self.mrangev, self.mrangei, self.mautorangev, self.mautorangei = 0.2, 1e-7, 1, 1
-        self.autozero, self.sense, self.delay, self.mdelay = 2, 0, -1, -1
+        self.autozero, self.sense, self.delay, self.mdelay, self.interval = 2, 0, -1, -1, 0.0
 
 
 class Readings:
@@ -162,10 +162,10 @@ class Measure(Bound):
     autorangei = _prop("mautorangei", "measure.autorangei", 0, 1, int)
     autozero = _prop("autozero", "measure.autozero", 0, 2, int)
     delay = _prop("mdelay", "measure.delay", -1, 1e4)
+    interval = _prop("interval", "measure.interval", 0.0, 1.0)
 
     def _take(self, sense: str, *buffers):
-        if not self._st.output:
-            raise TspError(5032, f"Cannot perform requested operation while source is off (smu{self._ch})")
+        # with the output off the 2600B still measures (its terminals, through the open output relay)
         rows = self._inst.acquire(self._ch, self._st, self._st.count, sense)
         for b in buffers:
             if isinstance(b, NvBuffer):

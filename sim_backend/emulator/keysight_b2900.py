@@ -38,6 +38,8 @@ TABLE = [
     Param("SENSe#:CURRent[:DC]:RANGe:AUTO", ONOFF, "meas_auto_A", True),
     Param("SENSe#:REMote", ONOFF, "remote_sense", False),
     Param("OUTPut#[:STATe]", ONOFF, "output", False),
+    Param("OUTPut#:ON:AUTO", ONOFF, "auto_on", True),     # :INIT/:MEAS turn the output on first
+    Param("OUTPut#:OFF:AUTO", ONOFF, "auto_off", False),
     Param("TRIGger#[:ALL]:COUNt", Int(1, 100000), "count", 1),
     Param("TRIGger#:ACQuire:COUNt", Int(1, 100000), "count", 1),
     Param("TRIGger#:TRANsient:COUNt", Int(1, 100000), "count", 1),
@@ -71,6 +73,7 @@ class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
         EmulatedInstrument.__init__(self, name, bench, limits)
         self.results: dict[int, ReadingBuffer] = {}
         ScpiInstrument.__init__(self)
+        self.reset()   # power-on state
 
     def reset_settings(self) -> None:
         super().reset_settings()
@@ -116,7 +119,10 @@ class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     def _acquire(self, c: int, sense: str) -> list:
         st = self.state(c)
         if not st.output:
-            raise ScpiError(-200, "output off", text="Execution error; output is off")
+            if not st.auto_on:
+                raise ScpiError(-200, "output off", text="Execution error; output is off")
+            st.output = True   # :OUTPut:ON:AUTO (the *RST state): a measurement turns the output on
+            self.push_source(str(c), st)
         st.nplc = {"VOLT": st.nplc_V, "CURR": st.nplc_A, "RES": st.nplc_R}[sense]
         return self.acquire(str(c), st, st.count, sense)
 

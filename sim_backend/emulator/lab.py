@@ -26,7 +26,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 reply = inst.handle(line)
             if reply is not None:
                 inst.clock.wait()   # outside the bench lock: the other instruments keep working meanwhile
-                self.wfile.write((reply + "\n").encode())
+                self.wfile.write((reply if isinstance(reply, bytes) else reply.encode()) + b"\n")
                 self.wfile.flush()
 
 

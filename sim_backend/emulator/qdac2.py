@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sim_backend.emulator.base import EmulatedInstrument
 from sim_backend.emulator.scpi import (ERROR_QUEUE, Choice, Command, Int, Num, Param, ScpiError,
-                                       ScpiInstrument)
+                                       ScpiInstrument, Word)
 from sim_backend.emulator.smu import ReadingBuffer
 
 RANGE = Choice("LOW", "HIGH", replies={"LOW": "low", "HIGH": "high"})
@@ -45,6 +45,13 @@ TABLE = [
     Command("SENSe#:DATA:POINts", "q_data_points", query=True),
     Command("SENSe#:ABORt", "s_noop", query=False),
     Command("READ#", "q_read", query=True),
+    # OUTPut:TRIGger subsystem: the five external trigger outputs (instrument-wide, suffix 1..5).
+    Param("OUTPut:TRIGger#:SOURce", Word(r"hold|bus|int(ernal)?([1-9]|1[0-4])|ext(ernal)?[1-4]"), "trig_source",
+          "hold"),
+    Param("OUTPut:TRIGger#:WIDTh", Num(1e-6, 1.0, fmt="g"), "trig_width_s", 1e-6),
+    Param("OUTPut:TRIGger#:POLarity", Choice("NORMal", "INVerted", replies={"NORM": "norm", "INV": "inv"}),
+          "trig_polarity", "NORM"),
+    Param("OUTPut:TRIGger#:DELay", Num(0.0, 10.0, fmt="g"), "trig_delay_s", 0.0),
     Command("FETCh#", "q_fetch", query=True),
     Command("ABORt", "s_noop", query=False),
     *ERROR_QUEUE,

@@ -124,6 +124,21 @@ class Choice:
         return f'"{reply}"' if self.quoted else reply
 
 
+class Word:
+    """Character data matching `pattern` (e.g. a trigger name "int3"); the query answers it in lower case."""
+
+    def __init__(self, pattern: str):
+        self.re = re.compile(pattern + "$", re.I)
+
+    def parse(self, arg: str, default: Any) -> str:
+        if not self.re.match(arg):
+            raise ScpiError(-224, arg)
+        return arg.lower()
+
+    def format(self, value, number_format: str) -> str:
+        return value
+
+
 class Text:
     """A quoted string (either quote); the query answers it in double quotes."""
 

@@ -65,13 +65,13 @@ class SmuChannelPhysics:
     def acquire(self, ch: str, st, n: int, sense: str | None = None) -> list[Reading]:
         """n readings of the sense function; each takes NPLC/line frequency plus the instrument's overhead."""
         sense = sense or st.sense_func
-        aperture = st.nplc / self.bench.line_frequency_hz
+        # one reading: the aperture plus the overhead, or the measure interval when that is longer
+        each = max(st.nplc / self.bench.line_frequency_hz + self.OVERHEAD_S, getattr(st, "interval", 0.0))
         rows = []
         volts, amps, compliance = self.bench.measure(self.name, ch, n, st.nplc)
         t0 = self.clock.now_s
         source = st.level_V if st.source_func == "VOLT" else st.level_A
         for k in range(n):
-            rows.append(Reading(volts[k], amps[k], source, compliance, t0 + (k + 1) * (aperture + self.OVERHEAD_S),
-                                sense))
-        self.clock.advance(n * (aperture + self.OVERHEAD_S))
+            rows.append(Reading(volts[k], amps[k], source, compliance, t0 + (k + 1) * each, sense))
+        self.clock.advance(n * each)
         return rows

@@ -15,6 +15,7 @@ sequences from 1 (`smua.nvbuffer1.readings[1]`).
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 import lupa.lua54 as lupa   # Lua 5.4 (TSP is Lua 5.0-based); lupa 2.8's Lua 5.5 binding passed the wrong object to __newindex handlers
@@ -93,8 +94,18 @@ class Format(Bound):
 
     def __init__(self):
         self._precision = 6
-        self.data = 1
+        self._data = 1
         self.byteorder = 1
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        if int(value) not in (1, 4, 12):
+            raise TspError(1115, f"Parameter error; format.data = {value}")
+        self._data = int(value)
 
     @property
     def asciiprecision(self):
@@ -221,7 +232,8 @@ class TspInstrument(EmulatedInstrument):
         self._out.append(", ".join(self.format.number(v) for v in values))
 
     def _printbuffer(self, first, last, *buffers):
-        """Readings first..last (1-based) of each buffer, comma separated (section 7 "printbuffer()")."""
+        """Readings first..last (1-based) of each buffer, interleaved (section 7 "printbuffer()"): ASCII
+        comma separated, or with format.data REAL32/REAL64 the IEEE 488.2 "#0" block of binary floats."""
         first, last = int(first), int(last)
         rows = []
         for b in buffers:
@@ -230,8 +242,12 @@ class TspInstrument(EmulatedInstrument):
                 raise TspError(1102 if last > n else 1101, f"Parameter too {'big' if last > n else 'small'}; "
                                f"printbuffer({first}, {last}) of {n} readings")
             rows.append([b[k] for k in range(first, last + 1)])
-        self._out.append(", ".join(self.format.number(v) for k in range(last - first + 1) for v in
-                                   (r[k] for r in rows)))
+        values = [v for k in range(last - first + 1) for v in (r[k] for r in rows)]
+        if self.format.data == Format.CONSTANTS["ASCII"]:
+            self._out.append(", ".join(self.format.number(v) for v in values))
+            return
+        code = ("<" if self.format.byteorder else ">") + ("f" if self.format.data == 4 else "d")
+        self._out.append(b"#0" + b"".join(struct.pack(code, float(v)) for v in values))
 
     def _waitcomplete(self, *group):
         return None   # the server waits for the clock before any reply
@@ -243,7 +259,7 @@ class TspInstrument(EmulatedInstrument):
         self.clock.advance(in_range("delay", seconds, 0, 1e6))
 
     # ---- a received line ----
-    def handle(self, line: str) -> str | None:
+    def handle(self, line: str) -> str | bytes | None:
         line = line.strip()
         if self._script is not None:   # inside loadscript/loadandrunscript ... endscript (section 5)
             if line.lower() != "endscript":
@@ -279,7 +295,11 @@ class TspInstrument(EmulatedInstrument):
             self.errorqueue.push(-285, "TSP Syntax error at line 1: " + _lua_message(err))
         except lupa.LuaError as err:
             self.errorqueue.push(-286, "TSP Runtime error at line 1: " + _lua_message(err))
-        return "\n".join(self._out) if self._out else None
+        if not self._out:
+            return None
+        if any(isinstance(o, bytes) for o in self._out):
+            return b"\n".join(o if isinstance(o, bytes) else o.encode() for o in self._out)
+        return "\n".join(self._out)
 
     def common(self, line: str):
         """IEEE 488.2 common commands (2600BS-901-01, section 5 "Remote commands: common commands")."""
