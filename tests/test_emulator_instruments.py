@@ -34,12 +34,14 @@ def open_inst(emu):
         r = rm.open_resource(emu.resources[name], read_termination="\n", write_termination="\n", timeout=5000)
         r.write("*RST")
         r.write("*CLS")
+        r.query("*OPC?")   # acted on before any other instrument's next command
         opened.append(r)
         return r
 
     yield _open
     for r in opened:
         r.write("*RST")
+        r.query("*OPC?")   # each connection has its own server thread: finish before the next test starts
         r.close()
     rm.close()
 
@@ -159,3 +161,60 @@ def test_tsp_script_and_switch(open_inst):
     assert float(sw.query("print(errorqueue.next())").split("\t")[0]) == 1115
     sw.write("reset()")
     assert sw.query("print(channel.getclose('allslots'))") == "nil"
+
+
+# ---- source physics --------------------------------------------------------------------------------------------
+
+def test_current_into_a_node_stops_at_the_voltage_compliance(emu, open_inst):
+    sw, k = open_inst("switch"), open_inst("smu_hidden")
+    sw.write("channel.exclusiveclose('1A01')")
+    sw.query("*OPC?")   # the switch has acted before the SMU (another connection, another thread) sources
+    k.write(":SOUR:FUNC CURR;:SOUR:CURR 1e-3;:SOUR:CURR:VLIM 0.2;:SENS:FUNC 'VOLT';:OUTP ON")
+    k.write(":SENS:COUN 3;:TRAC:CLE;:TRAC:TRIG")
+    values = k.query(":TRAC:DATA? 1, 3, 'defbuffer1', READ, STAT").split(",")
+    volts, status = [float(v) for v in values[::2]], [int(s) for s in values[1::2]]
+    assert all(v <= 0.2 + 1e-12 for v in volts) and volts[0] == pytest.approx(0.2)
+    assert status == [8, 8, 8]                               # each reading carries the compliance flag
+    assert k.query(":SOUR:CURR:VLIM:TRIP?") == "1" and int(k.query("*STB?")) & 8   # questionable summary
+    k.write(":SOUR:CURR 1e-6")                               # a small current: the node sits below the limit
+    assert 0 < float(k.query(":READ?")) < 0.2 and k.query(":SOUR:CURR:VLIM:TRIP?") == "0"
+
+
+def test_a_voltage_sourced_node_reads_its_level_and_its_current(emu, open_inst):
+    sw, k = open_inst("switch"), open_inst("smu_hidden")
+    sw.write("channel.exclusiveclose('1A02')")
+    sw.query("*OPC?")
+    k.write(":SOUR:FUNC VOLT;:SOUR:VOLT 0.05;:SOUR:VOLT:ILIM 1e-3;:OUTP ON")
+    k.write(":SENS:FUNC 'VOLT'")
+    assert float(k.query(":READ?")) == pytest.approx(0.05, abs=1e-7)
+    amps = float(k.query(":MEAS:CURR?"))
+    assert amps > 0                                          # the node's devices draw current from the source
+    k.write(f":SOUR:VOLT:ILIM {amps / 10:.6e}")               # a tenth of it: the current limit holds instead
+    k.write(":SENS:FUNC 'VOLT'")
+    assert float(k.query(":READ?")) < 0.05 and k.query(":SOUR:VOLT:ILIM:TRIP?") == "1"
+    k.write(":SOUR:VOLT:RANG:AUTO OFF;:SOUR:VOLT:RANG 0.02")
+    k.write(":SOUR:VOLT 0.5")                                # beyond the fixed 20 mV range: refused, not clamped
+    assert k.query(":SYST:ERR?") == '-222,"Data out of range"' and float(k.query(":SOUR:VOLT?")) == 0.05
+
+
+def test_open_route_reads_a_floating_terminal_and_two_closed_crosspoints_short(emu, open_inst):
+    sw, k = open_inst("switch"), open_inst("smu_hidden")
+    sw.write("channel.open('allslots')")
+    sw.query("*OPC?")
+    k.write(":SOUR:FUNC CURR;:SOUR:CURR 0;:SOUR:CURR:VLIM 0.2;:SENS:FUNC 'VOLT';:OUTP ON")
+    assert float(k.query(":READ?")) == 0.0                   # 0 A into nothing: 0 V (plus noise), not NaN
+    k.write(":SOUR:CURR 1e-9")
+    assert float(k.query(":READ?")) == pytest.approx(0.2)    # a current with nowhere to go: the voltage limit
+    k.write(":SOUR:CURR 2e-6")
+    sw.write("channel.exclusiveclose('1A03')")
+    sw.query("*OPC?")
+    alone = float(k.query(":READ?"))
+    sw.write("channel.close('1A04')")                        # two nodes on the bus: the switch shorts them
+    sw.query("*OPC?")
+    v = float(k.query(":READ?"))
+    assert v < alone                                         # the current now spreads over both nodes
+    bench = emu.bench
+    with bench.lock:
+        bench._settle()
+        va, vb = bench.node_voltage((0, 2)), bench.node_voltage((0, 3))
+    assert va == pytest.approx(vb, abs=1e-6) and v == pytest.approx(va, abs=1e-6)
