@@ -218,3 +218,51 @@ def test_open_route_reads_a_floating_terminal_and_two_closed_crosspoints_short(e
         bench._settle()
         va, vb = bench.node_voltage((0, 2)), bench.node_voltage((0, 3))
     assert va == pytest.approx(vb, abs=1e-6) and v == pytest.approx(va, abs=1e-6)
+
+
+# ---- timing ----------------------------------------------------------------------------------------------------
+
+def test_buffered_readings_take_aperture_plus_overhead_in_real_time():
+    """100 readings at 1 PLC and 50 Hz: the 2450's clock advances 100 x (20 ms + its overhead); at time scale 1
+    the reply (here *OPC?, which waits for the pending acquisition) comes no sooner than that."""
+    from sim_backend.emulator.keithley2450 import Emulated2450
+
+    lab = make_lab(time_scale=1.0)
+    assert lab.timing.line_frequency_hz == 50
+    with EmulatedLab(lab) as emu:
+        rm = pyvisa.ResourceManager("@py")
+        k = rm.open_resource(emu.resources["smu_hidden"], read_termination="\n", write_termination="\n",
+                             timeout=20000)
+        try:
+            k.write(":SOUR:FUNC CURR;:SOUR:CURR 0;:SENS:FUNC 'VOLT';:SENS:VOLT:NPLC 1;:SENS:COUN 100;:OUTP ON")
+            assert k.query("*OPC?") == "1"
+            clock = emu.instruments["smu_hidden"].clock
+            before = clock.now_s
+            start = time.monotonic()
+            k.write(":TRAC:TRIG")
+            assert k.query("*OPC?") == "1"
+            wall = time.monotonic() - start
+            expected = 100 * (1 / 50 + Emulated2450.OVERHEAD_S)
+            assert clock.now_s - before == pytest.approx(expected, rel=1e-9)
+            assert expected > 2.0 and wall >= expected
+            assert len(k.query(":TRAC:DATA? 1, 100").split(",")) == 100
+        finally:
+            k.close()
+            rm.close()
+
+
+def test_switch_closure_and_dac_slew_take_their_time(emu, open_inst):
+    from sim_backend.emulator.keithley707b import ACTUATION_S
+
+    sw, q = open_inst("switch"), open_inst("dac_plus")
+    t0 = emu.instruments["switch"].clock.now_s
+    sw.write("channel.close('1A05')")
+    sw.query("*OPC?")
+    assert emu.instruments["switch"].clock.now_s - t0 == pytest.approx(ACTUATION_S)
+    clock = emu.instruments["dac_plus"].clock
+    q.write("sour7:volt:slew 10")
+    t0 = clock.now_s
+    q.write("sour7:volt 0.1")                     # 0.1 V at 10 V/s: 10 ms of ramp
+    q.query("*OPC?")
+    assert clock.now_s - t0 == pytest.approx(0.01)
+    q.write("sour7:volt 0")

@@ -81,6 +81,7 @@ class EmulatedQDac2(ScpiInstrument, EmulatedInstrument):
         super().reset()
         self.sensed = {s: ReadingBuffer() for s in self.SUFFIXES}
         for s in self.SUFFIXES:
+            self.state(s).last_V = 0.0
             self.bench.set_dac(self.name, str(s), 0.0)
 
     def check(self, p, suffix, value) -> None:
