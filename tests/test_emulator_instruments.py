@@ -266,3 +266,58 @@ def test_switch_closure_and_dac_slew_take_their_time(emu, open_inst):
     q.query("*OPC?")
     assert clock.now_s - t0 == pytest.approx(0.01)
     q.write("sour7:volt 0")
+
+
+# ---- fault injection -------------------------------------------------------------------------------------------
+
+def test_faults_from_the_lab_config_and_from_a_test(tmp_path):
+    from drivers.session import InstrumentError
+    from drivers.xbar_board import XbarBoard
+    from drivers.session import CommandLog
+
+    lab = make_lab(faults={"smu_b": [{"kind": "error", "code": -350, "match": "OUTP"}],
+                           "board": [{"kind": "lose_reply", "after": 1}]})
+    with EmulatedLab(lab) as emu:
+        rm = pyvisa.ResourceManager("@py")
+        b = rm.open_resource(emu.resources["smu_b"], read_termination="\n", write_termination="\n", timeout=500)
+        b.write(":SOUR1:FUNC:MODE CURR")
+        assert b.query(":SYST:ERR?") == '+0,"No error"'
+        b.write(":OUTP1 ON")                                   # configured: -350 queued on the first OUTP command
+        assert b.query(":SYST:ERR?") == '-350,"Queue overflow"' and b.query(":OUTP1?") == "1"
+        emu.inject("smu_b", "garbage", match=r"^\*IDN\?")
+        assert b.query("*IDN?") != emu.instruments["smu_b"].IDN
+        emu.inject("smu_b", "delay", delay_s=1.0)
+        with pytest.raises(pyvisa.errors.VisaIOError):          # the reply comes after the client's 0.5 s timeout
+            b.query("*OPC?")
+        time.sleep(1.0)
+        b.read()                                                # the late "1"
+        b.write(":SOUR1:CURR 1e-6;:SENS1:VOLT:PROT 0.1")
+        emu.inject("smu_b", "trip_compliance")
+        assert b.query(":SENS1:VOLT:PROT:TRIP?") == "1"         # the fault current drives it to its limit
+        assert float(b.query(":MEAS:VOLT? (@1)")) == pytest.approx(0.1)
+        emu.clear_faults("smu_b")
+        assert b.query(":SENS1:VOLT:PROT:TRIP?") == "0"
+        emu.inject("smu_b", "power_cycle")
+        with pytest.raises(pyvisa.errors.VisaIOError):
+            b.query(":OUTP1?")                                  # the connection is gone
+        b.close()
+        b = rm.open_resource(emu.resources["smu_b"], read_termination="\n", write_termination="\n", timeout=500)
+        assert b.query(":OUTP1?") == "0" and b.query(":SOUR1:FUNC:MODE?") == "VOLT"   # power-on state
+        emu.inject("smu_b", "drop", after=1)
+        assert b.query("*OPC?") == "1"
+        with pytest.raises(pyvisa.errors.VisaIOError):
+            b.query("*OPC?")
+        b.close()
+        rm.close()
+        log = CommandLog()
+        board = XbarBoard("board", XbarBoard.open_port(emu.resources["board"]), log, max_pulse_V=2.0,
+                          max_pulse_width_s=1e-5, read_voltage_V=0.1)
+        board.resource.port.timeout = 0.5
+        assert board.query("*IDN?").startswith("XBAR")
+        with pytest.raises(InstrumentError, match="no reply"):  # the second command's reply is lost
+            board.query("RST")
+        board.close()
+    with pytest.raises(ValueError, match="emulator.faults.nosuch: no such instrument"):
+        make_lab(faults={"nosuch": [{"kind": "drop"}]})
+    with pytest.raises(ValueError, match="kind"):
+        make_lab(faults={"board": [{"kind": "melt"}]})

@@ -53,6 +53,7 @@ class EmulatedBench:
                              for n in lab.nodes.outputs] if lab.nudge.mode == "conductance" else []
         self.nudge_g = (lab.nudge.conductance_S or 0.0) / self.gu
         self.sources: dict[tuple[str, str], Source] = {}
+        self.fault_currents: dict[tuple[str, str], float] = {}   # injected faults (faults.py), A
         self.compliance: dict[tuple[str, str], bool] = {}
         self.line_frequency_hz = lab.timing.line_frequency_hz
         self.injected: dict[tuple[int, int], float] = {}   # (layer, node) -> A, as solved
@@ -87,6 +88,18 @@ class EmulatedBench:
         """What an SMU channel forces: func "VOLT" (level V, limit A) or "CURR" (level A, limit V); off: nothing."""
         with self.lock:
             self.sources[(smu, ch)] = Source(func, level, limit, on)
+            self.dirty = True
+
+    def set_fault_current(self, smu: str, ch: str, amps: float) -> None:
+        """A fault (a shorted or broken device) forces `amps` into the node this SMU channel touches."""
+        with self.lock:
+            self.fault_currents[(smu, ch)] = amps
+            self.dirty = True
+
+    def clear_fault_currents(self, smu: str) -> None:
+        with self.lock:
+            for key in [k for k in self.fault_currents if k[0] == smu]:
+                del self.fault_currents[key]
             self.dirty = True
 
     def in_compliance(self, smu: str, ch: str) -> bool:
@@ -138,15 +151,17 @@ class EmulatedBench:
             unknowns += [Unknown(nodes[0], other=n) for n in nodes[1:]]   # closed crosspoints on one bus short
         self.injected = {}
 
+        faults = [(nodes[0], amps) for key, amps in self.fault_currents.items() if (nodes := self.nodes_of(*key))]
+
         def settle():
-            self.injected = {}
+            self.injected = {node: amps for node, amps in faults}
             for u in unknowns:
                 self.injected[u.node] = self.injected.get(u.node, 0.0) + u.current_A
                 if u.other is not None:
                     self.injected[u.other] = self.injected.get(u.other, 0.0) - u.current_A
             self._relax()
 
-        if any(u.source is None or u.source.func == "VOLT" or u.source.level for u in unknowns):
+        if faults or any(u.source is None or u.source.func == "VOLT" or u.source.level for u in unknowns):
             solve(unknowns, self.node_voltage, settle)
         else:
             settle()   # only 0 A current sources (voltmeters): nothing to solve

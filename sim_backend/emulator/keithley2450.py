@@ -114,6 +114,7 @@ ELEMENTS = {"READING": "value", "READ": "value", "SOURCE": "source", "SOUR": "so
 
 class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.12b"
+    FIRST_CHANNEL = "1"
     TABLE = TABLE
     SUFFIXES = (1,)
     NUMBER_FORMAT = ".6E"
@@ -342,9 +343,6 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
 
     def q_line_frequency(self, suffixes, args, query):
         return f"{self.bench.line_frequency_hz:g}"
-
-    def wait_pending(self) -> None:
-        self.clock.wait()
 
     def outputs(self) -> dict:
         st = self.state(1)

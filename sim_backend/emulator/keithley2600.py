@@ -251,6 +251,7 @@ class Status(Bound):
 
 class Emulated2600(SmuChannelPhysics, TspInstrument):
     MODEL, SERIAL, VERSION = "2636B", "4123456", "4.0.4"
+    FIRST_CHANNEL = "a"
     CHANNELS = ("a", "b")
     OVERHEAD_S = 0.6e-3   # 2600B speed spec: ~1.6 k readings/s at 0.001 PLC beyond the aperture
 

@@ -63,6 +63,7 @@ TABLE = [
 
 class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     IDN = "Keysight Technologies,B2902A,MY51140123,3.4.2011.5100"
+    FIRST_CHANNEL = "1"
     TABLE = TABLE
     SUFFIXES = (1, 2)
     NUMBER_FORMAT = "+.6E"

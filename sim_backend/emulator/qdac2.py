@@ -94,7 +94,8 @@ class EmulatedQDac2(ScpiInstrument, EmulatedInstrument):
     def after_set(self, param, suffix) -> None:
         if param.attr == "level_V":
             st = self.state(suffix)
-            self.clock.advance(abs(st.level_V - getattr(st, "last_V", 0.0)) / st.slew)
+            # the ramp runs in the background: only *OPC? waits for it
+            self.clock.advance(abs(st.level_V - getattr(st, "last_V", 0.0)) / st.slew, blocking=False)
             st.last_V = st.level_V
             self.bench.set_dac(self.name, str(suffix), st.level_V)
 

@@ -506,8 +506,17 @@ class ScpiInstrument:
         """*RST: every setting to its default (subclasses also put their outputs off)."""
         self.reset_settings()
 
+    def queue_error(self, code: int) -> None:
+        self.error(code)
+
+    def power_cycle(self) -> None:
+        self.errors.clear()
+        self.esr = self.ese = self.sre = 0
+        self.reset()
+
     def wait_pending(self) -> None:
-        """Hook: block until overlapped operations (acquisitions, settling) are done."""
+        """*OPC?, *OPC, *WAI: the next reply waits for overlapped operations too (clock.py)."""
+        self.clock.opc_requested = True
 
     # ---- :SYSTem:ERRor (SCPI-1999 vol. 2, 21.8) ----
     def q_error_next(self, suffixes, args, query):

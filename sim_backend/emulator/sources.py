@@ -61,7 +61,7 @@ def root(f: Callable[[float], float], lo: float, hi: float, f_lo: float, f_hi: f
 
 
 def solve(unknowns: list[Unknown], voltage: Callable[[tuple[int, int]], float],
-          settle: Callable[[], None], tol_V: float = 1e-9, short_span_A: float = 1.0, rounds: int = 4) -> None:
+          settle: Callable[[], None], tol_V: float = 1e-9, short_span_A: float = 2.0, rounds: int = 4) -> None:
     """Set every unknown's current_A (and compliance) so its constraint holds; `settle()` re-relaxes the
     network with the current values of all unknowns, `voltage(node)` reads a node after it."""
 
@@ -81,10 +81,11 @@ def solve(unknowns: list[Unknown], voltage: Callable[[tuple[int, int]], float],
                 u.compliance = False
                 at(u, s.level)
                 v = voltage(u.node)
-                if abs(v) > s.limit:   # compliance: hold the node at the limit with less current
-                    target = s.limit if v > 0 else -s.limit
+                if abs(v) > s.limit:   # compliance: the SMU holds the node at the limit, sourcing or sinking
+                    target = s.limit if v > 0 else -s.limit   # whatever current that takes
                     f = lambda a, u=u, t=target: (at(u, a), voltage(u.node) - t)[1]
-                    _bracketed(u, f, min(0.0, s.level), max(0.0, s.level), tol_V)
+                    span = max(abs(s.level), short_span_A)
+                    _bracketed(u, f, -span, span, tol_V)
                     u.compliance = True
             else:                      # VOLT: the current that holds the node at the level, within the limit
                 s = u.source

@@ -21,6 +21,7 @@ from collections import deque
 import lupa.lua54 as lupa   # Lua 5.4 (TSP is Lua 5.0-based); lupa 2.8's Lua 5.5 binding passed the wrong object to __newindex handlers
 
 from sim_backend.emulator.base import EmulatedInstrument
+from sim_backend.emulator.scpi import ERROR_TEXT
 
 SEVERITY_RECOVERABLE = 20
 
@@ -250,7 +251,7 @@ class TspInstrument(EmulatedInstrument):
         self._out.append(b"#0" + b"".join(struct.pack(code, float(v)) for v in values))
 
     def _waitcomplete(self, *group):
-        return None   # the server waits for the clock before any reply
+        self.clock.opc_requested = True   # the next reply waits for overlapped operations too (clock.py)
 
     def _opc(self):
         self.esr |= 1
@@ -314,6 +315,7 @@ class TspInstrument(EmulatedInstrument):
             self.esr = 0
             return None
         if key in ("*OPC?",):
+            self.clock.opc_requested = True
             return "1"
         if key in ("*OPC",):
             self.esr |= 1
@@ -328,6 +330,17 @@ class TspInstrument(EmulatedInstrument):
         if key == "*TST?":
             return "0"
         return NotImplemented
+
+    def queue_error(self, code: int) -> None:
+        self.errorqueue.push(code, ERROR_TEXT.get(code, "Error"))
+
+    def power_cycle(self) -> None:
+        """A fresh Lua state (user variables and scripts are gone), an empty error queue, reset settings."""
+        self.errorqueue.clear()
+        self.esr = 0
+        self._script = None
+        self._new_lua()
+        self.reset_all()
 
     def reset_all(self) -> None:
         """reset() and *RST: the data format and the instrument's own objects to their defaults."""

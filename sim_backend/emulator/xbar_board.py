@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from sim_backend.emulator.base import EmulatedInstrument
+from sim_backend.emulator.scpi import ERROR_TEXT
 
 
 class EmulatedXbarBoard(EmulatedInstrument):
@@ -19,6 +20,13 @@ class EmulatedXbarBoard(EmulatedInstrument):
 
     def error(self, code: int, message: str) -> None:
         self.errors.append((code, message))
+
+    def queue_error(self, code: int) -> None:
+        self.error(code, ERROR_TEXT.get(code, "Error"))
+
+    def power_cycle(self) -> None:
+        self.errors.clear()
+        self.vread = 0.0
 
     def handle(self, line: str) -> str | None:
         parts = line.strip().split()
