@@ -15,16 +15,17 @@ the root), quoted strings with ' or ", MIN/MAX/DEF, the common commands (*RST *C
     -222 data out of range, -224 illegal parameter value, -350 queue overflow,
     -410 query interrupted, -420 query unterminated.
 
-Over a raw TCP socket the instrument never sees a read request, so -410/-420 arise only from the one
-case it can detect: a query whose reply would be empty (-420, "query unterminated").
+-410 and -420 are in the table but never generated: over a raw TCP socket the instrument never sees a
+read request, so it cannot tell an unread reply (-410) or a read with nothing to answer (-420); a query
+that fails queues its own error and sends nothing, and the client times out, as on a real SOCKET session.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 ERROR_TEXT = {
     -100: "Command error", -101: "Invalid character", -102: "Syntax error", -104: "Data type error",
@@ -211,7 +212,6 @@ class Command:
     header: str
     method: str
     query: bool | None = None   # True: query only, False: no query form, None: both
-    regex: re.Pattern = field(init=False, repr=False)
 
 
 class State:
@@ -539,5 +539,3 @@ ERROR_QUEUE = [
     Command("SYSTem:ERRor:COUNt", "q_error_count", query=True),
     Command("SYSTem:ERRor[:NEXT]", "q_error_next", query=True),
 ]
-
-Reply = Callable[..., str | None]
