@@ -321,3 +321,18 @@ def test_faults_from_the_lab_config_and_from_a_test(tmp_path):
         make_lab(faults={"nosuch": [{"kind": "drop"}]})
     with pytest.raises(ValueError, match="kind"):
         make_lab(faults={"board": [{"kind": "melt"}]})
+
+
+def test_the_source_puts_out_its_level_rounded_to_the_range_resolution(emu, open_inst):
+    sw, k = open_inst("switch"), open_inst("smu_hidden")
+    sw.write("channel.open('allslots')")
+    sw.query("*OPC?")
+    k.write(":SOUR:FUNC VOLT;:SOUR:VOLT:RANG:AUTO OFF;:SOUR:VOLT:RANG 0.02;:SOUR:VOLT 0.0123456789;:OUTP ON")
+    k.write(":SENS:FUNC 'VOLT'")
+    assert float(k.query(":SOUR:VOLT?")) == pytest.approx(0.0123456789, rel=1e-6)   # the programmed value
+    assert float(k.query(":READ?")) == pytest.approx(0.0123455, abs=1e-12)         # 500 nV steps on 20 mV
+    k.write(":SOUR:VOLT:RANG 2")
+    assert float(k.query(":READ?")) == pytest.approx(0.01235, abs=1e-12)           # 50 uV steps on 2 V
+    s = open_inst("smu_out")
+    s.write("smub.source.func = smub.OUTPUT_DCVOLTS smub.source.rangev = 0.15 smub.source.output = 1")
+    assert s.query("print(smub.source.rangev, smub.source.autorangev)") == "2.00000e-01\t0.00000e+00"

@@ -119,6 +119,15 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     SUFFIXES = (1,)
     NUMBER_FORMAT = ".6E"
     OVERHEAD_S = 0.35e-3   # 2450 reading rate spec: ~3100 readings/s at 0.01 PLC, i.e. ~0.3 ms/reading beyond aperture
+    # 2450 specifications, "Voltage/Current source": ranges and programming resolution (500 nV on 20 mV,
+    # 500 fA on 10 nA: 2.5e-5 and 5e-5 of the range)
+    SOURCE_RANGES_V = (0.02, 0.2, 2.0, 20.0, 200.0)
+    SOURCE_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)
+
+    def fixed_range(self, st, func):
+        if func == "VOLT":
+            return None if st.src_auto_V else st.src_range_V
+        return None if st.src_auto_A else st.src_range_A
 
     def __init__(self, name, bench, limits=None):
         EmulatedInstrument.__init__(self, name, bench, limits)
@@ -135,7 +144,8 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
         self.push_source("1", self.state(1))
 
     def after_set(self, param, suffix) -> None:
-        if param.attr in ("source_func", "level_A", "level_V", "vlim", "ilim", "output"):
+        if param.attr in ("source_func", "level_A", "level_V", "vlim", "ilim", "output", "src_range_A",
+                          "src_auto_A", "src_range_V", "src_auto_V"):
             self.push_source("1", self.state(suffix))
 
     def check(self, p, suffix, value) -> None:

@@ -124,10 +124,20 @@ class Source(Bound):
     leveli = _prop("level_A", "source.leveli", -MAX_A, MAX_A, push=True)
     limitv = _prop("vlim", "source.limitv", 0.02, MAX_V, push=True)
     limiti = _prop("ilim", "source.limiti", 1e-9, MAX_A, push=True)
-    rangev = _prop("rangev", "source.rangev", 0.0, 200.0)
-    rangei = _prop("rangei", "source.rangei", 0.0, 1.5)
-    autorangev = _prop("autorangev", "source.autorangev", 0, 1, int)
-    autorangei = _prop("autorangei", "source.autorangei", 0, 1, int)
+    autorangev = _prop("autorangev", "source.autorangev", 0, 1, int, push=True)
+    autorangei = _prop("autorangei", "source.autorangei", 0, 1, int, push=True)
+
+    def _set_range(self, attr: str, auto: str, value, ranges) -> None:
+        """A range setting picks the smallest range that holds the value and turns autorange off."""
+        v = abs(in_range(f"smu{self._ch}.source.{attr}", value, -ranges[-1], ranges[-1]))
+        setattr(self._st, attr, next(r for r in ranges if v <= r))
+        setattr(self._st, auto, 0)
+        self._inst.push_source(self._ch, self._st)
+
+    rangev = property(lambda s: s._st.rangev,
+                      lambda s, v: s._set_range("rangev", "autorangev", v, s._inst.SOURCE_RANGES_V))
+    rangei = property(lambda s: s._st.rangei,
+                      lambda s, v: s._set_range("rangei", "autorangei", v, s._inst.SOURCE_RANGES_A))
     delay = _prop("delay", "source.delay", -1, 1e4)
 
     def _set_func(self, v):
@@ -254,6 +264,16 @@ class Emulated2600(SmuChannelPhysics, TspInstrument):
     FIRST_CHANNEL = "a"
     CHANNELS = ("a", "b")
     OVERHEAD_S = 0.6e-3   # 2600B speed spec: ~1.6 k readings/s at 0.001 PLC beyond the aperture
+    # 2636B specifications: source ranges 200 mV..200 V, 100 pA..1.5 A; programming resolution 5 uV on 200 mV
+    # (2.5e-5 of the range), 2 pA on 100 nA (2e-5)
+    SOURCE_RANGES_V = (0.2, 2.0, 20.0, 200.0)
+    SOURCE_RANGES_A = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5)
+    RESOLUTION_V, RESOLUTION_A = 2.5e-5, 2e-5
+
+    def fixed_range(self, st, func):
+        if func == "VOLT":
+            return None if st.autorangev else st.rangev
+        return None if st.autorangei else st.rangei
 
     def __init__(self, name, bench, limits=None):
         self.smus: dict[str, Smu] = {}

@@ -69,6 +69,15 @@ class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     NUMBER_FORMAT = "+.6E"
     ERROR_FORMAT = '{code:+d},"{text}"'
     OVERHEAD_S = 0.1e-3   # B2900 spec: ~20 us trigger + ~80 us A/D conversion and transfer per reading
+    # B2902A specifications, "Source": ranges 0.2..200 V, 10 nA..3 A; 6.5 digits (resolution ~5e-6 of range)
+    SOURCE_RANGES_V = (0.2, 2.0, 20.0, 200.0)
+    SOURCE_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5, 3.0)
+    RESOLUTION_V, RESOLUTION_A = 5e-6, 1e-5
+
+    def fixed_range(self, st, func):
+        if func == "VOLT":
+            return None if st.src_auto_V else st.src_range_V
+        return None if st.src_auto_A else st.src_range_A
 
     def __init__(self, name, bench, limits=None):
         EmulatedInstrument.__init__(self, name, bench, limits)
@@ -88,7 +97,8 @@ class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
             self.push_source(str(s), self.state(s))
 
     def after_set(self, param, suffix) -> None:
-        if param.attr in ("source_func", "level_A", "level_V", "vlim", "ilim", "output"):
+        if param.attr in ("source_func", "level_A", "level_V", "vlim", "ilim", "output", "src_range_A",
+                          "src_auto_A", "src_range_V", "src_auto_V"):
             self.push_source(str(suffix), self.state(suffix))
 
     def check(self, p, suffix, value) -> None:

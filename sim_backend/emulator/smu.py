@@ -54,13 +54,29 @@ class SmuChannelPhysics:
     """
 
     OVERHEAD_S = 1e-3   # per reading beyond the aperture (A/D, autozero, trigger); each manual's timing spec
+    #: source ranges (V, A) and the programming resolution as a fraction of the range (each instrument's specs)
+    SOURCE_RANGES_V: tuple[float, ...] = (0.2, 2.0, 20.0, 200.0)
+    SOURCE_RANGES_A: tuple[float, ...] = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)
+    RESOLUTION_V, RESOLUTION_A = 2.5e-5, 5e-5
+
+    def fixed_range(self, st, func: str) -> float | None:
+        """The source range the channel is held on, or None under autorange."""
+        return None
+
+    def sourced(self, st, func: str, level: float) -> float:
+        """What the source really puts out: the level rounded to its range's resolution (autorange: the
+        smallest range that holds the level)."""
+        ranges = self.SOURCE_RANGES_V if func == "VOLT" else self.SOURCE_RANGES_A
+        rng = self.fixed_range(st, func) or next((r for r in ranges if abs(level) <= r), ranges[-1])
+        step = rng * (self.RESOLUTION_V if func == "VOLT" else self.RESOLUTION_A)
+        return round(level / step) * step
 
     def push_source(self, ch: str, st) -> None:
         """Tell the bench what this channel now forces on its node."""
         if st.source_func == "VOLT":
-            self.bench.set_source(self.name, ch, "VOLT", st.level_V, st.ilim, st.output)
+            self.bench.set_source(self.name, ch, "VOLT", self.sourced(st, "VOLT", st.level_V), st.ilim, st.output)
         else:
-            self.bench.set_source(self.name, ch, "CURR", st.level_A, st.vlim, st.output)
+            self.bench.set_source(self.name, ch, "CURR", self.sourced(st, "CURR", st.level_A), st.vlim, st.output)
 
     def acquire(self, ch: str, st, n: int, sense: str | None = None) -> list[Reading]:
         """n readings of the sense function; each takes NPLC/line frequency plus the instrument's overhead."""
