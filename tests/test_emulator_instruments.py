@@ -336,3 +336,24 @@ def test_the_source_puts_out_its_level_rounded_to_the_range_resolution(emu, open
     s = open_inst("smu_out")
     s.write("smub.source.func = smub.OUTPUT_DCVOLTS smub.source.rangev = 0.15 smub.source.output = 1")
     assert s.query("print(smub.source.rangev, smub.source.autorangev)") == "2.00000e-01\t0.00000e+00"
+
+
+@pytest.mark.parametrize("name", ["smu_hidden", "smu_b", "dac_plus"])
+def test_every_setting_answers_its_query_and_takes_its_own_reply_back(emu, name):
+    """Every Param of the command table: `header?` answers, and writing the answer back is accepted unchanged."""
+    import re
+
+    from sim_backend.emulator.scpi import Param
+
+    inst = emu.instruments[name]
+    inst.handle("*RST;*CLS")
+    for p in type(inst).TABLE:
+        if not isinstance(p, Param):
+            continue
+        header = ":" + re.sub(r"\[[^\]]*\]", "", p.header).replace("#", "1")
+        reply = inst.handle(header + "?")
+        assert reply is not None, f"{name}: {header}? did not answer: {inst.handle(':SYST:ERR?')}"
+        assert inst.handle(f"{header} {reply}") is None
+        assert inst.handle(header + "?") == reply
+        assert inst.handle(":SYST:ERR:COUN?") == "0", f"{name}: {header} {reply}: {inst.handle(':SYST:ERR?')}"
+    inst.handle("*RST")
