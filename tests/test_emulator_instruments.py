@@ -357,3 +357,16 @@ def test_every_setting_answers_its_query_and_takes_its_own_reply_back(emu, name)
         assert inst.handle(header + "?") == reply
         assert inst.handle(":SYST:ERR:COUN?") == "0", f"{name}: {header} {reply}: {inst.handle(':SYST:ERR?')}"
     inst.handle("*RST")
+
+
+def test_a_programmed_source_delay_precedes_the_next_reading(emu, open_inst):
+    from sim_backend.emulator.keithley2450 import Emulated2450
+
+    k = open_inst("smu_hidden")
+    clock = emu.instruments["smu_hidden"].clock
+    k.write(":SOUR:FUNC CURR;:SOUR:CURR:DEL:AUTO OFF;:SOUR:CURR:DEL 0.5;:SENS:VOLT:NPLC 1;:OUTP ON")
+    k.write(":SENS:FUNC 'VOLT';:SOUR:CURR 0")
+    t0 = clock.now_s
+    k.query(":READ?")                               # after a source change: the delay, then the reading
+    k.query(":READ?")                               # no change since: the reading alone
+    assert clock.now_s - t0 == pytest.approx(0.5 + 2 * (1 / 50 + Emulated2450.OVERHEAD_S))

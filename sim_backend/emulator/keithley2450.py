@@ -124,6 +124,12 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     SOURCE_RANGES_V = (0.02, 0.2, 2.0, 20.0, 200.0)
     SOURCE_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)
 
+    def source_delay_s(self, st) -> float:
+        """:SOURce[1]:<function>:DELay, when :DELay:AUTO is OFF."""
+        if st.source_func == "VOLT":
+            return 0.0 if st.src_delay_auto_V else st.src_delay_V
+        return 0.0 if st.src_delay_auto_A else st.src_delay_A
+
     def fixed_range(self, st, func):
         if func == "VOLT":
             return None if st.src_auto_V else st.src_range_V

@@ -270,6 +270,10 @@ class Emulated2600(SmuChannelPhysics, TspInstrument):
     SOURCE_RANGES_A = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5)
     RESOLUTION_V, RESOLUTION_A = 2.5e-5, 2e-5
 
+    def source_delay_s(self, st) -> float:
+        """smuX.source.delay in seconds (DELAY_AUTO -1 and DELAY_OFF 0 add nothing here)."""
+        return max(0.0, st.delay)
+
     def fixed_range(self, st, func):
         if func == "VOLT":
             return None if st.autorangev else st.rangev

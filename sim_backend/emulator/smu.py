@@ -71,8 +71,14 @@ class SmuChannelPhysics:
         step = rng * (self.RESOLUTION_V if func == "VOLT" else self.RESOLUTION_A)
         return round(level / step) * step
 
+    def source_delay_s(self, st) -> float:
+        """The programmed source delay: the wait between a source change and the next reading, s (0: none).
+        Automatic delays are taken as 0 (the emulated node has no capacitance to settle)."""
+        return 0.0
+
     def push_source(self, ch: str, st) -> None:
-        """Tell the bench what this channel now forces on its node."""
+        """Tell the bench what this channel now forces on its node; the next reading waits the source delay."""
+        st.settle_pending = True
         if st.source_func == "VOLT":
             self.bench.set_source(self.name, ch, "VOLT", self.sourced(st, "VOLT", st.level_V), st.ilim, st.output)
         else:
@@ -83,6 +89,9 @@ class SmuChannelPhysics:
         sense = sense or st.sense_func
         # one reading: the aperture plus the overhead, or the measure interval when that is longer
         each = max(st.nplc / self.bench.line_frequency_hz + self.OVERHEAD_S, getattr(st, "interval", 0.0))
+        if getattr(st, "settle_pending", False):
+            self.clock.advance(self.source_delay_s(st))
+            st.settle_pending = False
         rows = []
         volts, amps, compliance = self.bench.measure(self.name, ch, n, st.nplc)
         t0 = self.clock.now_s
