@@ -57,6 +57,8 @@ class EmulatedBench:
         self.compliance: dict[tuple[str, str], bool] = {}
         self.line_frequency_hz = lab.timing.line_frequency_hz
         self.injected: dict[tuple[int, int], float] = {}   # (layer, node) -> A, as solved
+        self.solved: dict[tuple[str, str], Unknown] = {}   # SMU channel -> its solved source
+        self.floating: dict[tuple[str, str], Source] = {}  # SMU channels on, touching no node
         self.devices: dict[tuple[str, int, int], tuple[int, int, int]] = {}
         for blk in lab.devices:
             m, k = self.net.weights[blk.layer].shape[1:]
@@ -139,7 +141,7 @@ class EmulatedBench:
             return
         unknowns: list[Unknown] = []
         self.compliance = {}
-        self.floating: dict[tuple[str, str], Source] = {}
+        self.floating = {}
         for key, src in self.sources.items():
             nodes = self.nodes_of(*key)
             if not src.on:
