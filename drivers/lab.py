@@ -127,6 +127,18 @@ class NudgeConfig(_Strict):
                             "outputs per iteration)")
 
 
+class FaultConfig(_Strict):
+    """One injected fault of an emulated instrument (sim_backend/emulator/faults.py describes each kind)."""
+
+    kind: Literal["drop", "delay", "garbage", "error", "trip_compliance", "power_cycle", "lose_reply"]
+    after: int = Field(default=0, ge=0, description="Commands the instrument handles normally before the fault")
+    match: str | None = Field(default=None, description="Only a command matching this regex (search) triggers it")
+    count: int = Field(default=1, ge=1, description="How many times it fires")
+    delay_s: float = Field(default=0.0, ge=0, description="delay: wall seconds the reply is held back")
+    code: int = Field(default=-200, description="error: the code queued (its text is the standard one)")
+    channel: str | None = Field(default=None, description="trip_compliance: the SMU channel (default: the first)")
+
+
 class EmulatorConfig(_Strict):
     """How `hil emulate` simulates this bench (ignored on a real one)."""
 
@@ -136,6 +148,9 @@ class EmulatorConfig(_Strict):
     device_rate_S_per_V_s: float = Field(default=5.0, gt=0, description="dG per (V over threshold) per s of pulse, S")
     device_threshold_V: float = Field(default=0.8, ge=0)
     device_spread: float = Field(default=0.05, ge=0, description="Cycle-to-cycle relative spread of dG")
+    time_scale: float = Field(default=0.01, ge=0, description="Wall seconds per emulated instrument second "
+                              "(1: real time, 0: instant; the default keeps tests fast)")
+    faults: dict[str, list[FaultConfig]] = Field(default_factory=dict, description="Faults to inject, per instrument")
 
 
 class LabConfig(_Strict):
@@ -182,6 +197,9 @@ class LabConfig(_Strict):
         for key in self.limits:
             if key not in self.instruments:
                 raise ValueError(f"limits.{key}: no such instrument")
+        for key in self.emulator.faults:
+            if key not in self.instruments:
+                raise ValueError(f"emulator.faults.{key}: no such instrument")
         self._check_refs()
         return self
 

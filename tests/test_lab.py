@@ -45,7 +45,11 @@ def open_driver(cls, emu, name, log, **kw):
     return cls(name, session.open(emu.resources[name]), log, **kw)
 
 
-ZERO3 = ",".join(["0.000000000e+00"] * 3)
+# How each instrument writes a reading (its manual's ASCII format): 2450 "-1.013526E-05", B2900 "+1.000000E-03".
+ZERO3 = ",".join(["0.000000E+00"] * 3)
+ZERO3_B2900 = ",".join(["+0.000000E+00"] * 3)
+# TSP print() writes numbers as format.asciiprecision (6) digits: an empty error queue prints code, severity, node.
+TSP_OK = "0.00000e+00\tQueue Is Empty\t0.00000e+00\t0.00000e+00"
 
 
 def test_transcript_keithley2450(quiet_lab):
@@ -76,7 +80,7 @@ def test_transcript_keithley2450(quiet_lab):
     assert smu.queries == 10  # IDN, 7 error checks, shutdown check and ONE for the 3 readings
     assert log.transcript("switch") == [
         ("*IDN?", "Keithley Instruments Inc., Model 707B, 04123456, 1.7.0"), ("reset()", None),
-        ('channel.open("allslots")', None), ("print(errorqueue.next())", "0\tQueue Is Empty\t0\t0"),
+        ('channel.open("allslots")', None), ("print(errorqueue.next())", TSP_OK),
         ('channel.exclusiveclose("1A03")', None), ("*OPC?", "1")]
     assert sw.closed_channels() == "1A03"
 
@@ -91,7 +95,7 @@ def test_transcript_keithley2600_nudge_and_shutdown(quiet_lab):
     volts = smu.read_voltages("a", 2)
     assert len(volts) == 2 and volts[0] > 0  # 2 uA into the output node raises it
     smu.shutdown()
-    ok = "0\tQueue Is Empty\t0\t0"
+    ok = TSP_OK
     t = log.transcript("smu_out")
     assert t[:3] == [("*IDN?", "Keithley Instruments Inc., Model 2636B, 4123456, 4.0.4"), ("reset()", None),
                      ("print(errorqueue.next())", ok)]
@@ -120,7 +124,7 @@ def test_transcript_b2900_and_qdac(quiet_lab):
     assert t[0] == ("*IDN?", "Keysight Technologies,B2902A,MY51140123,3.4.2011.5100")
     assert t[3::2][:6] == [(":SOUR1:FUNC:MODE CURR", None), (':SENS1:FUNC "VOLT"', None), (":SENS1:VOLT:PROT 0.2", None),
                            (":SOUR1:CURR 0", None), (":SENS1:VOLT:NPLC 1", None), (":OUTP1 ON", None)]
-    assert t[-3:] == [(":TRIG1:COUN 3", None), (":INIT (@1)", None), (":FETC:ARR:VOLT? (@1)", ZERO3)]
+    assert t[-3:] == [(":TRIG1:COUN 3", None), (":INIT (@1)", None), (":FETC:ARR:VOLT? (@1)", ZERO3_B2900)]
     dac = open_driver(QDac2, emu, "dac_plus", log, max_abs_V=0.15)
     dac.connect()
     dac.configure_channel(4)

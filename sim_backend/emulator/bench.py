@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from sim_backend.crossbar import SimCrossbar
+from sim_backend.emulator.sources import Source, Unknown, solve
 
 
 class EmulatedBench:
@@ -51,7 +52,13 @@ class EmulatedBench:
         self.nudge_wiring = [(tuple(n.nudge_source.split("/")), tuple(n.nudge_route.split("/", 1)))
                              for n in lab.nodes.outputs] if lab.nudge.mode == "conductance" else []
         self.nudge_g = (lab.nudge.conductance_S or 0.0) / self.gu
-        self.currents: dict[tuple[str, str], float] = {}
+        self.sources: dict[tuple[str, str], Source] = {}
+        self.fault_currents: dict[tuple[str, str], float] = {}   # injected faults (faults.py), A
+        self.compliance: dict[tuple[str, str], bool] = {}
+        self.line_frequency_hz = lab.timing.line_frequency_hz
+        self.injected: dict[tuple[int, int], float] = {}   # (layer, node) -> A, as solved
+        self.solved: dict[tuple[str, str], Unknown] = {}   # SMU channel -> its solved source
+        self.floating: dict[tuple[str, str], Source] = {}  # SMU channels on, touching no node
         self.devices: dict[tuple[str, int, int], tuple[int, int, int]] = {}
         for blk in lab.devices:
             m, k = self.net.weights[blk.layer].shape[1:]
@@ -79,10 +86,28 @@ class EmulatedBench:
                 self.v_in[0, idx] = volts / self.vu
                 self.dirty = True
 
-    def set_current(self, smu: str, ch: str, amps: float) -> None:
+    def set_source(self, smu: str, ch: str, func: str, level: float, limit: float, on: bool) -> None:
+        """What an SMU channel forces: func "VOLT" (level V, limit A) or "CURR" (level A, limit V); off: nothing."""
         with self.lock:
-            self.currents[(smu, ch)] = amps
+            self.sources[(smu, ch)] = Source(func, level, limit, on)
             self.dirty = True
+
+    def set_fault_current(self, smu: str, ch: str, amps: float) -> None:
+        """A fault (a shorted or broken device) forces `amps` into the node this SMU channel touches."""
+        with self.lock:
+            self.fault_currents[(smu, ch)] = amps
+            self.dirty = True
+
+    def clear_fault_currents(self, smu: str) -> None:
+        with self.lock:
+            for key in [k for k in self.fault_currents if k[0] == smu]:
+                del self.fault_currents[key]
+            self.dirty = True
+
+    def in_compliance(self, smu: str, ch: str) -> bool:
+        with self.lock:
+            self._settle()
+            return self.compliance.get((smu, ch), False)
 
     def set_routes(self, switch: str, closed: set[str]) -> None:
         with self.lock:
@@ -90,16 +115,13 @@ class EmulatedBench:
             self.dirty = True
 
     # ---- physics -----------------------------------------------------------------
-    def _settle(self) -> None:
-        if not self.dirty:
-            return
+    def _relax(self) -> None:
+        """Relax the network with the injected currents of self.injected (A) and the inputs and nudges."""
         for b in self.net.biases:
             b.zero_()
         scale = self.gu * self.vu  # normalized current -> A
-        for (smu, ch), amps in self.currents.items():
-            if amps:
-                for layer, node in self.nodes_of(smu, ch):
-                    self.net.biases[layer][0, node] += amps / scale
+        for (layer, node), amps in self.injected.items():
+            self.net.biases[layer][0, node] += amps / scale
         self.net.clamp_voltages(self.v_in)
         if self.nudge_wiring:
             beta = torch.tensor([self.nudge_g if route[1] in self.closed_routes.get(route[0], set()) else 0.0
@@ -108,20 +130,87 @@ class EmulatedBench:
                                   dtype=torch.float64)
             self.net.nudge(target, beta)
         self.net.relax()
+
+    def node_voltage(self, node: tuple[int, int]) -> float:
+        layer, i = node
+        return float(self.net.voltages[layer][0, 0, i]) * self.vu
+
+    def _settle(self) -> None:
+        """Solve the sources and shorts (see sources.py), then leave the network relaxed at the solution."""
+        if not self.dirty:
+            return
+        unknowns: list[Unknown] = []
+        self.compliance = {}
+        self.floating = {}
+        for key, src in self.sources.items():
+            nodes = self.nodes_of(*key)
+            if not src.on:
+                continue
+            if not nodes:
+                self.floating[key] = src
+                continue
+            unknowns.append(Unknown(nodes[0], source=src, key=key))
+            unknowns += [Unknown(nodes[0], other=n) for n in nodes[1:]]   # closed crosspoints on one bus short
+        self.injected = {}
+
+        faults = [(nodes[0], amps) for key, amps in self.fault_currents.items() if (nodes := self.nodes_of(*key))]
+
+        def settle():
+            self.injected = {node: amps for node, amps in faults}
+            for u in unknowns:
+                self.injected[u.node] = self.injected.get(u.node, 0.0) + u.current_A
+                if u.other is not None:
+                    self.injected[u.other] = self.injected.get(u.other, 0.0) - u.current_A
+            self._relax()
+
+        if faults or any(u.source is None or u.source.func == "VOLT" or u.source.level for u in unknowns):
+            solve(unknowns, self.node_voltage, settle)
+        else:
+            settle()   # only 0 A current sources (voltmeters): nothing to solve
+        self.solved = {u.key: u for u in unknowns if u.source is not None}
+        for key, u in self.solved.items():
+            self.compliance[key] = u.compliance
+        for key, src in self.floating.items():
+            # nothing connected: a current source with a level drives the open terminals to its limit
+            self.compliance[key] = src.func == "CURR" and src.level != 0
         self.dirty = False
 
-    def read_voltages(self, smu: str, ch: str, n: int, nplc: float) -> list[float]:
-        """n readings (V) of the node this channel touches: physics plus white noise of read_noise/sqrt(NPLC)."""
+    def dac_current(self, dac: str, ch: str) -> float:
+        """Current a DAC channel supplies into its input row, A (0 when it drives no row)."""
         with self.lock:
-            nodes = self.nodes_of(smu, ch)
-            if len(nodes) != 1:
-                return [float("nan")] * n  # an open input (no node) or two nodes shorted: no meaningful reading
+            idx = self.dac_to_input.get((dac, ch))
+            if idx is None:
+                return 0.0
             self._settle()
-            layer, node = nodes[0]
-            v = float(self.net.voltages[layer][0, 0, node]) * self.vu
+            W, v1 = self.net.weights[0][0, idx], self.net.voltages[0][0, 0]
+            return float((W * (self.v_in[0, idx] - v1)).sum()) * self.gu * self.vu
+
+    def measure(self, smu: str, ch: str, n: int, nplc: float) -> tuple[list[float], list[float], bool]:
+        """n readings (V, A) of the node this channel touches, with its compliance state.
+
+        Noise: white, read_noise_V/sqrt(NPLC) on volts; on amps, the same relative to a 1 MOhm scale.
+        An output that touches no node reads a floating terminal: its sourced voltage (or 0 V at 0 A, or the
+        voltage limit when a nonzero current has nowhere to go) and 0 A; an output that is off reads 0 V, 0 A.
+        """
+        with self.lock:
+            key = (smu, ch)
+            src = self.sources.get(key)
+            self._settle()
+            if src is None or not src.on:   # output relay open: the meter sees its own floating terminals
+                v, i = 0.0, 0.0
+            elif key in self.floating:
+                if src.func == "VOLT":
+                    v, i = src.level, 0.0
+                else:
+                    v, i = (0.0 if src.level == 0 else (src.limit if src.level > 0 else -src.limit)), 0.0
+            else:
+                u = self.solved[key]
+                v, i = self.node_voltage(u.node), u.current_A
             sd = self.lab.emulator.read_noise_V / math.sqrt(nplc)
-            self.time_s += n * (nplc / self.lab.timing.line_frequency_hz + self.lab.timing.overhead_s)
-            return (v + sd * self.rng.standard_normal(n)).tolist()
+            volts = (v + sd * self.rng.standard_normal(n)).tolist()
+            amps = (i + 1e-6 * sd * self.rng.standard_normal(n)).tolist()
+            self.time_s += n * (nplc / self.line_frequency_hz + self.lab.timing.overhead_s)
+            return volts, amps, self.compliance.get(key, False)
 
     def conductance(self, board: str, row: int, col: int) -> float | None:
         with self.lock:

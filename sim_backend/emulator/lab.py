@@ -7,9 +7,11 @@ import os
 import socket
 import socketserver
 import threading
+import time
 from pathlib import Path
 
 from sim_backend.emulator.bench import EmulatedBench
+from sim_backend.emulator.faults import GARBAGE, Fault, FaultInjector
 from sim_backend.emulator.instruments import EMULATED
 
 
@@ -44,11 +46,24 @@ class _Handler(socketserver.StreamRequestHandler):
         inst = self.server.instrument
         for raw in self.rfile:
             line = raw.decode(errors="replace").rstrip("\r\n")
+            fault = inst.faults.next(line)
             with self.server.lock:
+                if fault is not None and fault.kind in ("drop", "power_cycle"):
+                    if fault.kind == "power_cycle":
+                        inst.power_cycle()
+                    return   # the connection closes; the command is lost
+                if fault is not None and fault.kind in ("error", "trip_compliance"):
+                    inst.inject(fault)
                 reply = inst.handle(line)
-            if reply is not None:
-                self.wfile.write((reply + "\n").encode())
-                self.wfile.flush()
+            if fault is not None and fault.kind == "delay":
+                time.sleep(fault.delay_s)
+            if reply is None or (fault is not None and fault.kind == "lose_reply"):
+                continue
+            if fault is not None and fault.kind == "garbage":
+                reply = GARBAGE
+            inst.clock.wait()   # outside the bench lock: the other instruments keep working meanwhile
+            self.wfile.write((reply if isinstance(reply, bytes) else reply.encode()) + b"\n")
+            self.wfile.flush()
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -70,6 +85,7 @@ class EmulatedLab:
     def start(self) -> "EmulatedLab":
         for name, cfg in self.lab.instruments.items():
             inst = EMULATED[cfg.kind](name, self.bench, self.lab.limits.get(name))
+            inst.faults = FaultInjector([f.model_dump() for f in self.lab.emulator.faults.get(name, [])])
             server = _Server(("127.0.0.1", 0), _Handler)
             server.instrument = inst
             server.lock = self.bench.lock
@@ -105,6 +121,19 @@ class EmulatedLab:
                 path.unlink()
         except (OSError, ValueError, AttributeError):
             pass
+
+    def inject(self, name: str, kind: str, **kw) -> Fault:
+        """Inject a fault into instrument `name` (see faults.py for the kinds and their arguments)."""
+        if name not in self.instruments:
+            raise ValueError(f"inject: no emulated instrument {name!r} (has {', '.join(self.instruments)})")
+        fault = Fault(kind, **kw)
+        self.instruments[name].faults.add(fault)
+        return fault
+
+    def clear_faults(self, name: str) -> None:
+        """Forget the instrument's pending faults and remove any fault current it was driven into compliance by."""
+        self.instruments[name].faults.pending.clear()
+        self.bench.clear_fault_currents(name)
 
     def outputs(self) -> dict:
         """Every output still on or not at zero, per instrument (empty: the bench is safe)."""
