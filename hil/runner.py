@@ -10,7 +10,7 @@ from typing import TextIO
 import torch
 
 from hil.backend import CrossbarBackend
-from hil.config import ConfigError, RunConfig
+from hil.config import ConfigError, NoiseConfig, RunConfig
 from hil.data import Dataset, load_dataset
 from hil.store import RunStore, StoreError
 from hil.trainer import EpochMetrics, Trainer
@@ -63,6 +63,13 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
 
+def simulated_only_settings(cfg: RunConfig) -> list[str]:
+    """The noise-model settings that differ from their defaults: they mean nothing on a bench."""
+    default = NoiseConfig()
+    return [f"noise.{k}" for k in ("sigma", "nplc", "line_frequency_hz", "overhead_s", "flicker_floor_V", "drift_V_per_s")
+            if getattr(cfg.noise, k) != getattr(default, k)]
+
+
 def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
     from drivers.crossbar import InstrumentCrossbar
@@ -70,6 +77,10 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
 
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
+    simulated = simulated_only_settings(cfg)
+    if simulated:
+        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise; a bench reads its own (its "
+                          "timing is the lab config's timing: section; measure its noise with hil characterize --lab)")
     lab = load_lab(lab_path)
     data = load_dataset(cfg.data)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
