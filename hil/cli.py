@@ -345,22 +345,20 @@ def cmd_sweep_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    import os
     import signal
     import time
 
     from drivers.lab import load_lab
     from sim_backend.emulator import EmulatedLab
-    from sim_backend.emulator.lab import registry_owner
+    from sim_backend.emulator.lab import RegistryInUse
 
     lab = load_lab(args.lab)
-    owner = registry_owner(args.registry)
-    if owner is not None and owner != os.getpid():
-        raise UsageError(f"--registry: another `hil emulate` (pid {owner}) is running and uses {args.registry}; stop "
-                         "it, or give this one its own file with --registry")
     emu = EmulatedLab(lab).start()
     try:
         registry = emu.write_registry(args.registry)
+    except RegistryInUse as err:
+        emu.stop()
+        raise UsageError(f"--registry: {err}") from None
     except BaseException:
         emu.stop()
         raise
