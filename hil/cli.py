@@ -81,6 +81,11 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--batch-size", type=int, help="samples per update")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--replicas", type=int, help="R networks trained at once (simulator)")
+    g.add_argument("--device-model", metavar="PRESET|DEVICE.yaml",
+                   help="resistive device model: a preset (ideal, reram-es, reram-sb, ecram, ecram-mo, capacitor, "
+                   "idealized, gokmen-vlasov) or a device.yaml from `hil characterize --devices` (--device is the "
+                   "torch compute device)")
+    g.add_argument("--update-mode", help="exact | pulses | write-verify: how an update reaches the devices")
     g.add_argument("--device", help="cpu | cuda | cuda:N | auto")
     g.add_argument("--dtype", help="float32 | float64")
     g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")

@@ -120,6 +120,8 @@ def train_run(
                            board_transactions_per_training_sample=round(board / n, 2),
                            ms_per_training_sample=round(1e3 * m.seconds / n, 2),
                            pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"])
+        if hasattr(prep.backend, "programming_stats"):  # pulsed devices: pulses and programming time per update
+            m.extra.update(prep.backend.programming_stats())
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
         store.plot_accuracy()

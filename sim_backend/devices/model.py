@@ -10,8 +10,10 @@ run has the same devices as a run of that seed alone, on any torch device.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from sim_backend.devices.config import DeviceModelConfig
@@ -81,22 +83,47 @@ class DeviceArray:
             up1 = -up_i * gu / wmax_s
             dn0 = unit * down_i * (1 - gd * w_off / wmin_s)
             dn1 = -down_i * gd / wmin_s
-            coeffs = [up0, up1, dn0, dn1]
+            coeffs = [up0, None, dn0, None] if p.kind == "constant" else [up0, up1, dn0, dn1]
         else:  # exp: z = z0 + z1 g; steps scale_up (1 - A_up e^{gamma_up z}), scale_dn (1 - A_down e^{-gamma_down z})
             span = (wmax_i - wmin_i)
             z1 = 2 * p.a / (span * unit)
             z0 = 2 * p.a * w_off / span + p.b
             coeffs = [unit * up_i, unit * down_i, z0, z1]
         scales = (0, 1) if p.kind == "exp" else (0, 1, 2, 3)  # a stuck device does not move
-        coeffs = [torch.where(stuck, 0.0, c) if i in scales else c for i, c in enumerate(coeffs)]
+        coeffs = [torch.where(stuck, 0.0, c) if i in scales and c is not None else c for i, c in enumerate(coeffs)]
         to = dict(device=self.device, dtype=dtype)
-        self.lo_S, self.hi_S = lo.to(**to), hi.to(**to)
-        self.coeffs = [c.to(**to) for c in coeffs]
+        # The response parameters side by side per device, (R, m, n, P), so that gathering the pulsed
+        # devices' parameters reads one cache line per device; the named tensors are views into it.
+        self._stack = torch.stack([lo, hi, *(c for c in coeffs if c is not None)], dim=-1).to(**to)
+        self._bind(self._stack)
         self.stuck = stuck.to(self.device)
         self.stuck_high = stuck_high.to(self.device)
         self.nu = (p.drift_nu * (1 + p.drift_nu_dtod * xi[4]).clamp_min(0.0)).to(**to) if p.drift_nu > 0 else None
         self.read_sd_S = ((p.read_noise_std * self.dw_S * (1 + p.read_noise_dtod * xi[5]).clamp_min(0.0)).to(**to)
                           if p.read_noise_std > 0 else None)
+
+    def take(self, index: torch.Tensor) -> "DeviceArray":
+        """The devices at these flat indices (into the (R, m, n) array) as a 1-D array of the same model."""
+        sub = copy.copy(self)
+
+        at = index.numpy()
+
+        def pick(t):  # numpy's take: the CPU path (a GPU never gathers)
+            return None if t is None else torch.from_numpy(np.take(t.reshape(-1).numpy(), at))
+
+        sub._bind(torch.from_numpy(np.take(self._stack.reshape(-1, self._stack.shape[-1]).numpy(), at, axis=0)))
+        if self.write_sd_S > 0:  # only write noise spares the stuck devices
+            sub.stuck, sub.stuck_high = pick(self.stuck), pick(self.stuck_high)
+        sub.nu, sub.read_sd_S = pick(self.nu), pick(self.read_sd_S)
+        sub.shape = (int(index.numel()),)
+        return sub
+
+    def _bind(self, stack: torch.Tensor) -> None:
+        """Name the columns of a parameter stack (..., P): lo_S, hi_S, then the step coefficients."""
+        cols = iter(stack.unbind(-1))
+        self.lo_S, self.hi_S = next(cols), next(cols)
+        self.coeffs = ([next(cols), None, next(cols), None] if self.model.kind == "constant"
+                       else [next(cols) for _ in range(4)])
 
     # ---- state -----------------------------------------------------------------
     def initial_state(self, g_S: torch.Tensor) -> torch.Tensor:
@@ -116,6 +143,8 @@ class DeviceArray:
             y_dn = (1 - p.A_down * torch.exp(-p.gamma_exp_down * z)).clamp_min(0.0) * c[1]
             return torch.where(up, y_up, -y_dn)
         c0 = torch.where(up, c[0], -c[2])
+        if c[1] is None:  # constant step
+            return c0 + 0 * g_S
         c1 = torch.where(up, c[1], -c[3])
         return torch.addcmul(c0, c1, g_S)
 
@@ -130,16 +159,16 @@ class DeviceArray:
         up = n > 0
         k = n.abs()
         if self.model.kind == "constant":
-            m = torch.where(up, self.coeffs[0], -self.coeffs[2])
+            size = torch.where(up, self.coeffs[0], self.coeffs[2])  # |m|
         else:
             m = self.mean_step(g_S, up)
-            half = torch.addcmul(g_S, (k - 1).clamp_min(0.0) * 0.5, m).clamp_(self.lo_S, self.hi_S)
-            m = self.mean_step(half, up)
-        dg = k * m
+            half = torch.addcmul(g_S, (k - 1).clamp_min_(0.0).mul_(0.5), m).clamp_(self.lo_S, self.hi_S)
+            size = self.mean_step(half, up).abs_()
+        g = torch.addcmul(g_S, n, size)  # k |m| in the direction of n
         if self.c2c > 0:
             xi = torch.randn(g_S.shape, generator=gen, device=g_S.device, dtype=g_S.dtype)
-            dg.addcmul_(m.abs() * k.sqrt(), xi, value=self.c2c)
-        return (g_S + dg).clamp_(self.lo_S, self.hi_S)
+            g.addcmul_(size.mul_(k.sqrt_()), xi, value=self.c2c)
+        return g.clamp_(self.lo_S, self.hi_S)
 
     def write_noise(self, g_S: torch.Tensor, written: torch.Tensor, gen: torch.Generator | None = None,
                     out: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,9 +21,9 @@ def load_device_model(path: Path) -> DeviceModelConfig:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise DeviceModelError(f"devices.model: cannot read {path} ({err.__class__.__name__})") from None
+        raise DeviceModelError(f"cannot read {path} ({err.__class__.__name__})") from None
     if not isinstance(tree, dict):
-        raise DeviceModelError(f"devices.model: {path} must hold a mapping of device parameters")
+        raise DeviceModelError(f"{path} must hold a mapping of device parameters")
     tree = tree.get("model", tree) if "model" in tree else tree
     try:
         return DeviceModelConfig.model_validate(tree)
@@ -31,7 +31,7 @@ def load_device_model(path: Path) -> DeviceModelConfig:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "model"
         msg = first["msg"].removeprefix("Value error, ")
-        raise DeviceModelError(f"devices.model: {path}: {loc}: {msg}") from None
+        raise DeviceModelError(f"{path}: {loc}: {msg}") from None
 
 
 def resolve_device_model(spec: str | Path) -> DeviceModelConfig:
@@ -40,7 +40,7 @@ def resolve_device_model(spec: str | Path) -> DeviceModelConfig:
         return PRESETS[str(spec)]
     path = Path(spec)
     if not path.is_file():
-        raise DeviceModelError(f"devices.model: {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) "
+        raise DeviceModelError(f"{str(spec)!r} is neither a preset ({', '.join(PRESETS)}) "
                                "nor a device.yaml file")
     return load_device_model(path)
 
