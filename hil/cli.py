@@ -254,6 +254,9 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
 def cmd_characterize(args: argparse.Namespace) -> int:
     from calibration.commands import cmd_characterize as run
 
+    if args.devices:
+        return _characterize_devices(args)
+
     def check(cfg):
         n = cfg.noise
         if args.readings < 2:
@@ -267,6 +270,25 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         return run(args, cfg, prep, store)
     finally:
         prep.backend.close()
+
+
+def _characterize_devices(args: argparse.Namespace) -> int:
+    from calibration.device_commands import cmd_characterize_devices
+    from drivers.lab import load_lab
+    from hil.config import build_config
+    from hil.store import RunStore
+
+    if args.lab is None:
+        raise UsageError("--devices: characterizes a bench's devices through its programming board; give --lab "
+                         "LAB.yaml (for an emulated bench, start `hil emulate --lab LAB.yaml` first)")
+    for flag in ("pulses", "cycles", "repeats"):
+        if getattr(args, flag) < (2 if flag == "repeats" else 1):
+            raise UsageError(f"--{flag}: too small (got {getattr(args, flag)})")
+    lab = load_lab(args.lab)
+    cfg = build_config({}, {"name": args.name or "devices", "runs_dir": str(args.runs_dir) if args.runs_dir else None})
+    store = RunStore.create(cfg)
+    with store.recording():
+        return cmd_characterize_devices(args, lab, store)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -383,11 +405,22 @@ def build_parser() -> argparse.ArgumentParser:
     ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",
                         description="Hold one clamped input, read every hidden and output node --readings times, and "
                         "report per node sigma with its 95% interval, lag-1 correlation, effective N, and the "
-                        "Allan floor and N_max. Writes characterize.json and allan.png.")
+                        "Allan floor and N_max. Writes characterize.json and allan.png. With --devices: pulse "
+                        "trains on the bench's devices and the fitted device model (device.yaml).")
     ch.add_argument("--backend", choices=["sim"], default="sim", help="sim: the simulated crossbar and its noise model")
     ch.add_argument("--lab", type=Path, metavar="LAB.yaml", help="characterize the bench this lab config describes")
     ch.add_argument("--readings", type=int, default=1000, help="readings per node (default 1000)")
     ch.add_argument("--show", type=int, default=10, help="nodes printed in the table (all are saved)")
+    dv = ch.add_argument_group("devices (--devices: the resistive devices instead of the node noise)")
+    dv.add_argument("--devices", action="store_true",
+                    help="apply SET/RESET pulse trains to a sample of the bench's devices through its programming "
+                    "board, fit the pulsed-device model, write device.yaml (for --device-model) and device_fit.png")
+    dv.add_argument("--sample", type=int, default=16, help="devices sampled, drawn with --seed (default 16)")
+    dv.add_argument("--pulses", type=int, default=500, help="K: SET pulses, then K RESET pulses, per cycle; enough "
+                    "to cross the range (default 500)")
+    dv.add_argument("--cycles", type=int, default=3, help="cycles of K SET + K RESET pulses (default 3)")
+    dv.add_argument("--repeats", type=int, default=10, help="readings at rest per device, for its read noise (default 10)")
+    dv.add_argument("--model-name", help="name written into device.yaml (default: LAB-fit)")
     add_run_options(ch)
     ch.set_defaults(func=cmd_characterize)
 
