@@ -433,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--reading-sigma", type=float, help="sigma of one reading, V (instead of --characterization)")
     cb.add_argument("--parallel-channels", type=int, default=1, help="nodes read at the same time (default 1)")
     cb.add_argument("--centered", action="store_true", help="centered EP: three phases per update")
+    cb.add_argument("--programming-s", type=float, help="time to program one update into the devices, s (added to "
+                    "the time per update)")
+    cb.add_argument("--programming-from", type=Path, metavar="RUN_DIR", help="take the programming time per update "
+                    "from a run trained with a pulsed --device-model (its metrics' programming_s_per_update)")
     cb.add_argument("--name", help="run folder suffix (default calibrate)")
     cb.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
     cb.set_defaults(func=cmd_calibrate)

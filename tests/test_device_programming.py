@@ -128,3 +128,25 @@ def test_train_cli_with_a_device_model(tmp_path):
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.startswith("hil: error: devices.model: 'nope' is neither a preset") and bad.stderr.count("\n") == 1
+
+
+def test_calibrate_adds_the_programming_time_of_a_pulsed_run(tmp_path, capsys):
+    from hil.cli import main
+
+    assert main(["train", "--epochs", "1", "--train-limit", "80", "--test-limit", "20", "--hidden", "8",
+                 "--device-model", "ecram", "--g-max", "0.2", "--no-progress", "--runs-dir", str(tmp_path / "t")]) == 0
+    (trained,) = (tmp_path / "t").iterdir()
+    prog = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])["programming_s_per_update"]
+    assert main(["characterize", "--sigma", "1e-3", "--readings", "50", "--runs-dir", str(tmp_path / "ch")]) == 0
+    (ch,) = (tmp_path / "ch").iterdir()
+    times = {}
+    for extra in ([], ["--programming-from", str(trained)]):
+        out = tmp_path / f"cal{len(extra)}"
+        assert main(["calibrate", "--characterization", str(ch / "characterize.json"), "--sigma-target", "5e-4",
+                     "--runs-dir", str(out), *extra]) == 0
+        (cal,) = out.iterdir()
+        times[len(extra)] = json.loads((cal / "calibration.json").read_text())["seconds_per_update"]
+    assert prog > 0 and times[2] == pytest.approx(times[0] + prog, rel=1e-9)
+    assert "programming the update's pulses" in capsys.readouterr().out
+    assert main(["calibrate", "--reading-sigma", "1e-3", "--sigma-target", "5e-4", "--programming-s", "0.1",
+                 "--runs-dir", str(tmp_path / "bad")]) == 2
