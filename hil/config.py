@@ -122,6 +122,8 @@ class DevicesConfig(_Strict):
     max_pulses: int = Field(default=64, ge=1, description="pulses: most pulses per device and update (beyond: dropped).")
     tolerance_steps: float = Field(default=1.0, gt=0, description="write-verify: stop within this many nominal steps.")
     verify_max_pulses: int = Field(default=30, ge=1, description="write-verify: most pulses per device and update.")
+    verify_max_reversals: int = Field(default=3, ge=0, description="write-verify: stop a device after this many "
+                                      "overshoots (polarity flips), as the bench's write-verify does.")
     pulse_period_s: float = Field(default=1e-5, gt=0, description="Time per programming pulse, driver overhead "
                                   "included, s (devices are programmed one at a time, as the bench's board does).")
     verify_read_s: float = Field(default=1e-4, gt=0, description="write-verify: time per conductance reading, s.")

@@ -145,6 +145,7 @@ class SimCrossbar:
                 devices.resolved(), self.weights, mode=devices.update, g_min=self.g_min, g_max=self.g_max,
                 seeds=self.seeds, rounding=devices.rounding, max_pulses=devices.max_pulses,
                 tolerance_steps=devices.tolerance_steps, verify_max_pulses=devices.verify_max_pulses,
+                verify_max_reversals=devices.verify_max_reversals,
                 pulse_period_s=devices.pulse_period_s, verify_read_s=devices.verify_read_s,
                 seed=noise_seed if noise_seed is not None else 0, host_checks=self.host_checks)
         self._den: list[torch.Tensor] | None = None  # stale after programming; see _sums()

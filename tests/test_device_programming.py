@@ -92,7 +92,8 @@ def test_cpu_gather_path_equals_the_masked_gpu_path(tmp_path):
 
 
 def test_write_verify_lands_within_its_tolerance(tmp_path):
-    sim = net(tmp_path, model="ecram", over={"devices.update": "write-verify", "devices.verify_max_pulses": 200},
+    sim = net(tmp_path, model="ecram", over={"devices.update": "write-verify", "devices.verify_max_pulses": 200,
+                                       "devices.verify_max_reversals": 200},
               **{**QUIET, "dw_min_std": 0.3})
     w0 = [w.clone() for w in sim.weights]
     u = update(2, 2e-3, seed=3)

@@ -10,7 +10,8 @@ SimCrossbar. Here each layer's change dG (S) is turned into pulses:
                   device and update, so slower on a CPU).
     write-verify  each device whose target (conductance plus its pending change, inside the device range)
                   is more than the tolerance away is read, pulsed one step toward the target, read again...
-                  until within tolerance or verify_max_pulses; smaller pending changes accumulate.
+                  until within tolerance, verify_max_pulses, or more than verify_max_reversals overshoots (as
+                  drivers/programming.py's write_verify does on a bench); smaller pending changes accumulate.
 
 The low-rank change is added into the per-device accumulator in place (one GEMM, as the exact path adds
 it to the conductances). On the CPU (host_checks) only the devices that get a pulse are then gathered
@@ -51,7 +52,8 @@ class PulseProgrammer:
 
     def __init__(self, model: DeviceModelConfig, weights: Sequence[torch.Tensor], *, mode: str, g_min: float,
                  g_max: float, seeds: Sequence[int], rounding: str = "accumulate", max_pulses: int = 64,
-                 tolerance_steps: float = 1.0, verify_max_pulses: int = 30, pulse_period_s: float = 1e-5,
+                 tolerance_steps: float = 1.0, verify_max_pulses: int = 30, verify_max_reversals: int = 3,
+                 pulse_period_s: float = 1e-5,
                  verify_read_s: float = 1e-4, seed: int = 0, host_checks: bool = False):
         if mode not in ("pulses", "write-verify"):
             raise ValueError(f"devices.update: {mode!r} is not a pulsed mode (pulses, write-verify)")
@@ -59,6 +61,7 @@ class PulseProgrammer:
             raise ValueError(f"devices.rounding: accumulate or stochastic (got {rounding!r})")
         self.mode, self.rounding = mode, rounding
         self.max_pulses, self.verify_max_pulses = int(max_pulses), int(verify_max_pulses)
+        self.verify_max_reversals = int(verify_max_reversals)
         self.pulse_period_s, self.verify_read_s = float(pulse_period_s), float(verify_read_s)
         self.g_min, self.g_max = float(g_min), float(g_max)
         self.host_checks = host_checks
@@ -159,13 +162,19 @@ class PulseProgrammer:
         due = (target - w).abs() > self.tol_S
         _put(pend, sel, torch.where(due, 0.0, p))
         programmed = due.clone()
+        last = torch.zeros_like(w)  # direction of each device's previous pulse
+        flips = torch.zeros_like(w)  # polarity reversals (overshoots) so far
         for _ in range(self.verify_max_pulses):
             err = target - arr.read(w, self.gen)
             self._count(j, self._reads, due, sel)
+            direction = torch.sign(err)
             due &= err.abs() > self.tol_S
+            flips += (due & (direction * last < 0)).to(flips.dtype)
+            due &= flips <= self.verify_max_reversals
             if self.host_checks and not bool(due.any()):
                 break
-            n = torch.where(due, torch.sign(err), 0.0)
+            n = torch.where(due, direction, 0.0)
+            last = torch.where(due, direction, last)
             g = arr.apply_pulses(g, n, self.gen)
             w = arr.write_noise(g, due, self.gen, out=w) if self.hidden is not None else g
             self._count(j, self._pulses, due, sel)
