@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
@@ -85,6 +86,11 @@ def main() -> int:
         lab = lab.model_copy(update={"emulator": lab.emulator.model_copy(update={"device_model": a.device_model})})
     if a.fit and lab.emulator.device_model is None:
         p.error("--fit needs a pulsed device model on the bench (--device-model or the lab's emulator.device_model)")
+    # A device with a fixed step needs up to range/step pulses to reach a far target: the bench's initial
+    # programming (from the fresh chip's states to the seeded start, which the simulator sets exactly) gets that
+    # budget; training updates keep the lab's own max_pulses, on the bench and in the dry run alike.
+    init_budget = (int(1.2 * resolve_device_model(lab.emulator.device_model).states) if lab.emulator.device_model
+                   else lab.programming.max_pulses)
     seeds = [int(s) for s in a.seeds.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-vs-sim-"))
     sigma = lab.emulator.read_noise_V / math.sqrt(lab.timing.nplc) / lab.units.voltage_unit_V
@@ -104,7 +110,12 @@ def main() -> int:
             elif lab_s.emulator.device_model:
                 sim_over.update(device_overrides(lab_s, lab_s.emulator.device_model))
             cfg = load_config(None, over, base=lab_s.run)
-            prep = prepare(cfg, a.lab, registry)
+            lab_file = tmp / f"lab-{seed}.yaml"  # the lab as adjusted here (device model, seed, initial budget)
+            budget = max(lab.programming.max_pulses, init_budget)
+            lab_init = lab_s.model_copy(update={"programming": lab_s.programming.model_copy(update={"max_pulses": budget})})
+            lab_file.write_text(yaml.safe_dump(lab_init.model_dump(mode="json"), sort_keys=False))
+            prep = prepare(cfg, lab_file, registry)  # programs the seeded start with the initial budget
+            prep.backend.lab = lab_s  # then trains with the lab's own write-verify limits
             t0 = time.perf_counter()
             bench = train_run(prep, RunStore.create(cfg))[-1]
             bench_s = time.perf_counter() - t0

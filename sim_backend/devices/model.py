@@ -103,7 +103,7 @@ class DeviceArray:
                           if p.read_noise_std > 0 else None)
 
     def take(self, index: torch.Tensor) -> "DeviceArray":
-        """The devices at these flat indices (into the (R, m, n) array) as a 1-D array of the same model."""
+        """The devices at these flat indices (into the (R, m, n) array) as a 1-D array of the same model (CPU)."""
         sub = copy.copy(self)
 
         at = index.numpy()
@@ -112,8 +112,8 @@ class DeviceArray:
             return None if t is None else torch.from_numpy(np.take(t.reshape(-1).numpy(), at))
 
         sub._bind(torch.from_numpy(np.take(self._stack.reshape(-1, self._stack.shape[-1]).numpy(), at, axis=0)))
-        if self.write_sd_S > 0:  # only write noise spares the stuck devices
-            sub.stuck, sub.stuck_high = pick(self.stuck), pick(self.stuck_high)
+        # only write noise needs to know the stuck devices (their steps are already 0)
+        sub.stuck, sub.stuck_high = (pick(self.stuck), pick(self.stuck_high)) if self.write_sd_S > 0 else (None, None)
         sub.nu, sub.read_sd_S = pick(self.nu), pick(self.read_sd_S)
         sub.shape = (int(index.numel()),)
         return sub
