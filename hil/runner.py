@@ -10,7 +10,7 @@ from typing import TextIO
 import torch
 
 from hil.backend import CrossbarBackend
-from hil.config import ConfigError, NoiseConfig, RunConfig
+from hil.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
 from hil.data import Dataset, load_dataset
 from hil.store import RunStore, StoreError
 from hil.trainer import EpochMetrics, Trainer
@@ -64,10 +64,12 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
 
 
 def simulated_only_settings(cfg: RunConfig) -> list[str]:
-    """The noise-model settings that differ from their defaults: they mean nothing on a bench."""
-    default = NoiseConfig()
-    return [f"noise.{k}" for k in ("sigma", "nplc", "line_frequency_hz", "overhead_s", "flicker_floor_V", "drift_V_per_s")
-            if getattr(cfg.noise, k) != getattr(default, k)]
+    """The simulated noise and device settings that differ from their defaults: they mean nothing on a bench."""
+    noise, devices = NoiseConfig(), DevicesConfig()
+    return ([f"noise.{k}" for k in ("sigma", "nplc", "line_frequency_hz", "overhead_s", "flicker_floor_V",
+                                    "drift_V_per_s") if getattr(cfg.noise, k) != getattr(noise, k)]
+            + [f"devices.{k}" for k in DevicesConfig.model_fields
+               if k in cfg.devices.model_fields_set and getattr(cfg.devices, k) != getattr(devices, k)])
 
 
 def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
@@ -79,8 +81,9 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
     simulated = simulated_only_settings(cfg)
     if simulated:
-        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise; a bench reads its own (its "
-                          "timing is the lab config's timing: section; measure its noise with hil characterize --lab)")
+        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise or devices; a bench has its "
+                          "own (its timing is the lab config's timing: section; measure its noise with hil "
+                          "characterize --lab and its devices with hil characterize --lab --devices)")
     lab = load_lab(lab_path)
     data = load_dataset(cfg.data)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -137,6 +140,8 @@ def train_run(
                            board_transactions_per_training_sample=round(board / n, 2),
                            ms_per_training_sample=round(1e3 * m.seconds / n, 2),
                            pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"])
+        if hasattr(prep.backend, "programming_stats"):  # pulsed devices: pulses and programming time per update
+            m.extra.update(prep.backend.programming_stats())
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
         store.plot_accuracy()

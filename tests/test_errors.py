@@ -138,7 +138,8 @@ CASES = {
     "lab-unknown-kind": (lambda t, f, p: ["train", *TINY, "--lab", str(write(
         p / "lab.yaml", "instruments:\n  x: {kind: toaster, resource: emulator:x}\n"))], 2, "lab.yaml"),
     "lab-with-simulated-noise": (lambda t, f, p: ["train", *TINY, "--lab", str(EXAMPLE_LAB), "--sigma", "1e-3",
-                                                  "--flicker", "1e-4"], 2, "noise.sigma, noise.flicker_floor_V describe"),
+                                                  "--flicker", "1e-4", "--device-model", "ecram"], 2,
+                                 "noise.sigma, noise.flicker_floor_V, devices.model describe"),
     "emulate-lab-missing": (lambda t, f, p: ["emulate", "--lab", str(p / "lab.yaml")], 2, "lab config not found"),
     # calibration files
     "characterization-not-json": (lambda t, f, p: ["calibrate", "--sigma-target", "1e-3", "--characterization",
