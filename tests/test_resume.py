@@ -108,3 +108,22 @@ def test_resume_of_a_dead_process_run_is_allowed(tmp_path, capsys):
     assert main(["train", "--no-progress", "--resume", str(run), "--epochs", "2"]) == 0
     assert [m["epoch"] for m in metrics(run)] == [1, 2]
     assert json.loads((run / "run.json").read_text())["pid"] == os.getpid()
+
+
+def test_resume_with_pulsed_devices_is_bit_identical(tmp_path):
+    """Pulsed devices keep state between updates (sub-step remainders, rounding generator): the checkpoint has it."""
+    def args(runs, epochs):
+        return ["train", "--no-progress", "--hidden", "16", "--train-limit", "200", "--test-limit", "50",
+                "--device-model", "reram-es", "--g-max", "0.2", "--sigma", "1e-3", "--epochs", str(epochs),
+                "--runs-dir", str(runs)]
+
+    assert main(args(tmp_path / "straight", 2)) == 0
+    assert main(args(tmp_path / "split", 1)) == 0
+    run = next((tmp_path / "split").iterdir())
+    assert main(["train", "--no-progress", "--resume", str(run), "--epochs", "2"]) == 0
+    straight = next((tmp_path / "straight").iterdir())
+    assert metrics(run) == metrics(straight)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(wa, wb) for wa, wb in zip(a["weights"], b["weights"]))
+    assert "programmer" in b["random"]
