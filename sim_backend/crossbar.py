@@ -317,7 +317,7 @@ class SimCrossbar:
     def program(self, update: ConductanceUpdate) -> None:
         if self.programmer is not None:  # pulsed devices: pulse counts or write-verify (sim_backend/devices)
             self.programmer.host_checks = self.host_checks
-            self.programmer.program(self.weights, update.weights)
+            self.programmer.program(self.weights, update.weights, now_s=self.noise.time_s)
         else:
             self._program_exact(update)
         if update.biases is not None and self.biases is not None:
@@ -347,8 +347,12 @@ class SimCrossbar:
             if tuple(new.shape) != tuple(W.shape):
                 raise ValueError(f"weights[{j}]: shape {tuple(new.shape)} does not match the network {tuple(W.shape)}")
             W.copy_(new)
-            if self.programmer is not None and self.programmer.hidden is not None:
-                self.programmer.hidden[j].copy_(new)  # what the devices hold: the write noise is not saved
+            if self.programmer is not None:  # what the devices hold (write noise and drift are not saved)
+                for state in (self.programmer.hidden, self.programmer.written):
+                    if state is not None:
+                        state[j].copy_(new)
+                if self.programmer.t_prog is not None:
+                    self.programmer.t_prog[j].fill_(self.noise.time_s)
         if biases is not None and self.biases is not None:
             for b, new in zip(self.biases, biases):
                 b.copy_(new)

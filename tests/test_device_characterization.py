@@ -79,3 +79,37 @@ def test_characterize_devices_needs_a_lab(tmp_path, capsys):
     assert main(["characterize", "--devices", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hil: error: --devices: characterizes a bench's devices") and err.count("\n") == 1
+
+
+def synthetic_trains(model, devices=40, pulses=500, cycles=2, seed=0):
+    """Pulse trains of `devices` devices of `model` (the simulator's DeviceArray), without a bench."""
+    import numpy as np
+
+    from calibration.device_fit import PulseTrains
+
+    g_min, g_max = 1e-6, 1e-4
+    arr = DeviceArray(model, (1, 1, devices), g_min=g_min, g_max=g_max, seeds=[seed], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    g = arr.initial_state(torch.full((1, 1, devices), 0.5 * (g_min + g_max), dtype=torch.float64))
+    out = np.empty((devices, cycles, 2 * pulses + 1))
+    for c in range(cycles):
+        out[:, c, 0] = g.view(-1).numpy()
+        for t in range(2 * pulses):
+            g = arr.apply_pulses(g, torch.full_like(g, 1.0 if t < pulses else -1.0), gen)
+            out[:, c, t + 1] = g.view(-1).numpy()
+    rest = np.repeat(out[:, :1, 0], 10, axis=1) + 1e-10 * np.random.default_rng(seed).standard_normal((devices, 10))
+    return PulseTrains([(0, 0, d) for d in range(devices)], out, rest, g_min, g_max)
+
+
+def test_fit_finds_the_stuck_devices_and_refuses_trains_too_short():
+    from calibration.device_fit import FitError, fit_pulse_trains
+
+    model = PRESETS["capacitor"].model_copy(update={"stuck_fraction": 0.2})
+    data = synthetic_trains(model)
+    fit = fit_pulse_trains(data)
+    arr = DeviceArray(model, (1, 1, 40), g_min=1e-6, g_max=1e-4, seeds=[0], dtype=torch.float64)
+    assert fit.stuck.tolist() == arr.stuck.view(-1).tolist()  # exactly the devices drawn stuck
+    assert 0 < fit.model.stuck_fraction == pytest.approx(arr.stuck.double().mean().item())
+    assert fit.model.dw_min == pytest.approx(0.005, rel=0.1)
+    with pytest.raises(FitError, match="raise --pulses"):
+        fit_pulse_trains(synthetic_trains(PRESETS["capacitor"], pulses=60))

@@ -151,3 +151,21 @@ def test_calibrate_adds_the_programming_time_of_a_pulsed_run(tmp_path, capsys):
     assert "programming the update's pulses" in capsys.readouterr().out
     assert main(["calibrate", "--reading-sigma", "1e-3", "--sigma-target", "5e-4", "--programming-s", "0.1",
                  "--runs-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_drift_follows_each_device_since_its_last_write(tmp_path):
+    """G(t) = G_written ((t + t0)/t0)^-nu on the read-noise clock; a device written now starts again from t = 0."""
+    sim = net(tmp_path, model="gokmen-vlasov", **{**QUIET, "drift_nu": 0.1, "drift_t0_s": 1.0})
+    sim.load_conductances([torch.full_like(w, 0.1) for w in sim.weights])
+    nothing = ConductanceUpdate([torch.zeros_like(w) for w in sim.weights])
+    sim.program(nothing)
+    torch.testing.assert_close(sim.weights[1], torch.full_like(sim.weights[1], 0.1))
+    sim.noise.time_s = 99.0  # 99 s of readings later
+    sim.program(nothing)
+    torch.testing.assert_close(sim.weights[1], torch.full_like(sim.weights[1], 0.1 * 100 ** -0.1))
+    step = sim.programmer.dw_S
+    change = torch.zeros_like(sim.weights[1])
+    change[:, 0, :] = 2.5 * step  # two pulses into row 0 now
+    sim.program(ConductanceUpdate([torch.zeros_like(sim.weights[0]), change]))
+    torch.testing.assert_close(sim.weights[1][:, 0], torch.full_like(sim.weights[1][:, 0], 0.1 + 2 * step))
+    torch.testing.assert_close(sim.weights[1][:, 1:], torch.full_like(sim.weights[1][:, 1:], 0.1 * 100 ** -0.1))

@@ -75,6 +75,12 @@ class PulseProgrammer:
         self.tol_S = tolerance_steps * self.dw_S
         # What the devices hold, when what they conduct differs from it (write noise): kept apart.
         self.hidden = [W.clone() for W in weights] if model.write_noise_std > 0 else None
+        # Drift (model.drift_nu > 0): what each device conducted right after its last write, and when that was
+        # (s, on the simulator's clock); what it conducts now, drifted, goes into the conductances at each update.
+        self.drifting = model.drift_nu > 0
+        self.written = [W.clone() for W in weights] if self.drifting else None
+        self.t_prog = [torch.zeros_like(W) for W in weights] if self.drifting else None
+        self._now = 0.0
         stochastic = mode == "pulses" and rounding == "stochastic"
         self.change = [torch.empty_like(W) for W in weights] if stochastic else None  # dense dG, S
         # Change not yet programmed: in nominal steps (pulses), in S (write-verify).
@@ -122,9 +128,14 @@ class PulseProgrammer:
         return out.add_(delta.to(out.dtype), alpha=per_S)
 
     # ---- programming ------------------------------------------------------------
-    def program(self, weights: Sequence[torch.Tensor], deltas) -> None:
-        """Apply one update (a LowRankDelta or dense change per layer, S) to the conductances in place."""
-        for j, (W, delta) in enumerate(zip(weights, deltas)):
+    def program(self, weights: Sequence[torch.Tensor], deltas, now_s: float = 0.0) -> None:
+        """Apply one update (a LowRankDelta or dense change per layer, S) to the conductances in place.
+
+        now_s: the time of the update on the simulator's clock, s (drift only).
+        """
+        self._now = float(now_s)
+        for j, (W_now, delta) in enumerate(zip(weights, deltas)):
+            W = self.written[j] if self.drifting else W_now
             if self.mode == "write-verify":
                 self._write_verify(j, W, delta)
             elif self.residual is not None:
@@ -140,7 +151,14 @@ class PulseProgrammer:
                 n_all = d.clamp_(-self.max_pulses, self.max_pulses)
                 sel = self._select(j, n_all, 1.0)
                 self._pulse(j, W, sel, _take(n_all, sel))
+            if self.drifting:  # G(t) = G_written ((t + t0)/t0)^-nu, t since each device's last write
+                W_now.copy_(self.arrays[j].drift(W, (self._now - self.t_prog[j]).clamp_min_(0.0)))
         self._updates += 1
+
+    def _stamp(self, j: int, sel: torch.Tensor | None, written: torch.Tensor) -> None:
+        """Drift: the devices written now restart their clock."""
+        if self.drifting:
+            _put(self.t_prog[j], sel, torch.where(written, self._now, _take(self.t_prog[j], sel)))
 
     def _pulse(self, j: int, W: torch.Tensor, sel: torch.Tensor | None, n: torch.Tensor) -> None:
         """n pulses into the devices sel (all: None); W gets what they conduct."""
@@ -151,6 +169,7 @@ class PulseProgrammer:
         if self.hidden is not None:
             _put(W, sel, arr.write_noise(g, n != 0, self.gen, out=_take(W, sel)))
         self._count(j, self._pulses, n.abs(), sel)
+        self._stamp(j, sel, n != 0)
 
     def _write_verify(self, j: int, W: torch.Tensor, delta) -> None:
         pend = self._add(self.residual[j], delta)
@@ -183,6 +202,7 @@ class PulseProgrammer:
             _put(W, sel, w)
         self._count(j, self._err_sum, torch.where(programmed, (w - target).abs(), 0.0), sel)
         self._count(j, self._err_n, programmed, sel)
+        self._stamp(j, sel, programmed)
 
     def state(self) -> dict:
         """What the next updates depend on besides the conductances, for a checkpoint: the rounding generator,
