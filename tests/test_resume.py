@@ -12,6 +12,7 @@ import torch
 
 from conftest import write_fashion_like
 from hil.cli import main
+from sim_backend.devices import resolve_device_model, save_device_model
 
 METRIC_KEYS = ("epoch", "train_acc", "test_acc", "train_loss", "test_loss")
 
@@ -111,10 +112,14 @@ def test_resume_of_a_dead_process_run_is_allowed(tmp_path, capsys):
 
 
 def test_resume_with_pulsed_devices_is_bit_identical(tmp_path):
-    """Pulsed devices keep state between updates (sub-step remainders, rounding generator): the checkpoint has it."""
+    """Pulsed devices keep state between updates (sub-step remainders, rounding generator, drift since the last
+    write): the checkpoint has it."""
+    drifting = save_device_model(resolve_device_model("reram-es").model_copy(update={"drift_nu": 0.05}),
+                                 tmp_path / "device.yaml")
+
     def args(runs, epochs):
         return ["train", "--no-progress", "--hidden", "16", "--train-limit", "200", "--test-limit", "50",
-                "--device-model", "reram-es", "--g-max", "0.2", "--sigma", "1e-3", "--epochs", str(epochs),
+                "--device-model", str(drifting), "--g-max", "0.2", "--sigma", "1e-3", "--epochs", str(epochs),
                 "--runs-dir", str(runs)]
 
     assert main(args(tmp_path / "straight", 2)) == 0

@@ -204,15 +204,19 @@ class PulseProgrammer:
         self._count(j, self._err_n, programmed, sel)
         self._stamp(j, sel, programmed)
 
+    #: per-device tensors the next updates depend on: sub-step changes not yet programmed, what the devices hold
+    #: under their write noise, and (drift) what they conducted right after their last write and when
+    STATE = ("residual", "hidden", "written", "t_prog")
+
     def state(self) -> dict:
-        """What the next updates depend on besides the conductances, for a checkpoint: the rounding generator,
-        the sub-step changes not yet programmed, and what the devices hold under their write noise."""
+        """What the next updates depend on besides the conductances, for a checkpoint (with the rounding generator)."""
         copy = lambda ts: None if ts is None else [t.detach().cpu().clone() for t in ts]  # noqa: E731
-        return {"generator": self.gen.get_state(), "residual": copy(self.residual), "hidden": copy(self.hidden)}
+        return {"generator": self.gen.get_state(), **{k: copy(getattr(self, k)) for k in self.STATE}}
 
     def load_state(self, state: dict) -> None:
         self.gen.set_state(state["generator"])
-        for mine, saved in ((self.residual, state.get("residual")), (self.hidden, state.get("hidden"))):
+        for key in self.STATE:
+            mine, saved = getattr(self, key), state.get(key)
             if mine is not None and saved is not None:
                 for t, s in zip(mine, saved):
                     t.copy_(s)
