@@ -65,9 +65,20 @@ def _safe(method):
 
 def open_instrument(lab: LabConfig, name: str, session: VisaSession):
     """The driver of one instrument of the lab config, its session open (not yet identified or reset)."""
+    cfg = lab.instruments[name]
+    drv = _make_driver(lab, name, session)
+    # A fresh session to the same instrument: the fault policy reconnects through it (drivers/retry.py).
+    if cfg.kind == "xbar_board":
+        drv.reopen = lambda: XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
+    else:
+        drv.reopen = lambda: session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
+    return drv
+
+
+def _make_driver(lab: LabConfig, name: str, session: VisaSession):
     cfg, lim = lab.instruments[name], lab.limits.get(name)
     if cfg.kind == "xbar_board":
-        port = XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate)
+        port = XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
         return XbarBoard(name, port, session.log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
                          max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
     res = session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
@@ -183,6 +194,7 @@ class InstrumentCrossbar:
         smu_channels = {tuple(n.read.split("/")) for layer in [*lab.nodes.hidden, lab.nodes.outputs] for n in layer}
         for name, ch in sorted(smu_channels):
             self.inst[name].configure_voltmeter(ch, t.nplc)
+        self.smu_channels = sorted(smu_channels)
         self.read_plan = []  # (layer, node, smu, channel, switch, route)
         for l, layer in enumerate([*lab.nodes.hidden, lab.nodes.outputs]):
             for i, node in enumerate(layer):
@@ -338,10 +350,20 @@ class InstrumentCrossbar:
             reads = self._read_nodes(n)
             out.append(reads)
             self.stats["samples_measured"] += 1
+        self._check_after_measuring()
         readings = torch.stack(out, dim=1).unsqueeze(1)  # (n, 1, B, nodes)
         if free:
             self.y_free = readings[..., -n_out:].mean(0)[0]
         return readings.to(self.dtype)
+
+    def _check_after_measuring(self) -> None:
+        """Before readings are used: no SMU read in compliance, and no error queued by a write since the last check
+        (one query per SMU channel read, one per instrument written to)."""
+        for name, ch in self.smu_channels:
+            self.inst[name].check_compliance(ch)
+        for name, drv in self.inst.items():
+            if drv.writes_unchecked and name not in self.boards:
+                drv.check_errors()
 
     @_safe
     def program(self, update: ConductanceUpdate) -> None:
@@ -364,6 +386,9 @@ class InstrumentCrossbar:
                 self.stats["pulses"] += res.pulses
                 self.stats["programmed"] += 1
                 self.stats["stuck"] += int(res.stuck)
+        for board in self.boards.values():
+            if board.writes_unchecked:  # pulses since the last ERR?
+                board.check_errors("programming")
 
     @_safe
     def load_conductances(self, weights, biases=None) -> None:
@@ -400,6 +425,11 @@ class InstrumentCrossbar:
     def round_trips(self) -> int:
         """VISA queries so far (DACs, SMUs, switches); writes need no reply and are not counted."""
         return sum(d.queries for name, d in self.inst.items() if name not in self.boards)
+
+    @property
+    def retries(self) -> int:
+        """Queries retried after a transient fault (timeout, garbage, dropped connection), all instruments."""
+        return sum(d.retries for d in self.inst.values())
 
     @property
     def board_transactions(self) -> int:

@@ -125,13 +125,16 @@ def train_run(
             m.extra.update(round_trips_per_training_sample=round(trips / n, 2),
                            board_transactions_per_training_sample=round(board / n, 2),
                            ms_per_training_sample=round(1e3 * m.seconds / n, 2),
-                           pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"])
+                           pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"],
+                           retries=prep.backend.retries, faults_logged=len(prep.backend.log.faults))
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
         store.plot_accuracy()
         print(format_row(m), file=out, flush=True)
 
     store.mark_running(**({"lab": str(prep.lab_path)} if prep.lab_path else {}))
+    if not resume:  # the starting state: a run stopped in its first epoch resumes from it
+        store.save_checkpoint(trainer.state(0))
     try:
         with store.recording():
             history = trainer.fit(start, on_epoch=record)
