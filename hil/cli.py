@@ -91,6 +91,8 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--batch-size", type=int, help="samples per update")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--replicas", type=int, help="R networks trained at once (simulator)")
+    g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="snapshot checkpoint every K steps (0: epoch ends)")
+    g.add_argument("--checkpoint-every-s", type=float, metavar="S", help="snapshot checkpoint every S seconds (0: off)")
     g.add_argument("--device", help="cpu | cuda | cuda:N | auto")
     g.add_argument("--dtype", help="float32 | float64")
     g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
@@ -136,7 +138,7 @@ class _BoolOnce(argparse.BooleanOptionalAction):
 
 #: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.
 TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples",
-                           "epochs", "batch_size", "replicas"})
+                           "epochs", "batch_size", "replicas", "checkpoint_every_steps", "checkpoint_every_s"})
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

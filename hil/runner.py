@@ -12,6 +12,8 @@ import torch
 from hil.backend import CrossbarBackend
 from hil.config import ConfigError, RunConfig
 from hil.data import Dataset, load_dataset
+from hil.journal import StepJournal
+from hil.snapshots import StepRecorder
 from hil.store import RunStore, StoreError
 from hil.trainer import EpochMetrics, Trainer
 from sim_backend.crossbar import SimCrossbar, resolve_device
@@ -100,11 +102,14 @@ def train_run(
         prep.backend.log.attach(store.path / "commands.jsonl")
     bench = ({"trips": prep.backend.round_trips, "board": prep.backend.board_transactions}
              if hasattr(prep.backend, "round_trips") else None)
-    start = 1
+    start, in_epoch = 1, None
     if resume:
         state = store.load_checkpoint()
         try:
             start = trainer.load_state(state) + 1
+            in_epoch = state.get("in_epoch")  # a mid-epoch snapshot: continue that epoch where it stood
+            if in_epoch is not None:
+                start = int(in_epoch["epoch"])
         except (KeyError, TypeError, ValueError) as err:
             prep.backend.close()
             raise StoreError(f"resume: {store.checkpoint_path} does not fit this run ({err.__class__.__name__}: "
@@ -129,16 +134,21 @@ def train_run(
                            retries=prep.backend.retries, faults_logged=len(prep.backend.log.faults))
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
+        recorder.epoch_checkpoint(m.epoch)
         store.plot_accuracy()
         print(format_row(m), file=out, flush=True)
 
     store.mark_running(**({"lab": str(prep.lab_path)} if prep.lab_path else {}))
     if not resume:  # the starting state: a run stopped in its first epoch resumes from it
         store.save_checkpoint(trainer.state(0))
+    journal = StepJournal(store.path / "journal.sqlite", durable=bench is not None)
+    t = prep.cfg.train
+    recorder = StepRecorder(trainer, store, journal, every_steps=t.checkpoint_every_steps, every_s=t.checkpoint_every_s)
     try:
         with store.recording():
-            history = trainer.fit(start, on_epoch=record)
+            history = trainer.fit(start, on_epoch=record, hooks=recorder, resume=in_epoch)
     finally:
+        journal.close()
         prep.backend.close()
     store.set_status("completed", epochs=prep.cfg.train.epochs)
     last = history[-1] if history else None
