@@ -127,7 +127,7 @@ class InstrumentCrossbar:
     def __init__(self, lab: LabConfig, *, input_gain: float, layer_sizes, bias: bool = False,
                  g_min: float = 0.0, g_max: float | None = None, beta: float | None = None, centered: bool = False,
                  dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
-                 registry: Path | None = None, sleep=time.sleep):
+                 registry: Path | None = None, sleep=time.sleep, read_all: bool = True):
         lab.check_run(input_gain, list(layer_sizes), bias, beta, centered)
         p, u = lab.programming, lab.units
         self.lab = lab
@@ -156,9 +156,12 @@ class InstrumentCrossbar:
         self.y_free: torch.Tensor | None = None
         self.nudge_closed = False  # conductance mode: the nudge resistors' crosspoints
         self.stats = {"pulses": 0, "programmed": 0, "stuck": 0, "samples_measured": 0}
+        #: called with (layer, row, col, target, verified, pulses) in normalized S as each device is programmed
+        self.on_programmed = None
         try:
             self._connect()
-            self.weights = self._read_all_conductances()
+            # read_all=False (resume trusting the journal): `reconcile` sets the conductances and reads back some
+            self.weights = self._read_all_conductances() if read_all else self._empty_conductances()
             self.pending = [torch.zeros_like(w) for w in self.weights]
         except BaseException as err:
             self._shutdown_after(err)
@@ -205,6 +208,10 @@ class InstrumentCrossbar:
     def _device_blocks(self):
         for blk in sorted(self.lab.devices, key=lambda b: b.layer):
             yield blk.layer, self.boards[blk.board], blk.row_offset, blk.col_offset
+
+    def _empty_conductances(self) -> list[torch.Tensor]:
+        sizes = [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
+        return [torch.zeros(1, sizes[l], sizes[l + 1], dtype=torch.float64) for l, *_ in self._device_blocks()]
 
     def _read_all_conductances(self) -> list[torch.Tensor]:
         sizes = [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
@@ -386,6 +393,8 @@ class InstrumentCrossbar:
                 self.stats["pulses"] += res.pulses
                 self.stats["programmed"] += 1
                 self.stats["stuck"] += int(res.stuck)
+                if self.on_programmed is not None:  # journaled at once: a stop mid-step keeps what was programmed
+                    self.on_programmed((lyr, i, j, float(target[0, i, j]), float(W[0, i, j]), res.pulses))
         for board in self.boards.values():
             if board.writes_unchecked:  # pulses since the last ERR?
                 board.check_errors("programming")
@@ -406,6 +415,43 @@ class InstrumentCrossbar:
                     self.stats["pulses"] += res.pulses
                     self.stats["stuck"] += int(res.stuck)
             self.pending[lyr].zero_()
+
+    def step_targets(self) -> list[tuple[int, torch.Tensor]]:
+        """Per layer, the EP update's targets after a step: W + pending (normalized S; journaled per step)."""
+        return [(l, (self.weights[l] + self.pending[l]).flatten().numpy().copy()) for l in range(len(self.weights))]
+
+    @_safe
+    def reconcile(self, expected, pending=None, devices=None) -> dict:
+        """Resume: make the chip hold `expected` (normalized S, per layer). Read back every device (devices=None)
+        or only `devices` [(layer, row, col)] (trusting the journal for the rest), reprogram those off by more
+        than the write-verify tolerance. Returns what was found: devices checked, off, worst offset before and
+        after (S)."""
+        found = {"checked": 0, "off": 0, "reprogrammed": 0, "max_off_S": 0.0, "max_after_S": 0.0}
+        blocks = {lyr: (board, r0, c0) for lyr, board, r0, c0 in self._device_blocks()}
+        if devices is None:
+            self.weights = self._read_all_conductances()
+            devices = [(l, i, j) for l, w in enumerate(self.weights) for i in range(w.shape[1]) for j in range(w.shape[2])]
+        else:
+            self.weights = [e.detach().to("cpu", torch.float64).clone() for e in expected]
+            for l, i, j in devices:
+                board, r0, c0 = blocks[l]
+                self.weights[l][0, i, j] = board.read_conductance(r0 + i, c0 + j) / self.gu
+        for l, i, j in devices:
+            want, got = float(expected[l][0, i, j]), float(self.weights[l][0, i, j])
+            found["checked"] += 1
+            found["max_off_S"] = max(found["max_off_S"], abs(got - want) * self.gu)
+            if abs(got - want) > self.tol:
+                found["off"] += 1
+                board, r0, c0 = blocks[l]
+                target = min(max(want, self.g_lo), self.g_hi)
+                res = write_verify(board, r0 + i, c0 + j, target * self.gu, self.lab.programming, g_now_S=got * self.gu)
+                self.weights[l][0, i, j] = res.final_S / self.gu
+                self.stats["pulses"] += res.pulses
+                found["reprogrammed"] += 1
+            found["max_after_S"] = max(found["max_after_S"], abs(float(self.weights[l][0, i, j]) - want) * self.gu)
+        self.pending = ([p.detach().to("cpu", torch.float64).clone() for p in pending] if pending is not None
+                        else [torch.zeros_like(w) for w in self.weights])
+        return found
 
     def conductances(self):
         return [w.to(self.dtype) for w in self.weights], None

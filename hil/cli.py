@@ -166,6 +166,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hil.store import RunStore
 
     over = overrides_from(args)
+    if args.trust_journal and not args.resume:
+        raise UsageError("--trust-journal: only with --resume RUN_DIR (it chooses which devices a resume reads back)")
     if args.resume:
         changed = sorted(set(over) - {"train.epochs"})
         if changed or args.config:
@@ -187,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         prep = prepare(cfg, lab, initialize=False)
         if "train.epochs" in over:
             store.save_config(cfg)
-        train_run(prep, store, resume=True, progress=not args.no_progress)
+        train_run(prep, store, resume=True, trust_journal=args.trust_journal, progress=not args.no_progress)
         return 0
     _, prep, store = _setup(args, "run")
     train_run(prep, store, progress=not args.no_progress)
@@ -456,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--trust-journal", action="store_true", help="bench resume: read back only the devices the "
+                   "unfinished step touched (default: every device) before reprogramming those off")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--lab", type=Path, metavar="LAB.yaml", help="train on the bench this lab config describes")
     add_run_options(t)

@@ -44,17 +44,20 @@ class StepJournal:
 
     def begin_step(self, step: int, epoch: int, pos: int, batch: np.ndarray) -> None:
         """The step is about to run on these samples (replaces an unfinished record of the same step)."""
-        self.db.execute("INSERT OR REPLACE INTO steps (step, epoch, pos, batch, done, t) VALUES (?, ?, ?, ?, 0, ?)",
-                        (step, epoch, pos, np.asarray(batch, dtype=np.int64).tobytes(), time.time()))
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM devices WHERE step = ?", (step,))  # a step redone after a resume starts afresh
+        db.execute("INSERT OR REPLACE INTO steps (step, epoch, pos, batch, done, t) VALUES (?, ?, ?, ?, 0, ?)",
+                   (step, epoch, pos, np.asarray(batch, dtype=np.int64).tobytes(), time.time()))
+        db.execute("COMMIT")
 
     def end_step(self, step: int, correct: float | None = None, loss: float | None = None,
                  devices: list[tuple] = (), targets: list[tuple[int, np.ndarray]] = ()) -> None:
         """The step finished: its programmed devices (layer, row, col, target, verified, pulses) and targets."""
         db = self.db
         db.execute("BEGIN")
-        db.execute("DELETE FROM devices WHERE step = ?", (step,))
         db.execute("DELETE FROM targets WHERE step = ?", (step,))
-        if devices:
+        if devices:  # those not journaled one by one already (record_devices)
             db.executemany("INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?)", [(step, *d) for d in devices])
         if len(targets):
             db.executemany("INSERT INTO targets VALUES (?, ?, ?)",
@@ -86,6 +89,7 @@ class StepJournal:
                  "correct": c, "loss": l} for s, e, p, b, d, c, l in rows]
 
     def devices(self, step: int) -> list[tuple]:
+        """(layer, row, col, target, verified, pulses) of the devices a step programmed, in order."""
         return self.db.execute("SELECT layer, row, col, target, verified, pulses FROM devices WHERE step = ?",
                                (step,)).fetchall()
 

@@ -24,7 +24,10 @@ class StepRecorder:
         self.snapshots = 0
 
     def begin(self, epoch: int, pos: int, batch) -> None:
-        self.journal.begin_step(self.trainer.step_count, epoch, pos, batch.numpy())
+        step = self.trainer.step_count
+        self.journal.begin_step(step, epoch, pos, batch.numpy())
+        if hasattr(self.backend, "on_programmed"):  # a bench: each programmed device journaled as it is done
+            self.backend.on_programmed = lambda d: self.journal.record_devices(step, [d])
 
     def end(self, epoch: int, pos: int, correct, loss) -> None:
         step = self.trainer.step_count - 1
@@ -47,3 +50,45 @@ class StepRecorder:
         """The end-of-epoch checkpoint (written by the runner) is a snapshot too."""
         self.journal.snapshot(self.trainer.step_count - 1, epoch + 1, 0)
         self._since, self._t_last = 0, time.monotonic()
+
+
+def bench_plan(state: dict, journal: StepJournal, trainer) -> dict:
+    """Where a bench run stands after its last journaled step: the checkpoint's state carried forward by each
+    finished step after it (verified conductances of the devices it programmed, its targets, its counts).
+
+    Returns weights and pending (normalized S, per layer, float64), step_count, in_epoch (or None: start the
+    epoch after `state['epoch']`), and touched: the devices [(layer, row, col)] the unfinished step programmed.
+    """
+    import torch
+
+    weights = [w.detach().to(torch.float64).clone() for w in state["weights"]]
+    pending = ([p.detach().to(torch.float64).clone() for p in state["pending"]] if "pending" in state
+               else [torch.zeros_like(w) for w in weights])
+    first = int(state.get("step", 0))
+    done = [s for s in journal.steps(after=first - 1) if s["done"]]
+    in_epoch = state.get("in_epoch")
+    last = None
+    for s in done:
+        if last is not None and s["step"] != last["step"] + 1:
+            break  # a gap: nothing after it is trusted
+        for layer, i, j, _target, verified, _pulses in journal.devices(s["step"]):
+            weights[layer][0, i, j] = verified
+        targets = journal.targets(s["step"])
+        for layer, flat in targets.items():
+            pending[layer] = torch.from_numpy(flat.copy()).reshape(weights[layer].shape) - weights[layer]
+        if in_epoch is None or int(in_epoch["epoch"]) != s["epoch"]:
+            in_epoch = {"epoch": s["epoch"], "pos": 0, "order": trainer.epoch_order(s["epoch"]), "seconds": 0.0,
+                        "correct": torch.zeros(trainer.R, dtype=torch.long),
+                        "loss": torch.zeros(trainer.R, dtype=trainer.dtype)}
+        else:
+            in_epoch = {**in_epoch, "correct": in_epoch["correct"].clone(), "loss": in_epoch["loss"].clone()}
+        in_epoch["pos"] = s["pos"] + 1
+        in_epoch["correct"] += int(round(s["correct"] or 0))
+        in_epoch["loss"] += float(s["loss"] or 0.0)
+        last = s
+    step_count = last["step"] + 1 if last is not None else first
+    unfinished = journal.unfinished()
+    touched = ([(l, i, j) for l, i, j, *_ in journal.devices(unfinished)]
+               if unfinished is not None and unfinished >= step_count else [])
+    return {"weights": weights, "pending": pending, "step_count": step_count, "in_epoch": in_epoch,
+            "touched": sorted(set(touched))}

@@ -255,6 +255,8 @@ class Trainer:
         if isinstance(self.backend, Resumable):
             state["random"] = self.backend.random_state()
         state["torch_rng"] = torch.get_rng_state()
+        if hasattr(self.backend, "pending"):  # a bench's sub-tolerance changes not yet programmed
+            state["pending"] = [p.detach().cpu().clone() for p in self.backend.pending]
         return state
 
     def snapshot(self) -> dict:
@@ -267,11 +269,14 @@ class Trainer:
                              "seconds": time.perf_counter() - e["t0"]}
         return state
 
-    def load_state(self, state: dict) -> int:
-        """Restore conductances and RNG from a checkpoint; returns the epoch it finished."""
+    def load_state(self, state: dict, conductances: bool = True) -> int:
+        """Restore conductances and RNG from a checkpoint; returns the epoch it finished.
+
+        conductances=False: leave them to the caller (a bench resume reconciles the chip with the journal)."""
         if not isinstance(self.backend, Resumable):
             raise RuntimeError("this backend cannot load conductances from a checkpoint")
-        self.backend.load_conductances(state["weights"], state["biases"])
+        if conductances:
+            self.backend.load_conductances(state["weights"], state["biases"])
         if "random" in state:
             self.backend.load_random_state(state["random"])
         elif "noise_rng" in state:  # checkpoints written before the noise clock was saved
