@@ -43,6 +43,7 @@ from drivers.lab import LabConfig
 from drivers.programming import write_verify
 from drivers.qdac2 import QDac2
 from drivers.session import CommandLog, InstrumentError, VisaSession
+from drivers.signals import deferred_interrupts
 from drivers.xbar_board import XbarBoard
 from hil.backend import ConductanceUpdate, NodeStats
 
@@ -385,19 +386,25 @@ class InstrumentCrossbar:
             # Kept inside the device range: the EP rule's bound, not a safety clamp.
             target = torch.clamp(W + pend, self.g_lo, self.g_hi)
             due = (target - W).abs() >= self.tol
-            for _, i, j in torch.nonzero(due[0:1]).tolist():
-                res = write_verify(board, r0 + i, c0 + j, float(target[0, i, j]) * self.gu, self.lab.programming,
-                                   g_now_S=float(W[0, i, j]) * self.gu)
-                W[0, i, j] = res.final_S / self.gu
-                pend[0, i, j] = 0.0
-                self.stats["pulses"] += res.pulses
-                self.stats["programmed"] += 1
-                self.stats["stuck"] += int(res.stuck)
-                if self.on_programmed is not None:  # journaled at once: a stop mid-step keeps what was programmed
-                    self.on_programmed((lyr, i, j, float(target[0, i, j]), float(W[0, i, j]), res.pulses))
+            with deferred_interrupts() as signals:  # a signal finishes (and journals) the device, then stops
+                self._program_due(lyr, board, r0, c0, W, pend, target, due, signals)
         for board in self.boards.values():
             if board.writes_unchecked:  # pulses since the last ERR?
                 board.check_errors("programming")
+
+    def _program_due(self, lyr, board, r0, c0, W, pend, target, due, signals) -> None:
+        """Write-verify each device due in one layer; `signals.check()` between devices."""
+        for _, i, j in torch.nonzero(due[0:1]).tolist():
+            res = write_verify(board, r0 + i, c0 + j, float(target[0, i, j]) * self.gu, self.lab.programming,
+                               g_now_S=float(W[0, i, j]) * self.gu)
+            W[0, i, j] = res.final_S / self.gu
+            pend[0, i, j] = 0.0
+            self.stats["pulses"] += res.pulses
+            self.stats["programmed"] += 1
+            self.stats["stuck"] += int(res.stuck)
+            if self.on_programmed is not None:  # journaled at once: a stop mid-step keeps what was programmed
+                self.on_programmed((lyr, i, j, float(target[0, i, j]), float(W[0, i, j]), res.pulses))
+            signals.check()
 
     @_safe
     def load_conductances(self, weights, biases=None) -> None:

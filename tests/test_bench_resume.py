@@ -113,3 +113,68 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
         assert off.max().item() <= 4 * tol, f"{where}: a conductance {off.max().item():.3g} normalized S away"
         spread.append((within, off.max().item() / tol))
     print("fraction within tol, worst offset in tol units, per kill:", spread)
+
+
+def start_run(lab_path, runs, reg):
+    return subprocess.Popen([sys.executable, "-m", "hil.cli", *train_args(lab_path, runs)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "HIL_EMULATOR_REGISTRY": str(reg)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_devices(proc, runs, n):
+    while proc.poll() is None:
+        found = list(runs.glob("*/journal.sqlite"))
+        if found and journal_devices(found[0].parent) >= n:
+            return found[0].parent
+        time.sleep(0.001)
+    raise AssertionError(f"the run ended before {n} devices were programmed: {proc.stderr.read()}")
+
+
+def chip_matches_journal(emu, lab, run, tol_S):
+    """Every device on the emulated chip holds what the checkpoint and the journal after it say (within tol)."""
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    expected = [w.double().clone() for w in state["weights"]]
+    db = sqlite3.connect(run / "journal.sqlite")
+    for layer, i, j, verified in db.execute("SELECT layer, row, col, verified FROM devices WHERE step >= ? "
+                                            "ORDER BY rowid", (int(state["step"]),)):
+        expected[layer][0, i, j] = verified
+    db.close()
+    gu = lab.units.conductance_unit_S
+    worst = 0.0
+    for blk in lab.devices:
+        w = expected[blk.layer][0]
+        for i in range(w.shape[0]):
+            for j in range(w.shape[1]):
+                g = emu.bench.conductance(blk.board, blk.row_offset + i, blk.col_offset + j)
+                worst = max(worst, abs(g - float(w[i, j]) * gu))
+    assert worst <= tol_S, f"a device is {worst:.3g} S from what the journal says"
+
+
+@pytest.mark.parametrize("sig,twice", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)])
+def test_signal_while_programming_finishes_the_device_and_stops_safely(sig, twice, tmp_path, monkeypatch):
+    tree = quiet_tree()
+    lab_path = tmp_path / "lab.yaml"
+    lab_path.write_text(yaml.safe_dump(tree))
+    lab = LabConfig.model_validate(tree)
+    with EmulatedLab(lab) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        proc = start_run(lab_path, tmp_path / "runs", reg)
+        try:
+            run = wait_for_devices(proc, tmp_path / "runs", 4)
+            proc.send_signal(sig)
+            if twice:
+                proc.send_signal(sig)
+            assert proc.wait(60) == 130
+        finally:
+            proc.kill()
+        err = proc.stderr.read()
+        assert "interrupted" in err
+        assert emu.outputs() == {}  # every output ramped to 0 V and off
+        st = json.loads((run / "run.json").read_text())
+        assert st["status"] == "interrupted"
+        if not twice:  # the device being programmed was finished and journaled before the stop
+            chip_matches_journal(emu, lab, run, lab.programming.tolerance_S)
+        monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(reg))
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+        assert emu.outputs() == {}
+    assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2]
