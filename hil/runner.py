@@ -158,7 +158,7 @@ def train_run(
     if not resume:  # the starting state: a run stopped in its first epoch resumes from it
         store.save_checkpoint(trainer.state(0))
     t = prep.cfg.train
-    recorder = StepRecorder(trainer, store, journal, every_steps=t.checkpoint_every_steps, every_s=t.checkpoint_every_s)
+    recorder = StepRecorder(trainer, store.save_checkpoint, journal, every_steps=t.checkpoint_every_steps, every_s=t.checkpoint_every_s)
     try:
         with store.recording():
             history = trainer.fit(start, on_epoch=record, hooks=recorder, resume=in_epoch)

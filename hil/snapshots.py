@@ -8,15 +8,20 @@ nothing is read back from the device); conductances are copied to the host only 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from hil.journal import StepJournal
-from hil.store import RunStore
 
 
 class StepRecorder:
-    def __init__(self, trainer, store: RunStore, journal: StepJournal, *, every_steps: int, every_s: float):
-        self.trainer, self.store, self.journal = trainer, store, journal
+    """save(state): writes a snapshot checkpoint (`Trainer.snapshot()`); step_offset: added to the trainer's step
+    count in the journal (a sweep's chunks each count from 0)."""
+
+    def __init__(self, trainer, save: Callable[[dict], None], journal: StepJournal, *, every_steps: int,
+                 every_s: float, step_offset: int = 0):
+        self.trainer, self.save, self.journal = trainer, save, journal
         self.every_steps, self.every_s = every_steps, every_s
+        self.offset = step_offset
         self.backend = trainer.backend
         self.on_cpu = trainer.device.type == "cpu"
         self._since = 0
@@ -24,13 +29,13 @@ class StepRecorder:
         self.snapshots = 0
 
     def begin(self, epoch: int, pos: int, batch) -> None:
-        step = self.trainer.step_count
+        step = self.offset + self.trainer.step_count
         self.journal.begin_step(step, epoch, pos, batch.numpy())
         if hasattr(self.backend, "on_programmed"):  # a bench: each programmed device journaled as it is done
             self.backend.on_programmed = lambda d: self.journal.record_devices(step, [d])
 
     def end(self, epoch: int, pos: int, correct, loss) -> None:
-        step = self.trainer.step_count - 1
+        step = self.offset + self.trainer.step_count - 1
         devices = self.backend.drain_programmed() if hasattr(self.backend, "drain_programmed") else []
         targets = self.backend.step_targets() if hasattr(self.backend, "step_targets") else []
         # The step's free-phase counts only where reading them costs nothing (CPU tensors).
@@ -41,14 +46,14 @@ class StepRecorder:
         now = time.monotonic()
         if ((self.every_steps and self._since >= self.every_steps)
                 or (self.every_s and now - self._t_last >= self.every_s)):
-            self.store.save_checkpoint(self.trainer.snapshot())
+            self.save(self.trainer.snapshot())
             self.journal.snapshot(step, epoch, pos + 1)
             self.snapshots += 1
             self._since, self._t_last = 0, now
 
     def epoch_checkpoint(self, epoch: int) -> None:
         """The end-of-epoch checkpoint (written by the runner) is a snapshot too."""
-        self.journal.snapshot(self.trainer.step_count - 1, epoch + 1, 0)
+        self.journal.snapshot(self.offset + self.trainer.step_count - 1, epoch + 1, 0)
         self._since, self._t_last = 0, time.monotonic()
 
 
