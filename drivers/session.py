@@ -184,10 +184,12 @@ class Instrument:
         self.writes_unchecked = 0  # writes since the error queue was last read
         self.last_write = ""
         self._recovering = False
+        self._stale = False  # the session may hold a late reply (see _fresh_session_if_stale)
 
     # ---- transport -------------------------------------------------------------
     def write(self, command: str) -> None:
         """Send a command that has no reply. A write that fails (socket gone) reconnects and reads the state back."""
+        self._fresh_session_if_stale()
         self.unconfirmed.append(command)
         self.writes_unchecked += 1
         self.last_write = command
@@ -215,11 +217,13 @@ class Instrument:
         """A command with a reply. An idempotent one that fails transiently is retried once after clearing the
         interface (logged, counted in `retries`); a non-idempotent one raises UnconfirmedWrite instead; a second
         failure raises InstrumentFault."""
+        self._fresh_session_if_stale()
         try:
             reply = self._exchange(command)
         except TransientFault as fault:
             if self._recovering or self.reopen is None:
                 self.log.record(self.name, command, None, fault=fault.kind, action="stop")
+                self._stale = True
                 raise InstrumentFault(self.name, command, fault.kind) from None
             self.log.record(self.name, command, None, fault=fault.kind,
                             action="retry" if idempotent else "read back")
@@ -231,11 +235,23 @@ class Instrument:
                 reply = self._exchange(command)
             except TransientFault as again:
                 self.log.record(self.name, command, None, fault=again.kind, action="stop")
+                self._stale = True
                 raise InstrumentFault(self.name, command, f"{again.kind}, again after a retry") from None
         self.queries += 1
         self.unconfirmed.clear()
         self.log.record(self.name, command, reply)
         return reply
+
+    def _fresh_session_if_stale(self) -> None:
+        """After a fault that stopped the run, the next command (the shutdown's) goes out on a fresh session: a late
+        reply still on its way must not be read as the answer to it."""
+        if self._stale and self.reopen is not None and not self._recovering:
+            self._stale = False
+            try:
+                self.resource.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.resource = self.reopen()
 
     def _recover(self, command: str, kind: str) -> None:
         """Clear the interface by reopening the session, then read the state back (`reconcile`)."""
