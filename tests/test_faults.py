@@ -137,3 +137,22 @@ def test_cli_prints_one_line_naming_instrument_and_fault(lab_file, tmp_path, mon
         assert code == 1 and emu.outputs() == {}
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hil: error: smu_b: SCPI error -222") and "Data out of range" in err[0]
+
+
+def test_a_second_failure_of_the_retried_query_stops_the_run(lab_file, tmp_path, monkeypatch):
+    lab = LabConfig.model_validate(yaml.safe_load(lab_file.read_text()))
+    with EmulatedLab(lab) as emu:
+        monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
+        cfg = run_config(lab_file, tmp_path / "runs")
+        prep = prepare(cfg, lab_file)
+        store = RunStore.create(cfg)
+        emu.inject("smu_hidden", "garbage", match=r"^:TRAC:DATA\?", after=3, count=2)  # the retry gets garbage too
+        with pytest.raises(InstrumentFault, match=r"smu_hidden: garbage reply, again after a retry"):
+            train_run(prep, store)
+        assert emu.outputs() == {}
+    st = json.loads((store.path / "run.json").read_text())
+    assert st["status"] == "failed" and st["fault"] == "garbage reply, again after a retry"
+    actions = [r["action"] for r in map(json.loads, (store.path / "commands.jsonl").read_text().splitlines())
+               if r.get("fault")]
+    # one retry (after the reconnect the lost measurement trigger is sent again), then the stop
+    assert actions[0] == "retry" and actions.count("retry") == 1 and actions[-1] == "stop", actions
