@@ -43,6 +43,7 @@ from drivers.lab import LabConfig
 from drivers.programming import write_verify
 from drivers.qdac2 import QDac2
 from drivers.session import CommandLog, InstrumentError, VisaSession
+from drivers.signals import deferred_interrupts
 from drivers.xbar_board import XbarBoard
 from hil.backend import ConductanceUpdate, NodeStats
 
@@ -65,9 +66,20 @@ def _safe(method):
 
 def open_instrument(lab: LabConfig, name: str, session: VisaSession):
     """The driver of one instrument of the lab config, its session open (not yet identified or reset)."""
+    cfg = lab.instruments[name]
+    drv = _make_driver(lab, name, session)
+    # A fresh session to the same instrument: the fault policy reconnects through it (drivers/retry.py).
+    if cfg.kind == "xbar_board":
+        drv.reopen = lambda: XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
+    else:
+        drv.reopen = lambda: session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
+    return drv
+
+
+def _make_driver(lab: LabConfig, name: str, session: VisaSession):
     cfg, lim = lab.instruments[name], lab.limits.get(name)
     if cfg.kind == "xbar_board":
-        port = XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate)
+        port = XbarBoard.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
         return XbarBoard(name, port, session.log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
                          max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
     res = session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
@@ -116,7 +128,7 @@ class InstrumentCrossbar:
     def __init__(self, lab: LabConfig, *, input_gain: float, layer_sizes, bias: bool = False,
                  g_min: float = 0.0, g_max: float | None = None, beta: float | None = None, centered: bool = False,
                  dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
-                 registry: Path | None = None, sleep=time.sleep):
+                 registry: Path | None = None, sleep=time.sleep, read_all: bool = True):
         lab.check_run(input_gain, list(layer_sizes), bias, beta, centered)
         p, u = lab.programming, lab.units
         self.lab = lab
@@ -145,9 +157,12 @@ class InstrumentCrossbar:
         self.y_free: torch.Tensor | None = None
         self.nudge_closed = False  # conductance mode: the nudge resistors' crosspoints
         self.stats = {"pulses": 0, "programmed": 0, "stuck": 0, "samples_measured": 0}
+        #: called with (layer, row, col, target, verified, pulses) in normalized S as each device is programmed
+        self.on_programmed = None
         try:
             self._connect()
-            self.weights = self._read_all_conductances()
+            # read_all=False (resume trusting the journal): `reconcile` sets the conductances and reads back some
+            self.weights = self._read_all_conductances() if read_all else self._empty_conductances()
             self.pending = [torch.zeros_like(w) for w in self.weights]
         except BaseException as err:
             self._shutdown_after(err)
@@ -183,6 +198,7 @@ class InstrumentCrossbar:
         smu_channels = {tuple(n.read.split("/")) for layer in [*lab.nodes.hidden, lab.nodes.outputs] for n in layer}
         for name, ch in sorted(smu_channels):
             self.inst[name].configure_voltmeter(ch, t.nplc)
+        self.smu_channels = sorted(smu_channels)
         self.read_plan = []  # (layer, node, smu, channel, switch, route)
         for l, layer in enumerate([*lab.nodes.hidden, lab.nodes.outputs]):
             for i, node in enumerate(layer):
@@ -193,6 +209,10 @@ class InstrumentCrossbar:
     def _device_blocks(self):
         for blk in sorted(self.lab.devices, key=lambda b: b.layer):
             yield blk.layer, self.boards[blk.board], blk.row_offset, blk.col_offset
+
+    def _empty_conductances(self) -> list[torch.Tensor]:
+        sizes = [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
+        return [torch.zeros(1, sizes[l], sizes[l + 1], dtype=torch.float64) for l, *_ in self._device_blocks()]
 
     def _read_all_conductances(self) -> list[torch.Tensor]:
         sizes = [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
@@ -338,10 +358,20 @@ class InstrumentCrossbar:
             reads = self._read_nodes(n)
             out.append(reads)
             self.stats["samples_measured"] += 1
+        self._check_after_measuring()
         readings = torch.stack(out, dim=1).unsqueeze(1)  # (n, 1, B, nodes)
         if free:
             self.y_free = readings[..., -n_out:].mean(0)[0]
         return readings.to(self.dtype)
+
+    def _check_after_measuring(self) -> None:
+        """Before readings are used: no SMU read in compliance, and no error queued by a write since the last check
+        (one query per SMU channel read, one per instrument written to)."""
+        for name, ch in self.smu_channels:
+            self.inst[name].check_compliance(ch)
+        for name, drv in self.inst.items():
+            if drv.writes_unchecked and name not in self.boards:
+                drv.check_errors()
 
     @_safe
     def program(self, update: ConductanceUpdate) -> None:
@@ -356,14 +386,25 @@ class InstrumentCrossbar:
             # Kept inside the device range: the EP rule's bound, not a safety clamp.
             target = torch.clamp(W + pend, self.g_lo, self.g_hi)
             due = (target - W).abs() >= self.tol
-            for _, i, j in torch.nonzero(due[0:1]).tolist():
-                res = write_verify(board, r0 + i, c0 + j, float(target[0, i, j]) * self.gu, self.lab.programming,
-                                   g_now_S=float(W[0, i, j]) * self.gu)
-                W[0, i, j] = res.final_S / self.gu
-                pend[0, i, j] = 0.0
-                self.stats["pulses"] += res.pulses
-                self.stats["programmed"] += 1
-                self.stats["stuck"] += int(res.stuck)
+            with deferred_interrupts() as signals:  # a signal finishes (and journals) the device, then stops
+                self._program_due(lyr, board, r0, c0, W, pend, target, due, signals)
+        for board in self.boards.values():
+            if board.writes_unchecked:  # pulses since the last ERR?
+                board.check_errors("programming")
+
+    def _program_due(self, lyr, board, r0, c0, W, pend, target, due, signals) -> None:
+        """Write-verify each device due in one layer; `signals.check()` between devices."""
+        for _, i, j in torch.nonzero(due[0:1]).tolist():
+            res = write_verify(board, r0 + i, c0 + j, float(target[0, i, j]) * self.gu, self.lab.programming,
+                               g_now_S=float(W[0, i, j]) * self.gu)
+            W[0, i, j] = res.final_S / self.gu
+            pend[0, i, j] = 0.0
+            self.stats["pulses"] += res.pulses
+            self.stats["programmed"] += 1
+            self.stats["stuck"] += int(res.stuck)
+            if self.on_programmed is not None:  # journaled at once: a stop mid-step keeps what was programmed
+                self.on_programmed((lyr, i, j, float(target[0, i, j]), float(W[0, i, j]), res.pulses))
+            signals.check()
 
     @_safe
     def load_conductances(self, weights, biases=None) -> None:
@@ -381,6 +422,43 @@ class InstrumentCrossbar:
                     self.stats["pulses"] += res.pulses
                     self.stats["stuck"] += int(res.stuck)
             self.pending[lyr].zero_()
+
+    def step_targets(self) -> list[tuple[int, torch.Tensor]]:
+        """Per layer, the EP update's targets after a step: W + pending (normalized S; journaled per step)."""
+        return [(l, (self.weights[l] + self.pending[l]).flatten().numpy().copy()) for l in range(len(self.weights))]
+
+    @_safe
+    def reconcile(self, expected, pending=None, devices=None) -> dict:
+        """Resume: make the chip hold `expected` (normalized S, per layer). Read back every device (devices=None)
+        or only `devices` [(layer, row, col)] (trusting the journal for the rest), reprogram those off by more
+        than the write-verify tolerance. Returns what was found: devices checked, off, worst offset before and
+        after (S)."""
+        found = {"checked": 0, "off": 0, "reprogrammed": 0, "max_off_S": 0.0, "max_after_S": 0.0}
+        blocks = {lyr: (board, r0, c0) for lyr, board, r0, c0 in self._device_blocks()}
+        if devices is None:
+            self.weights = self._read_all_conductances()
+            devices = [(l, i, j) for l, w in enumerate(self.weights) for i in range(w.shape[1]) for j in range(w.shape[2])]
+        else:
+            self.weights = [e.detach().to("cpu", torch.float64).clone() for e in expected]
+            for l, i, j in devices:
+                board, r0, c0 = blocks[l]
+                self.weights[l][0, i, j] = board.read_conductance(r0 + i, c0 + j) / self.gu
+        for l, i, j in devices:
+            want, got = float(expected[l][0, i, j]), float(self.weights[l][0, i, j])
+            found["checked"] += 1
+            found["max_off_S"] = max(found["max_off_S"], abs(got - want) * self.gu)
+            if abs(got - want) > self.tol:
+                found["off"] += 1
+                board, r0, c0 = blocks[l]
+                target = min(max(want, self.g_lo), self.g_hi)
+                res = write_verify(board, r0 + i, c0 + j, target * self.gu, self.lab.programming, g_now_S=got * self.gu)
+                self.weights[l][0, i, j] = res.final_S / self.gu
+                self.stats["pulses"] += res.pulses
+                found["reprogrammed"] += 1
+            found["max_after_S"] = max(found["max_after_S"], abs(float(self.weights[l][0, i, j]) - want) * self.gu)
+        self.pending = ([p.detach().to("cpu", torch.float64).clone() for p in pending] if pending is not None
+                        else [torch.zeros_like(w) for w in self.weights])
+        return found
 
     def conductances(self):
         return [w.to(self.dtype) for w in self.weights], None
@@ -400,6 +478,11 @@ class InstrumentCrossbar:
     def round_trips(self) -> int:
         """VISA queries so far (DACs, SMUs, switches); writes need no reply and are not counted."""
         return sum(d.queries for name, d in self.inst.items() if name not in self.boards)
+
+    @property
+    def retries(self) -> int:
+        """Queries retried after a transient fault (timeout, garbage, dropped connection), all instruments."""
+        return sum(d.retries for d in self.inst.values())
 
     @property
     def board_transactions(self) -> int:

@@ -30,6 +30,7 @@ class Keithley2450(SourceMeter):
         "trigger": ':TRAC:TRIG "defbuffer1"',
         "fetch": ':TRAC:DATA? 1, {n}, "defbuffer1", READ',
         # hil safe: what another process left on (queries of the settings above, same manual section)
+        "trip_query": ":SOUR:CURR:VLIM:TRIP?",
         "output_query": ":OUTP?",
         "func_query": ":SOUR:FUNC?",
         "current_query": ":SOUR:CURR?",

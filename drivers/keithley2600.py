@@ -31,6 +31,7 @@ class Keithley2600(TspErrorQueue, SourceMeter):
         "trigger": "smu{ch}.measure.v(smu{ch}.nvbuffer1)",
         "fetch": "printbuffer(1, {n}, smu{ch}.nvbuffer1.readings)",
         # hil safe: what another process left on (the attributes above, read with print())
+        "trip_query": "print(smu{ch}.source.compliance)",
         "output_query": "print(smu{ch}.source.output)",
         "func_query": "print(smu{ch}.source.func)",
         "current_query": "print(smu{ch}.source.leveli)",

@@ -46,9 +46,9 @@ class Keithley707B(TspErrorQueue, Instrument):
         """
         if self.closed == channel:
             return
-        self.write(self.CMD["exclusive_close"].format(ch=self.validate(channel)))
+        self.closed = self.validate(channel)  # the intent first: a reconnect during the sync restores it
+        self.write(self.CMD["exclusive_close"].format(ch=channel))
         self.sync()
-        self.closed = channel
 
     def set_crosspoints(self, channels: list[str], closed: bool) -> None:
         """Close (or open) these crosspoints, leaving the others as they are, and wait for the relays."""
@@ -58,6 +58,15 @@ class Keithley707B(TspErrorQueue, Instrument):
 
     def closed_channels(self) -> str:
         return self.query(self.CMD["get_closed"])
+
+    def reconcile(self, command: str, lost: list[str]) -> None:
+        """After a reconnect: the routed crosspoint is read back and closed again if a lost write left it open."""
+        if self.closed is None:
+            return
+        got = self.closed_channels().strip()
+        if got != self.closed:
+            self.rewrite_after_readback(self.CMD["exclusive_close"].format(ch=self.closed))
+            self.sync()
 
     def make_safe(self) -> list[str]:
         closed = self.closed_channels().strip()

@@ -28,6 +28,7 @@ class KeysightB2900(SourceMeter):
         "initiate": ":INIT (@{ch})",
         "fetch": ":FETC:ARR:VOLT? (@{ch})",
         # hil safe: what another process left on (queries of the settings above)
+        "trip_query": ":SENS{ch}:VOLT:PROT:TRIP?",
         "output_query": ":OUTP{ch}?",
         "func_query": ":SOUR{ch}:FUNC:MODE?",
         "current_query": ":SOUR{ch}:CURR?",

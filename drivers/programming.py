@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.lab import ProgrammingConfig
+from drivers.retry import UnconfirmedWrite
 
 
 @dataclass
@@ -41,7 +42,10 @@ def write_verify(board, row: int, col: int, target_S: float, cfg: ProgrammingCon
     amp, width = bounds.start_V, bounds.width_s
     unmoved = 0
     while abs(g - target_S) > cfg.tolerance_S and pulses < cfg.max_pulses:
-        board.pulse(row, col, direction * amp, width)
+        try:
+            board.pulse(row, col, direction * amp, width)
+        except UnconfirmedWrite:
+            pass  # its reply was lost: whether it was applied shows in the read-back below (never pulsed again blindly)
         pulses += 1
         g_new = board.read_conductance(row, col)
         unmoved = unmoved + 1 if abs(g_new - g) < 0.1 * cfg.tolerance_S else 0

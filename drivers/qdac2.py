@@ -6,6 +6,7 @@ SOURce[n]:VOLTage:SLEW, SYSTem:ERRor[:NEXT]?), and QCoDeS's QDAC-II driver.
 The QDAC-II has no output relay: "off" is 0 V held, reached through a slew-limited ramp.
 """
 
+from drivers.retry import InstrumentFault
 from drivers.session import Instrument, check_limit, parse_floats, ramp_steps
 
 
@@ -21,6 +22,7 @@ class QDac2(Instrument):
         "slew": "sour{ch}:volt:slew {s:.6g}",
         "volt": "sour{ch}:volt {v:.6g}",
         "volt_query": "sour{ch}:volt?",
+        "range_query": "sour{ch}:rang?",
     }
     ERROR_QUERY = "syst:err?"
 
@@ -48,8 +50,23 @@ class QDac2(Instrument):
         """Set a channel's DC voltage, V; refused past the safe limit before anything is sent."""
         c = self.channel(ch)
         check_limit(f"{self.name}/{c} voltage", volts, self.max_abs_V, "V")
+        self.level_V[c] = volts  # the intent first: a reconnect during the write reads back against it
         self.write(self.CMD["volt"].format(ch=c, v=volts))
-        self.level_V[c] = volts
+
+    def reconcile(self, command: str, lost: list[str]) -> None:
+        """After a reconnect: a configured channel's range back at its power-on default (high) means a reset (stop);
+        a level that reads back wrong (its write lost with the connection) is written again."""
+        if not self.level_V:
+            return
+        first = next(iter(self.level_V))
+        rng = "low" if self.max_abs_V <= 2.0 else "high"
+        if rng == "low" and self.query(self.CMD["range_query"].format(ch=first)).strip().lower() != "low":
+            raise InstrumentFault(self.name, command, f"instrument reset (channel {first} range read back at its "
+                                  "power-on default after a reconnect)")
+        for c, want in self.level_V.items():
+            level = parse_floats(self.query(self.CMD["volt_query"].format(ch=c)))[0]
+            if abs(level - want) > 1e-9:
+                self.rewrite_after_readback(self.CMD["volt"].format(ch=c, v=want))
 
     def make_safe(self) -> list[str]:
         """Read every channel's DC level and ramp those not at 0 V down (the QDAC-II has no output relay)."""

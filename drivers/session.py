@@ -24,12 +24,8 @@ from typing import Any
 from hil.process import pid_alive
 
 
-class InstrumentError(RuntimeError):
-    """An instrument refused a command, answered wrongly, or is not the one configured."""
-
-
-class LimitError(ValueError):
-    """A value outside the configured safe limits; raised before anything is sent."""
+from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
+from drivers.retry import DROPPED, GARBAGE, InstrumentFault, TransientFault, UnconfirmedWrite, classify, is_garbage
 
 
 DEFAULT_REGISTRY = Path(".hil-emulator.json")
@@ -67,12 +63,18 @@ class CommandLog:
         self._lock = threading.Lock()
         self.entries: list[tuple[str, str, str | None]] = []  # kept in memory too (transcripts, tests)
         self._pending: list[dict] = []  # rows logged before a file is attached
+        self.faults: list[dict] = []  # failed exchanges (timeouts, garbage, dropped connections), retries, read-backs
 
-    def record(self, instrument: str, command: str, reply: str | None) -> None:
+    def record(self, instrument: str, command: str, reply: str | None, **fault: Any) -> None:
+        """One exchange; `fault` (kind, action) marks a failed one (see drivers/retry.py), kept in `faults` too."""
         with self._lock:
-            self.entries.append((instrument, command, reply))
             row = {"t": round(time.perf_counter() - self._t0, 6), "instrument": instrument, "command": command,
                    "reply": reply}
+            if fault:
+                row.update(fault)
+                self.faults.append(row)
+            else:
+                self.entries.append((instrument, command, reply))
             if self._f:
                 self._f.write(json.dumps(row) + "\n")
             else:
@@ -167,23 +169,111 @@ class Instrument:
         self.strict = strict
         self.queries = 0  # round trips
         self.idn = ""
+        #: opens a fresh session to the same instrument (set by drivers.crossbar.open_instrument); None: no retries
+        self.reopen = None
+        self.retries = 0          # recoveries: queries retried, and reconnects after a failed write (drivers/retry.py)
+        self.unconfirmed: list[str] = []  # writes sent since the last reply (lost if the connection dropped)
+        self.writes_unchecked = 0  # writes since the error queue was last read
+        self.last_write = ""
+        self._recovering = False
+        self._stale = False  # the session may hold a late reply (see _fresh_session_if_stale)
 
     # ---- transport -------------------------------------------------------------
     def write(self, command: str) -> None:
+        """Send a command that has no reply. A write that fails (socket gone) reconnects and reads the state back."""
+        self._fresh_session_if_stale()
+        self.unconfirmed.append(command)
+        self.writes_unchecked += 1
+        self.last_write = command
         try:
             self.resource.write(command)
-        except Exception as err:
-            raise InstrumentError(f"{self.name}: write {command!r} failed: {err}") from None
+        except Exception as err:  # noqa: BLE001 - pyvisa and sockets raise many kinds for one cause
+            self.log.record(self.name, command, None, fault=DROPPED, detail=str(err)[:120], action="reconnect")
+            if self.reopen is None or self._recovering:
+                raise InstrumentFault(self.name, command, f"{DROPPED} ({err})") from None
+            self.retries += 1
+            self._recover(command, DROPPED)  # reconcile() writes again what reads back wrong
+            return
         self.log.record(self.name, command, None)
 
-    def query(self, command: str) -> str:
+    def _exchange(self, command: str) -> str:
         try:
             reply = self.resource.query(command).strip()
-        except Exception as err:
-            raise InstrumentError(f"{self.name}: query {command!r} failed: {err}") from None
+        except Exception as err:  # noqa: BLE001
+            raise TransientFault(classify(err), str(err)[:120]) from None
+        if is_garbage(reply):
+            raise TransientFault(GARBAGE, repr(reply[:40]))
+        return reply
+
+    def query(self, command: str, *, idempotent: bool = True) -> str:
+        """A command with a reply. An idempotent one that fails transiently is retried once after clearing the
+        interface (logged, counted in `retries`); a non-idempotent one raises UnconfirmedWrite instead; a second
+        failure raises InstrumentFault."""
+        self._fresh_session_if_stale()
+        try:
+            reply = self._exchange(command)
+        except TransientFault as fault:
+            if self._recovering or self.reopen is None:
+                self.log.record(self.name, command, None, fault=fault.kind, action="stop")
+                self._stale = True
+                raise InstrumentFault(self.name, command, fault.kind) from None
+            self.log.record(self.name, command, None, fault=fault.kind,
+                            action="retry" if idempotent else "read back")
+            self._recover(command, fault.kind)
+            if not idempotent:
+                raise UnconfirmedWrite(self.name, command, fault.kind) from None
+            self.retries += 1
+            try:
+                reply = self._exchange(command)
+            except TransientFault as again:
+                self.log.record(self.name, command, None, fault=again.kind, action="stop")
+                self._stale = True
+                raise InstrumentFault(self.name, command, f"{again.kind}, again after a retry") from None
         self.queries += 1
+        self.unconfirmed.clear()
         self.log.record(self.name, command, reply)
         return reply
+
+    def _fresh_session_if_stale(self) -> None:
+        """After a fault that stopped the run, the next command (the shutdown's) goes out on a fresh session: a late
+        reply still on its way must not be read as the answer to it."""
+        if self._stale and self.reopen is not None and not self._recovering:
+            self._stale = False
+            try:
+                self.resource.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.resource = self.reopen()
+
+    def _recover(self, command: str, kind: str) -> None:
+        """Clear the interface by reopening the session, then read the state back (`reconcile`)."""
+        self._recovering = True
+        try:
+            try:
+                self.resource.close()
+            except Exception:  # noqa: BLE001 - a dead session
+                pass
+            try:
+                self.resource = self.reopen()
+            except Exception as err:  # noqa: BLE001
+                raise InstrumentFault(self.name, command, f"{kind}; reconnecting failed ({err})") from None
+            lost, self.unconfirmed = self.unconfirmed, []
+            self.reconcile(command, lost)
+        finally:
+            self._recovering = False
+
+    def reconcile(self, command: str, lost: list[str]) -> None:
+        """After a reconnect: read back what `lost` (writes sent since the last reply) set, write again only what
+        reads back wrong; raise InstrumentFault on settings back at their power-on defaults (a reset).
+        The base class cannot read anything back: lost writes stop the run."""
+        if lost:
+            raise InstrumentFault(self.name, command, f"connection lost with {len(lost)} unconfirmed write(s) "
+                                  f"({lost[0]!r}...) that this instrument cannot read back")
+
+    def rewrite_after_readback(self, command: str) -> None:
+        """Write a setting again that read back wrong after a reconnect (logged as such)."""
+        self.log.record(self.name, command, None, fault="setting lost", action="rewritten after read-back")
+        self.write(command)
 
     def configure(self, command: str) -> None:
         """A configuration write; in strict mode the error queue is read right after."""
@@ -192,9 +282,12 @@ class Instrument:
             self.check_errors(command)
 
     def check_errors(self, after: str = "") -> None:
+        """Read one entry of the error queue; an error there stops the run (InstrumentFault naming the last write)."""
         reply = self.query(self.ERROR_QUERY)
+        self.writes_unchecked = 0
         if not reply.startswith(self.NO_ERROR_PREFIXES):
-            raise InstrumentError(f"{self.name}: {reply}" + (f" after {after!r}" if after else ""))
+            self.log.record(self.name, after or self.last_write, reply, fault="SCPI error", action="stop")
+            raise InstrumentFault(self.name, after or self.last_write, f"SCPI error {reply}")
 
     # ---- common ------------------------------------------------------------------
     def identify(self) -> str:
@@ -275,3 +368,4 @@ def parse_floats(reply: str, sep: str = ",") -> list[float]:
 
 def jsonable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+

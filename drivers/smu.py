@@ -7,6 +7,7 @@ beta*(t - y) instead. Voltage compliance guards the node while sourcing.
 
 from __future__ import annotations
 
+from drivers.retry import InstrumentFault
 from drivers.session import Instrument, check_limit, parse_floats, parse_state, ramp_steps
 
 
@@ -22,6 +23,7 @@ class SourceMeter(Instrument):
         self.compliance_A = compliance_A
         self.level_A: dict[str, float] = {}
         self.count: dict[str, int] = {}
+        self.want_on: dict[str, bool] = {}  # channels this driver switched, and whether they should be on
 
     def _cmd(self, key: str, ch: str, **kw) -> str:
         return self.CMD[key].format(ch=ch, **kw)
@@ -41,13 +43,14 @@ class SourceMeter(Instrument):
         self.configure(self._cmd("nplc", ch, n=nplc))
         self.configure(self._cmd("output_on", ch))
         self.level_A[ch] = 0.0
+        self.want_on[ch] = True
 
     def source_current(self, ch: str, amps: float) -> None:
         """Set the sourced current, A; refused past the compliance limit before anything is sent."""
         ch = self.channel(ch)
         check_limit(f"{self.name}/{ch} current", amps, self.compliance_A, "A")
+        self.level_A[ch] = amps  # the intent first: a reconnect during the write reads back against it
         self.write(self._cmd("current_level", ch, i=amps))
-        self.level_A[ch] = amps
 
     def read_voltages(self, ch: str, n: int) -> list[float]:
         """n buffered readings of the node voltage in one query (one round trip, not n)."""
@@ -65,6 +68,39 @@ class SourceMeter(Instrument):
         return values
 
     MEASURE_WRITES: tuple[str, ...] = ()
+    #: CMD key of the query "is the channel in compliance" (1/true: tripped)
+    TRIP_QUERY = "trip_query"
+
+    def check_compliance(self, ch: str) -> None:
+        """A channel driven into its compliance limit while measuring stops the run (its readings mean nothing)."""
+        reply = self.query(self._cmd(self.TRIP_QUERY, ch)).strip().lower()
+        if reply in ("1", "true", "+1", "1.00000e+00"):
+            cmd = self._cmd(self.TRIP_QUERY, ch)
+            self.log.record(self.name, cmd, reply, fault="compliance trip", action="stop")
+            raise InstrumentFault(self.name, cmd, f"compliance trip on channel {ch} while measuring")
+
+    def reconcile(self, command: str, lost: list[str]) -> None:
+        """Read back each channel this driver switched: an output that should be on but reads off means the SMU
+        was reset (stop); a level or output state that reads back wrong is written again; lost measurement
+        commands (count, trigger) are sent again (they start a new measurement, they change no source)."""
+        for ch, on_wanted in self.want_on.items():
+            cmd = self._cmd("output_query", ch)
+            on = parse_state(self.query(cmd))
+            if on_wanted and not on:
+                raise InstrumentFault(self.name, command, f"instrument reset (channel {ch} output read back off "
+                                      "after a reconnect: its power-on default)")
+            level = parse_floats(self.query(self._cmd("current_query", ch)))[0]
+            want = self.level_A.get(ch, 0.0)
+            if abs(level - want) > 1e-12 + 1e-6 * abs(want):
+                self.rewrite_after_readback(self._cmd("current_level", ch, i=want))
+            if on and not on_wanted:
+                self.rewrite_after_readback(self._cmd("output_off", ch))
+        measuring = [c for c in lost if any(c == self._cmd(k, ch, n=self.count.get(ch, 1))
+                                            for ch in self.want_on for k in ("count", *self.MEASURE_WRITES))]
+        if measuring:
+            for c in lost:
+                if c in measuring:
+                    self.rewrite_after_readback(c)
 
     def make_safe(self) -> list[str]:
         """Read each channel's output state, source function and level; ramp the level to 0, output off."""
@@ -97,5 +133,7 @@ class SourceMeter(Instrument):
                 self.write(self._cmd("current_level", ch, i=step))
             self.write(self._cmd("output_off", ch))
             self.level_A[ch] = 0.0
+            if ch in self.want_on:
+                self.want_on[ch] = False
         # A query at the end: the instrument has acted on every write above, and reports any error.
         self.check_errors("shutdown")

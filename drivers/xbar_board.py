@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import serial
 
+from drivers.retry import InstrumentFault
 from drivers.session import Instrument, InstrumentError, check_limit, resolve_resource
 
 
@@ -61,11 +62,11 @@ class XbarBoard(Instrument):
         self.read_voltage_V = read_voltage_V
 
     @classmethod
-    def open_port(cls, resource: str, registry=None, baudrate: int = 115200) -> SerialPort:
-        return SerialPort(resolve_resource(resource, registry), baudrate)
+    def open_port(cls, resource: str, registry=None, baudrate: int = 115200, timeout_s: float = 5.0) -> SerialPort:
+        return SerialPort(resolve_resource(resource, registry), baudrate, timeout_s)
 
-    def _ok(self, command: str) -> None:
-        reply = self.query(command)
+    def _ok(self, command: str, idempotent: bool = True) -> None:
+        reply = self.query(command, idempotent=idempotent)
         if reply != "OK":
             raise InstrumentError(f"{self.name}: {reply} after {command!r}")
 
@@ -89,7 +90,20 @@ class XbarBoard(Instrument):
             from drivers.session import LimitError
 
             raise LimitError(f"{self.name} pulse width: {width_s:.3g} s outside (0, {self.max_pulse_width_s:.3g}] s")
-        self._ok(self.CMD["pulse"].format(row=row, col=col, v=volts, w=width_s))
+        self.writes_unchecked += 1  # a pulse changes the device: its errors are read at the end of the step
+        self.last_write = self.CMD["pulse"].format(row=row, col=col, v=volts, w=width_s)
+        # Not idempotent: a lost reply raises UnconfirmedWrite, and write-verify reads the device back.
+        self._ok(self.CMD["pulse"].format(row=row, col=col, v=volts, w=width_s), idempotent=False)
+
+    def reconcile(self, command: str, lost: list[str]) -> None:
+        """After a reconnect: a read refused for want of a read voltage means the board was reset (stop)."""
+        if not self.idn:
+            return
+        reply = self.query(self.CMD["read"].format(row=0, col=0))
+        if reply.startswith("ERR"):
+            self.query(self.ERROR_QUERY)  # pop the error this probe queued: a later session must not inherit it
+            raise InstrumentFault(self.name, command, f"instrument reset (READ answered {reply} after a reconnect: "
+                                  "its read voltage is back at the power-on 0 V)")
 
     def shutdown(self) -> None:
         self.query(self.CMD["reset"])

@@ -96,6 +96,8 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
                    "idealized, gokmen-vlasov) or a device.yaml from `hil characterize --devices` (--device is the "
                    "torch compute device)")
     g.add_argument("--update-mode", help="exact | pulses | write-verify: how an update reaches the devices")
+    g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="snapshot checkpoint every K steps (0: epoch ends)")
+    g.add_argument("--checkpoint-every-s", type=float, metavar="S", help="snapshot checkpoint every S seconds (0: off)")
     g.add_argument("--device", help="cpu | cuda | cuda:N | auto")
     g.add_argument("--dtype", help="float32 | float64")
     g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
@@ -140,8 +142,9 @@ class _BoolOnce(argparse.BooleanOptionalAction):
 
 
 #: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.
-TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples", "update_mode",
-                           "epochs", "batch_size", "replicas"})
+TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples",
+                           "update_mode", "epochs", "batch_size", "replicas", "checkpoint_every_steps",
+                           "checkpoint_every_s"})
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hil.store import RunStore
 
     over = overrides_from(args)
+    if args.trust_journal and not args.resume:
+        raise UsageError("--trust-journal: only with --resume RUN_DIR (it chooses which devices a resume reads back)")
     if args.resume:
         changed = sorted(set(over) - {"train.epochs"})
         if changed or args.config:
@@ -190,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         prep = prepare(cfg, lab, initialize=False)
         if "train.epochs" in over:
             store.save_config(cfg)
-        train_run(prep, store, resume=True, progress=not args.no_progress)
+        train_run(prep, store, resume=True, trust_journal=args.trust_journal, progress=not args.no_progress)
         return 0
     _, prep, store = _setup(args, "run")
     train_run(prep, store, progress=not args.no_progress)
@@ -479,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--trust-journal", action="store_true", help="bench resume: read back only the devices the "
+                   "unfinished step touched (default: every device) before reprogramming those off")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--lab", type=Path, metavar="LAB.yaml", help="train on the bench this lab config describes")
     add_run_options(t)

@@ -190,6 +190,10 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(default=256, ge=1, description="Samples per evaluation pass (simulator only).")
     seed: int = Field(default=0, ge=0, description="Seed for the initial conductances, data order and noise.")
     replicas: int = Field(default=1, ge=1, description="R independent networks trained at once (simulator).")
+    checkpoint_every_steps: int = Field(default=100, ge=0, description="Snapshot checkpoint (conductances, data "
+                                        "order, RNG states) every K training steps; 0: only at epoch ends.")
+    checkpoint_every_s: float = Field(default=600.0, ge=0, description="Snapshot checkpoint every S seconds of "
+                                      "training, s; 0: no time-based snapshots.")
 
 
 class RunConfig(_Strict):
@@ -253,6 +257,8 @@ FLAG_FIELDS: dict[str, str] = {
     "replicas": "train.replicas",
     "device_model": "devices.model",
     "update_mode": "devices.update",
+    "checkpoint_every_steps": "train.checkpoint_every_steps",
+    "checkpoint_every_s": "train.checkpoint_every_s",
     "device": "device",
     "dtype": "dtype",
     "runs_dir": "runs_dir",

@@ -12,6 +12,8 @@ import torch
 from hil.backend import CrossbarBackend
 from hil.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
 from hil.data import Dataset, load_dataset
+from hil.journal import StepJournal
+from hil.snapshots import StepRecorder, bench_plan
 from hil.store import RunStore, StoreError
 from hil.trainer import EpochMetrics, Trainer
 from sim_backend.crossbar import SimCrossbar, resolve_device
@@ -92,7 +94,8 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
     # The constructor refuses a run the bench cannot carry out safely before it connects to anything.
     backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes, bias=cfg.network.bias,
                                  g_min=cfg.network.g_min, g_max=cfg.network.g_max, beta=cfg.ep.beta,
-                                 centered=cfg.ep.centered, dtype=dtype, registry=registry)
+                                 centered=cfg.ep.centered, dtype=dtype, registry=registry,
+                                 read_all=initialize)  # a resume reads the chip back when it reconciles
     if initialize:
         start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
         backend.load_conductances(start.weights)
@@ -104,28 +107,46 @@ def train_run(
     store: RunStore,
     *,
     resume: bool = False,
+    trust_journal: bool = False,
     progress: bool = False,
     out: TextIO | None = None,
 ) -> list[EpochMetrics]:
-    """Train, recording each epoch (metrics line, checkpoint, plot) as soon as it ends."""
+    """Train, recording each step in the journal, a snapshot every K steps / S seconds and each epoch (metrics
+    line, checkpoint, plot) as soon as it ends. A bench resume first reconciles the chip with the journal
+    (every device read back, or with trust_journal only those the unfinished step touched)."""
     out = out or sys.stdout
     trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress)
     if hasattr(prep.backend, "log"):
         prep.backend.log.attach(store.path / "commands.jsonl")
     bench = ({"trips": prep.backend.round_trips, "board": prep.backend.board_transactions}
              if hasattr(prep.backend, "round_trips") else None)
-    start = 1
+    start, in_epoch = 1, None
+    journal = StepJournal(store.path / "journal.sqlite", durable=bench is not None)
     if resume:
         state = store.load_checkpoint()
         try:
-            start = trainer.load_state(state) + 1
+            start = trainer.load_state(state, conductances=bench is None) + 1
+            in_epoch = state.get("in_epoch")  # a mid-epoch snapshot: continue that epoch where it stood
+            if bench is not None:  # the journal carries the run past the snapshot, and the chip is checked
+                plan = bench_plan(state, journal, trainer)
+                in_epoch, trainer.step_count = plan["in_epoch"], plan["step_count"]
+                found = prep.backend.reconcile(plan["weights"], plan["pending"],
+                                               devices=plan["touched"] if trust_journal else None)
+                print(f"reconciled the chip with the journal (step {plan['step_count']}): {found['checked']} devices "
+                      f"read back{' (those the unfinished step touched)' if trust_journal else ''}, {found['off']} off by "
+                      f"more than the tolerance and reprogrammed, worst {found['max_off_S']:.3g} S", file=out)
+                store.set_status(store.status().get("status", "running"), reconciled=found)
+            if in_epoch is not None:
+                start = int(in_epoch["epoch"])
         except (KeyError, TypeError, ValueError) as err:
+            journal.close()
             prep.backend.close()
             raise StoreError(f"resume: {store.checkpoint_path} does not fit this run ({err.__class__.__name__}: "
                              f"{err}); was it copied from another run?") from None
     print(describe(prep.cfg, prep.data, prep.backend_name), file=out)
     print(f"run folder: {store.path}", file=out)
     if start > prep.cfg.train.epochs:
+        journal.close()
         prep.backend.close()
         print(f"nothing to do: epoch {start - 1} of {prep.cfg.train.epochs} already done (raise --epochs)", file=out)
         return []
@@ -139,19 +160,26 @@ def train_run(
             m.extra.update(round_trips_per_training_sample=round(trips / n, 2),
                            board_transactions_per_training_sample=round(board / n, 2),
                            ms_per_training_sample=round(1e3 * m.seconds / n, 2),
-                           pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"])
+                           pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"],
+                           retries=prep.backend.retries, faults_logged=len(prep.backend.log.faults))
         if hasattr(prep.backend, "programming_stats"):  # pulsed devices: pulses and programming time per update
             m.extra.update(prep.backend.programming_stats())
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
+        recorder.epoch_checkpoint(m.epoch)
         store.plot_accuracy()
         print(format_row(m), file=out, flush=True)
 
     store.mark_running(**({"lab": str(prep.lab_path)} if prep.lab_path else {}))
+    if not resume:  # the starting state: a run stopped in its first epoch resumes from it
+        store.save_checkpoint(trainer.state(0))
+    t = prep.cfg.train
+    recorder = StepRecorder(trainer, store.save_checkpoint, journal, every_steps=t.checkpoint_every_steps, every_s=t.checkpoint_every_s)
     try:
         with store.recording():
-            history = trainer.fit(start, on_epoch=record)
+            history = trainer.fit(start, on_epoch=record, hooks=recorder, resume=in_epoch)
     finally:
+        journal.close()
         prep.backend.close()
     store.set_status("completed", epochs=prep.cfg.train.epochs)
     last = history[-1] if history else None

@@ -125,7 +125,8 @@ class RunStore:
         data.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **info)
         data.setdefault("created", data["updated"])
         if status not in ("failed", "interrupted"):
-            data.pop("error", None)
+            for key in ("error", "instrument", "command", "fault"):
+                data.pop(key, None)
         atomic_write_text(self.path / "run.json", json.dumps(data, indent=2) + "\n")
 
     def mark_running(self, **info: Any) -> None:
@@ -149,7 +150,9 @@ class RunStore:
             self.set_status("interrupted", error="KeyboardInterrupt")
             raise
         except BaseException as err:
-            self.set_status("failed", error=f"{err.__class__.__name__}: {err}")
+            # An instrument fault also names the instrument, the command and the fault (drivers/retry.py).
+            fault = err.record() if hasattr(err, "record") else {}
+            self.set_status("failed", error=f"{err.__class__.__name__}: {err}", **fault)
             raise
 
     # ---- metrics -----------------------------------------------------------

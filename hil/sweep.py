@@ -23,6 +23,8 @@ import torch
 
 from hil.config import ConfigError, RunConfig
 from hil.data import Dataset
+from hil.journal import StepJournal
+from hil.snapshots import StepRecorder
 from hil.store import atomic_torch_save, atomic_write_text, load_tensors
 from hil.trainer import Trainer
 from sim_backend.crossbar import SimCrossbar
@@ -65,13 +67,15 @@ class SweepResumeError(ConfigError):
 
 
 def save_sweep_checkpoint(folder: Path, trials: Sequence[Trial], chunk_start: int, chunk_size: int, epoch: int,
-                          trainer: Trainer) -> None:
-    """The chunk in training (conductances, RNG, halted replicas) and every trial's accuracies, replaced atomically."""
+                          trainer: Trainer, snapshot: dict | None = None) -> None:
+    """The chunk in training (conductances, RNG, halted replicas) and every trial's accuracies, replaced atomically.
+
+    snapshot: a mid-epoch `Trainer.snapshot()` (epoch: the last finished one) instead of the end-of-epoch state."""
     state = {
         "chunk_start": chunk_start,
         "chunk_size": chunk_size,
         "epoch": epoch,
-        "trainer": trainer.state(epoch),
+        "trainer": snapshot if snapshot is not None else trainer.state(epoch),
         "trials": [{"sigma": t.sigma, "samples": t.samples, "seed": t.seed, "test_acc": list(t.test_acc),
                     "diverged": t.diverged} for t in trials],
     }
@@ -118,7 +122,8 @@ def run_trials(
     """Train `trials` networks at every (sigma, N) point; returns one Trial per network.
 
     on_epoch(all_trials, chunk_start, chunk_size, epoch) runs after every epoch of every chunk.
-    checkpoint_dir: after every epoch the chunk in training is saved there (sweep-checkpoint.pt);
+    checkpoint_dir: after every epoch, and every train.checkpoint_every_steps steps / checkpoint_every_s seconds,
+    the chunk in training is saved there (sweep-checkpoint.pt), each step journaled (journal.sqlite);
     resume=True continues from that file: finished chunks are not trained again and the chunk in
     training goes on from its last epoch, exactly as it would have (same batches, same noise).
     """
@@ -136,25 +141,43 @@ def run_trials(
         for t, st in zip(todo, saved["trials"]):
             t.test_acc, t.diverged = list(st["test_acc"]), bool(st["diverged"])
         first = saved["chunk_start"] + (cap if saved["epoch"] >= cfg.train.epochs else 0)
-    for start in range(first, len(todo), cap):
-        chunk = todo[start:start + cap]
-        net = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, sigma=[t.sigma for t in chunk],
-                                      seeds=[t.seed for t in chunk], replicas=len(chunk))
-        trainer = Trainer(cfg, net, data, samples=[t.samples for t in chunk], progress=progress, halt_on_nonfinite=False)
-        start_epoch = 1
-        if saved is not None and start == saved["chunk_start"]:
-            start_epoch = trainer.load_state(saved["trainer"]) + 1
+    # The step journal (journal.sqlite) and snapshot checkpoints every K steps / S seconds, next to the checkpoint.
+    journal = StepJournal(Path(checkpoint_dir) / "journal.sqlite") if checkpoint_dir is not None else None
+    steps_per_chunk = cfg.train.epochs * -(-len(data.x_train) // cfg.train.batch_size)
+    try:
+        for start in range(first, len(todo), cap):
+            chunk = todo[start:start + cap]
+            net = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, sigma=[t.sigma for t in chunk],
+                                          seeds=[t.seed for t in chunk], replicas=len(chunk))
+            trainer = Trainer(cfg, net, data, samples=[t.samples for t in chunk], progress=progress, halt_on_nonfinite=False)
+            start_epoch, in_epoch = 1, None
+            if saved is not None and start == saved["chunk_start"]:
+                start_epoch = trainer.load_state(saved["trainer"]) + 1
+                in_epoch = saved["trainer"].get("in_epoch")  # a mid-epoch snapshot: that epoch goes on where it stood
+                if in_epoch is not None:
+                    start_epoch = int(in_epoch["epoch"])
+            hooks = None
+            if journal is not None:
+                def save(snap, start=start, trainer=trainer):
+                    save_sweep_checkpoint(checkpoint_dir, todo, start, cap, int(snap["epoch"]), trainer, snap)
 
-        def record(m, chunk=chunk, start=start, trainer=trainer):
-            for t, acc, bad in zip(chunk, m.test_acc, trainer.halted.tolist()):
-                t.test_acc.append(acc)
-                t.diverged = bool(bad)
-            if checkpoint_dir is not None:
-                save_sweep_checkpoint(checkpoint_dir, todo, start, cap, m.epoch, trainer)
-            if on_epoch:
-                on_epoch(todo, start, len(chunk), m.epoch)
+                hooks = StepRecorder(trainer, save, journal, every_steps=cfg.train.checkpoint_every_steps,
+                                     every_s=cfg.train.checkpoint_every_s, step_offset=start * steps_per_chunk)
 
-        trainer.fit(start_epoch=start_epoch, on_epoch=record)
+            def record(m, chunk=chunk, start=start, trainer=trainer):
+                for t, acc, bad in zip(chunk, m.test_acc, trainer.halted.tolist()):
+                    t.test_acc.append(acc)
+                    t.diverged = bool(bad)
+                if checkpoint_dir is not None:
+                    save_sweep_checkpoint(checkpoint_dir, todo, start, cap, m.epoch, trainer)
+                    journal.snapshot(start * steps_per_chunk + trainer.step_count - 1, m.epoch + 1, 0)
+                if on_epoch:
+                    on_epoch(todo, start, len(chunk), m.epoch)
+
+            trainer.fit(start_epoch=start_epoch, on_epoch=record, hooks=hooks, resume=in_epoch)
+    finally:
+        if journal is not None:
+            journal.close()
     return todo
 
 

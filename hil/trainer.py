@@ -102,6 +102,7 @@ class Trainer:
         self._alive = torch.ones(self.R, dtype=torch.bool, device=self.device)
         self._eye = torch.eye(self.n_out, dtype=self.dtype, device=self.device)  # targets are its rows
         self.step_count = 0
+        self.in_epoch: dict | None = None  # where the epoch in training stands (see `snapshot`)
         self._first_bad = torch.full((self.R,), -1, dtype=torch.long, device=self.device)
 
     # ---- one EP step ---------------------------------------------------------
@@ -174,35 +175,64 @@ class Trainer:
         return (correct / n).tolist(), (loss / n).tolist()
 
     # ---- epochs --------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The epoch's sample order, on the CPU: it depends on (seed, epoch) only, so a resumed run sees the same
+        batches, and the journal records batch indices without reading anything back from the device."""
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        return torch.randperm(len(self.data.x_train), generator=g)
+
     @torch.no_grad()
-    def train_epoch(self, epoch: int) -> tuple[list[float], list[float], float]:
-        """One pass over the shuffled training set; returns accuracy, loss per replica and training seconds."""
+    def train_epoch(self, epoch: int, hooks=None, resume: dict | None = None) -> tuple[list[float], list[float], float]:
+        """One pass over the shuffled training set; returns accuracy, loss per replica and training seconds.
+
+        hooks: `begin(epoch, pos, batch_cpu)` before and `end(epoch, pos, correct, loss)` after each step (the
+            runner journals and snapshots there). resume: an `in_epoch` record of a mid-epoch snapshot.
+        """
         d = self.data
         n = len(d.x_train)
         bs = self.cfg.train.batch_size
-        # The order depends on (seed, epoch) only, so a resumed run sees the same batches.
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch))
-        order = order.to(self.device)
+        order_cpu = self.epoch_order(epoch)
+        order = order_cpu.to(self.device)
         correct = torch.zeros(self.R, dtype=torch.long, device=self.device)
         loss = torch.zeros(self.R, dtype=self.dtype, device=self.device)
-        t0 = time.perf_counter()
-        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress)
-        for i in bar:
-            idx = order[i:i + bs]
+        start, elapsed = 0, 0.0
+        if resume is not None:
+            if not torch.equal(resume["order"], order_cpu):
+                raise ValueError("the snapshot's data order differs from this run's (another seed or data set)")
+            start, elapsed = int(resume["pos"]), float(resume["seconds"])
+            correct.copy_(resume["correct"])
+            loss.copy_(resume["loss"])
+        self.in_epoch = {"epoch": epoch, "pos": start, "order": order_cpu, "correct": correct, "loss": loss}
+        t0 = time.perf_counter() - elapsed
+        self.in_epoch["t0"] = t0
+        steps = range(start, -(-n // bs))
+        bar = tqdm(steps, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress,
+                   initial=start, total=-(-n // bs))
+        for pos in bar:
+            idx = order[pos * bs:(pos + 1) * bs]
+            if hooks is not None:
+                hooks.begin(epoch, pos, order_cpu[pos * bs:(pos + 1) * bs])
             c, l = self.step(d.x_train[idx], d.y_train[idx])
             correct += c
             loss += l
+            self.in_epoch["pos"] = pos + 1
+            if hooks is not None:
+                hooks.end(epoch, pos, c, l)
         self.check_finite()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
+        self.in_epoch = None
         return (correct.double() / n).tolist(), (loss / n).tolist(), seconds
 
-    def fit(self, start_epoch: int = 1, on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+    def fit(self, start_epoch: int = 1, on_epoch: Callable[[EpochMetrics], None] | None = None, hooks=None,
+            resume: dict | None = None) -> list[EpochMetrics]:
+        """Train from start_epoch; resume: the `in_epoch` record of a mid-epoch snapshot of start_epoch."""
         history = []
         for epoch in range(start_epoch, self.cfg.train.epochs + 1):
-            t0 = time.perf_counter()
-            tr_acc, tr_loss, train_s = self.train_epoch(epoch)
+            t0 = time.perf_counter() - (float(resume["seconds"]) if resume else 0.0)
+            tr_acc, tr_loss, train_s = self.train_epoch(epoch, hooks, resume)
+            resume = None
             te_acc, te_loss = self.evaluate(self.data.x_test, self.data.y_test)
             m = EpochMetrics(epoch, tr_acc, tr_loss, te_acc, te_loss, time.perf_counter() - t0,
                              len(self.data.x_train) * self.R / max(train_s, 1e-9))
@@ -224,18 +254,36 @@ class Trainer:
         }
         if isinstance(self.backend, Resumable):
             state["random"] = self.backend.random_state()
+        state["torch_rng"] = torch.get_rng_state()
+        if hasattr(self.backend, "pending"):  # a bench's sub-tolerance changes not yet programmed
+            state["pending"] = [p.detach().cpu().clone() for p in self.backend.pending]
         return state
 
-    def load_state(self, state: dict) -> int:
-        """Restore conductances and RNG from a checkpoint; returns the epoch it finished."""
+    def snapshot(self) -> dict:
+        """A checkpoint in the middle of an epoch: `state` of the last finished epoch plus where this one stands
+        (position, data order, free-phase correct counts and losses so far, seconds so far)."""
+        e = self.in_epoch
+        state = self.state(e["epoch"] - 1)
+        state["in_epoch"] = {"epoch": e["epoch"], "pos": e["pos"], "order": e["order"].clone(),
+                             "correct": e["correct"].cpu().clone(), "loss": e["loss"].cpu().clone(),
+                             "seconds": time.perf_counter() - e["t0"]}
+        return state
+
+    def load_state(self, state: dict, conductances: bool = True) -> int:
+        """Restore conductances and RNG from a checkpoint; returns the epoch it finished.
+
+        conductances=False: leave them to the caller (a bench resume reconciles the chip with the journal)."""
         if not isinstance(self.backend, Resumable):
             raise RuntimeError("this backend cannot load conductances from a checkpoint")
-        self.backend.load_conductances(state["weights"], state["biases"])
+        if conductances:
+            self.backend.load_conductances(state["weights"], state["biases"])
         if "random" in state:
             self.backend.load_random_state(state["random"])
         elif "noise_rng" in state:  # checkpoints written before the noise clock was saved
             self.backend.load_random_state({"generator": state["noise_rng"]})
         self.step_count = int(state.get("step", 0))
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
         if "alive" in state:  # replicas halted by a non-finite update stay halted
             self._alive.copy_(state["alive"])
             self._first_bad.copy_(state["first_bad"])

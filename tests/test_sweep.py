@@ -169,3 +169,54 @@ def test_sweep_resume_after_kill(tmp_path, capsys):
     assert (folder / "table.csv").read_text() == (whole / "table.csv").read_text()
     assert not (folder / "sweep-checkpoint.pt").exists()
     assert main(["sweep", "resume", str(folder)]) == 2  # completed: nothing to resume
+
+
+def test_sweep_killed_with_sigkill_resumes_from_its_last_snapshot(tmp_path):
+    """`hil sweep table` killed with SIGKILL at a random step (drawn here) in the middle of an epoch, then
+    `hil sweep resume`: it continues from the last mid-epoch snapshot and ends with the same table."""
+    import os
+    import random
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    args = ["sweep", "table", "--sigma", "0", "--sigma", "0.02", "--trials", "2", "--epochs", "2", "--max-replicas", "2",
+            "--train-limit", "80", "--test-limit", "40", "--checkpoint-every-steps", "5", "--no-progress"]
+    # 20 steps per epoch, snapshots every 5: done steps 6-14 of either chunk's first epoch leave a mid-epoch one
+    kill_at = random.Random().choice([*range(6, 15), *range(46, 55)])
+    cut_dir, whole_dir = tmp_path / "cut", tmp_path / "whole"
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", *args, "--runs-dir", str(cut_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def done_steps():
+        found = list(cut_dir.glob("*/journal.sqlite"))
+        if not found:
+            return 0
+        try:
+            db = sqlite3.connect(f"file:{found[0]}?mode=ro", uri=True, timeout=5)
+            try:
+                return db.execute("SELECT COUNT(*) FROM steps WHERE done = 1").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.OperationalError:
+            return 0
+
+    try:
+        while proc.poll() is None and done_steps() < kill_at:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL, f"the sweep ended before step {kill_at}"
+    finally:
+        proc.kill()
+    (folder,) = cut_dir.iterdir()
+    saved = torch.load(folder / "sweep-checkpoint.pt", weights_only=True)
+    assert saved["trainer"]["in_epoch"]["pos"] in (5, 10, 15), (kill_at, saved["trainer"].get("in_epoch"))
+    assert main(["sweep", "resume", str(folder)]) == 0
+    assert main([*args, "--runs-dir", str(whole_dir)]) == 0
+    (whole,) = whole_dir.iterdir()
+    assert (folder / "table.csv").read_text() == (whole / "table.csv").read_text()
+    assert (folder / "trials.csv").read_text() == (whole / "trials.csv").read_text()
