@@ -125,6 +125,7 @@ def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
     allan, timing = None, None
     if args.characterization:
         ch = _load_json(args.characterization, "--characterization")
+        programming_s = programming_seconds(args)
         try:
             sigma_upper = float(ch["estimate"]["pooled_high"])
             a = ch.get("allan")
@@ -133,12 +134,15 @@ def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
                                     a["white_sigma_V"], a["floor_V"], a["n_max"], a["flicker_var_V2"], a["drift_var_V2"])
             t = ch["timing"]
             timing = BenchTiming(t["aperture_s"], t["overhead_s"], len(ch["nodes"]), args.parallel_channels,
-                                 3 if args.centered else 2)
+                                 3 if args.centered else 2, programming_s)
             source = f"{args.characterization} (pooled over {len(ch['nodes'])} nodes, {ch['readings']} readings)"
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CommandError(f"--characterization: {args.characterization} is not a `hil characterize` report "
                                f"({err.__class__.__name__}: {err})") from None
     elif args.reading_sigma is not None:
+        if args.programming_s is not None or args.programming_from is not None:
+            raise CommandError("--programming-s/--programming-from: the time per update also needs the reading time, "
+                               "from --characterization FILE")
         sigma_upper = args.reading_sigma
         source = "--reading-sigma (taken as the upper bound; no Allan analysis, so no floor or N_max check)"
     else:
@@ -165,6 +169,28 @@ def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
     store.set_status("completed")
     print(f"saved {store.path / 'calibration.json'}; train with it: hil train --config {store.path / 'calibration.yaml'}")
     return 0
+
+
+def programming_seconds(args: argparse.Namespace) -> float:
+    """Programming time per update, s: --programming-s, or the last epoch's programming_s_per_update of a
+    training run with a pulsed device model (--programming-from RUN_DIR); 0 when neither is given."""
+    if args.programming_s is not None and args.programming_from is not None:
+        raise CommandError("give at most one of --programming-s and --programming-from")
+    if args.programming_s is not None:
+        if not (math.isfinite(args.programming_s) and args.programming_s >= 0):
+            raise CommandError(f"--programming-s: a time >= 0 s (got {args.programming_s})")
+        return float(args.programming_s)
+    if args.programming_from is None:
+        return 0.0
+    path = Path(args.programming_from) / "metrics.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        raise CommandError(f"--programming-from: no readable metrics.jsonl in {args.programming_from}") from None
+    if not rows or "programming_s_per_update" not in rows[-1]:
+        raise CommandError(f"--programming-from: {args.programming_from} has no programming_s_per_update (train with "
+                           "a pulsed --device-model)")
+    return float(rows[-1]["programming_s_per_update"])
 
 
 # ---- sweeps -------------------------------------------------------------------------

@@ -19,10 +19,15 @@ class BenchTiming:
     nodes: int
     parallel_channels: int = 1
     phases: int = 2  # free and nudged (centered EP: 3)
+    programming_s: float = 0.0  # programming the update's pulses (pulsed devices), s per update
 
-    def seconds_per_update(self, n: int) -> float:
+    def reading_seconds(self, n: int) -> float:
         """phases x N readings x (aperture + overhead) x nodes / parallel channels."""
         return self.phases * n * (self.aperture_s + self.overhead_s) * math.ceil(self.nodes / self.parallel_channels)
+
+    def seconds_per_update(self, n: int) -> float:
+        """The readings, plus the time to program the update into the devices."""
+        return self.reading_seconds(n) + self.programming_s
 
 
 @dataclass
@@ -90,5 +95,7 @@ def choose_samples(
         seconds = timing.seconds_per_update(n)
         why.append(f"Bench time per update: {timing.phases} phases x {n} readings x ({timing.aperture_s * 1e3:.3g} ms aperture "
                    f"+ {timing.overhead_s * 1e3:.3g} ms overhead) x {timing.nodes} nodes / {timing.parallel_channels} "
-                   f"channel(s) = {seconds:.3g} s.")
+                   f"channel(s) = {timing.reading_seconds(n):.3g} s"
+                   + (f", plus {timing.programming_s:.3g} s programming the update's pulses = {seconds:.3g} s."
+                      if timing.programming_s else "."))
     return SampleChoice(n, sigma_target, sigma_upper, sigma_eff, n_max, capped, seconds, why)

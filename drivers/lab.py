@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hil.config import ConfigError, format_validation_error, read_yaml
 
@@ -151,6 +151,22 @@ class EmulatorConfig(_Strict):
     time_scale: float = Field(default=0.01, ge=0, description="Wall seconds per emulated instrument second "
                               "(1: real time, 0: instant; the default keeps tests fast)")
     faults: dict[str, list[FaultConfig]] = Field(default_factory=dict, description="Faults to inject, per instrument")
+    device_model: str | None = Field(
+        default=None,
+        description="The emulated devices' model: a preset (reram-es, ecram, ...; see sim_backend/devices) or a "
+        "device.yaml, mapped onto [programming.g_min_S, g_max_S]; each pulse over device_threshold_V is one SET or "
+        "RESET of the model (amplitude and width beyond it do not matter). None: the rate model above.",
+    )
+
+    @field_validator("device_model")
+    @classmethod
+    def _known_model(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            from sim_backend.devices.store import resolve_device_model
+
+            if not resolve_device_model(spec).pulsed:
+                raise ValueError(f"{spec!r} is not a pulsed device model; leave device_model out for the rate model")
+        return spec
 
 
 class LabConfig(_Strict):

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hil.process import pid_alive
+
 
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
 from drivers.retry import DROPPED, GARBAGE, InstrumentFault, TransientFault, UnconfirmedWrite, classify, is_garbage
@@ -43,22 +45,12 @@ def resolve_resource(resource: str, registry: Path | None = None) -> str:
     except (OSError, ValueError, AttributeError):
         raise InstrumentError(f"resource {resource}: {path} is not an emulator registry; start `hil emulate` again") from None
     pid, host = data.get("pid"), data.get("host")
-    if pid and host == socket.gethostname() and not _alive(int(pid)):
+    if pid and host == socket.gethostname() and not pid_alive(int(pid)):
         raise InstrumentError(f"resource {resource}: the emulator that wrote {path} (pid {pid}) is no longer running; "
                               "start `hil emulate --lab LAB.yaml` again")
     if name not in live:
         raise InstrumentError(f"resource {resource}: the running emulator ({path}) has no instrument {name!r}")
     return live[name]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class CommandLog:

@@ -93,6 +93,11 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--replicas", type=int, help="R networks trained at once (simulator)")
     g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="snapshot checkpoint every K steps (0: epoch ends)")
     g.add_argument("--checkpoint-every-s", type=float, metavar="S", help="snapshot checkpoint every S seconds (0: off)")
+    g.add_argument("--device-model", metavar="PRESET|DEVICE.yaml",
+                   help="resistive device model: a preset (ideal, reram-es, reram-sb, ecram, ecram-mo, capacitor, "
+                   "idealized, gokmen-vlasov) or a device.yaml from `hil characterize --devices` (--device is the "
+                   "torch compute device)")
+    g.add_argument("--update-mode", help="exact | pulses | write-verify: how an update reaches the devices")
     g.add_argument("--device", help="cpu | cuda | cuda:N | auto")
     g.add_argument("--dtype", help="float32 | float64")
     g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
@@ -137,7 +142,7 @@ class _BoolOnce(argparse.BooleanOptionalAction):
 
 
 #: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.
-TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples",
+TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples", "update_mode",
                            "epochs", "batch_size", "replicas", "checkpoint_every_steps", "checkpoint_every_s"})
 
 
@@ -305,6 +310,9 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
 def cmd_characterize(args: argparse.Namespace) -> int:
     from calibration.commands import cmd_characterize as run
 
+    if args.devices:
+        return _characterize_devices(args)
+
     def check(cfg):
         n = cfg.noise
         if args.readings < 2:
@@ -321,6 +329,25 @@ def cmd_characterize(args: argparse.Namespace) -> int:
             return run(args, cfg, prep, store)
     finally:
         prep.backend.close()
+
+
+def _characterize_devices(args: argparse.Namespace) -> int:
+    from calibration.device_commands import cmd_characterize_devices
+    from drivers.lab import load_lab
+    from hil.config import build_config
+    from hil.store import RunStore
+
+    if args.lab is None:
+        raise UsageError("--devices: characterizes a bench's devices through its programming board; give --lab "
+                         "LAB.yaml (for an emulated bench, start `hil emulate --lab LAB.yaml` first)")
+    for flag in ("pulses", "cycles", "repeats"):
+        if getattr(args, flag) < (2 if flag == "repeats" else 1):
+            raise UsageError(f"--{flag}: too small (got {getattr(args, flag)})")
+    lab = load_lab(args.lab)
+    cfg = build_config({}, {"name": args.name or "devices", "runs_dir": str(args.runs_dir) if args.runs_dir else None})
+    store = RunStore.create(cfg)
+    with store.recording():
+        return cmd_characterize_devices(args, lab, store)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -349,22 +376,20 @@ def cmd_sweep_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    import os
     import signal
     import time
 
     from drivers.lab import load_lab
     from sim_backend.emulator import EmulatedLab
-    from sim_backend.emulator.lab import registry_owner
+    from sim_backend.emulator.lab import RegistryInUse
 
     lab = load_lab(args.lab)
-    owner = registry_owner(args.registry)
-    if owner is not None and owner != os.getpid():
-        raise UsageError(f"--registry: another `hil emulate` (pid {owner}) is running and uses {args.registry}; stop "
-                         "it, or give this one its own file with --registry")
     emu = EmulatedLab(lab).start()
     try:
         registry = emu.write_registry(args.registry)
+    except RegistryInUse as err:
+        emu.stop()
+        raise UsageError(f"--registry: {err}") from None
     except BaseException:
         emu.stop()
         raise
@@ -502,11 +527,22 @@ def build_parser() -> argparse.ArgumentParser:
     ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",
                         description="Hold one clamped input, read every hidden and output node --readings times, and "
                         "report per node sigma with its 95% interval, lag-1 correlation, effective N, and the "
-                        "Allan floor and N_max. Writes characterize.json and allan.png.")
+                        "Allan floor and N_max. Writes characterize.json and allan.png. With --devices: pulse "
+                        "trains on the bench's devices and the fitted device model (device.yaml).")
     ch.add_argument("--backend", choices=["sim"], default="sim", help="sim: the simulated crossbar and its noise model")
     ch.add_argument("--lab", type=Path, metavar="LAB.yaml", help="characterize the bench this lab config describes")
     ch.add_argument("--readings", type=int, default=1000, help="readings per node (default 1000)")
     ch.add_argument("--show", type=int, default=10, help="nodes printed in the table (all are saved)")
+    dv = ch.add_argument_group("devices (--devices: the resistive devices instead of the node noise)")
+    dv.add_argument("--devices", action="store_true",
+                    help="apply SET/RESET pulse trains to a sample of the bench's devices through its programming "
+                    "board, fit the pulsed-device model, write device.yaml (for --device-model) and device_fit.png")
+    dv.add_argument("--sample", type=int, default=16, help="devices sampled, drawn with --seed (default 16)")
+    dv.add_argument("--pulses", type=int, default=500, help="K: SET pulses, then K RESET pulses, per cycle; enough "
+                    "to cross the range (default 500)")
+    dv.add_argument("--cycles", type=int, default=3, help="cycles of K SET + K RESET pulses (default 3)")
+    dv.add_argument("--repeats", type=int, default=10, help="readings at rest per device, for its read noise (default 10)")
+    dv.add_argument("--model-name", help="name written into device.yaml (default: LAB-fit)")
     add_run_options(ch, exclude=TRAINING_ONLY)
     ch.set_defaults(func=cmd_characterize)
 
@@ -519,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--reading-sigma", type=float, help="sigma of one reading, V (instead of --characterization)")
     cb.add_argument("--parallel-channels", type=int, default=1, help="nodes read at the same time (default 1)")
     cb.add_argument("--centered", action="store_true", help="centered EP: three phases per update")
+    cb.add_argument("--programming-s", type=float, help="time to program one update into the devices, s (added to "
+                    "the time per update)")
+    cb.add_argument("--programming-from", type=Path, metavar="RUN_DIR", help="take the programming time per update "
+                    "from a run trained with a pulsed --device-model (its metrics' programming_s_per_update)")
     cb.add_argument("--name", help="run folder suffix (default calibrate)")
     cb.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
     cb.set_defaults(func=cmd_calibrate)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist")
 
@@ -110,6 +110,62 @@ class NoiseConfig(_Strict):
     drift_V_per_s: float = Field(default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
 
 
+class DevicesConfig(_Strict):
+    """The resistive devices and how an update reaches them (sim_backend/devices)."""
+
+    model: str = Field(
+        default="ideal",
+        description="Device model: a preset (ideal, reram-es, reram-sb, ecram, ecram-mo, capacitor, idealized, "
+        "gokmen-vlasov) or the path of a device.yaml (e.g. from `hil characterize --devices`). Its normalized "
+        "range maps onto [network.g_min, network.g_max] S.",
+    )
+    update: Literal["exact", "pulses", "write-verify"] | None = Field(
+        default=None,
+        description="exact: every change programmed exactly (needs the ideal model); pulses: open loop, the change "
+        "becomes a pulse count through the device response; write-verify: closed loop to a tolerance. "
+        "Default: exact for the ideal model, pulses otherwise.",
+    )
+    rounding: Literal["accumulate", "stochastic"] = Field(
+        default="accumulate",
+        description="pulses: sub-step changes accumulate per device until they make a pulse (accumulate), or the "
+        "pulse count is rounded stochastically, unbiased (stochastic).",
+    )
+    max_pulses: int = Field(default=64, ge=1, description="pulses: most pulses per device and update (beyond: dropped).")
+    tolerance_steps: float = Field(default=1.0, gt=0, description="write-verify: stop within this many nominal steps.")
+    verify_max_pulses: int = Field(default=30, ge=1, description="write-verify: most pulses per device and update.")
+    verify_max_reversals: int = Field(default=3, ge=0, description="write-verify: stop a device after this many "
+                                      "overshoots (polarity flips), as the bench's write-verify does.")
+    pulse_period_s: float = Field(default=1e-5, gt=0, description="Time per programming pulse, driver overhead "
+                                  "included, s (devices are programmed one at a time, as the bench's board does).")
+    verify_read_s: float = Field(default=1e-4, gt=0, description="write-verify: time per conductance reading, s.")
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, spec: str) -> str:
+        from sim_backend.devices.store import resolve_device_model
+
+        resolve_device_model(spec)  # a preset or a readable device.yaml, else one error naming it
+        return spec
+
+    @model_validator(mode="after")
+    def _check(self) -> "DevicesConfig":
+        pulsed = self.resolved().pulsed
+        if self.update is None:
+            self.__dict__["update"] = "pulses" if pulsed else "exact"
+        elif self.update == "exact" and pulsed:
+            raise ValueError(f"update 'exact' programs changes exactly and ignores the device model {self.model!r}; "
+                             "use pulses or write-verify")
+        elif self.update != "exact" and not pulsed:
+            raise ValueError(f"update {self.update!r} needs a pulsed device model (model is {self.model!r})")
+        return self
+
+    def resolved(self):
+        """The DeviceModelConfig this section names."""
+        from sim_backend.devices.store import resolve_device_model
+
+        return resolve_device_model(self.model)
+
+
 class DataConfig(_Strict):
     dataset: Literal["digits", "mnist", "kmnist", "fashion-mnist"] = Field(
         default="digits", description="digits (8x8, embedded in scikit-learn), mnist, kmnist or fashion-mnist (IDX files)."
@@ -150,11 +206,19 @@ class RunConfig(_Strict):
     noise: NoiseConfig = NoiseConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    devices: DevicesConfig = DevicesConfig()
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="cpu, cuda, cuda:N or auto.")
     dtype: Literal["float32", "float64"] = Field(default="float32", description="Floating point precision of the simulator.")
     runs_dir: Path = Field(default=Path("runs"), description="Where run folders are created.")
     #: dotted keys that build_config sized to the data (not set by the user): a lab's settings may replace them
     _sized_to_data: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.devices.update != "exact" and self.network.g_max is None:
+            raise ValueError(f"network.g_max: the device model {self.devices.model!r} needs the device range "
+                             "[g_min, g_max] its normalized range maps onto; set --g-max")
+        return self
 
 
 # CLI flag -> dotted config field. One place, so README, CLI and tests agree.
@@ -193,6 +257,8 @@ FLAG_FIELDS: dict[str, str] = {
     "replicas": "train.replicas",
     "checkpoint_every_steps": "train.checkpoint_every_steps",
     "checkpoint_every_s": "train.checkpoint_every_s",
+    "device_model": "devices.model",
+    "update_mode": "devices.update",
     "device": "device",
     "dtype": "dtype",
     "runs_dir": "runs_dir",

@@ -10,7 +10,7 @@ from typing import TextIO
 import torch
 
 from hil.backend import CrossbarBackend
-from hil.config import ConfigError, RunConfig
+from hil.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
 from hil.data import Dataset, load_dataset
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder, bench_plan
@@ -65,6 +65,15 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
 
+def simulated_only_settings(cfg: RunConfig) -> list[str]:
+    """The simulated noise and device settings that differ from their defaults: they mean nothing on a bench."""
+    noise, devices = NoiseConfig(), DevicesConfig()
+    return ([f"noise.{k}" for k in ("sigma", "nplc", "line_frequency_hz", "overhead_s", "flicker_floor_V",
+                                    "drift_V_per_s") if getattr(cfg.noise, k) != getattr(noise, k)]
+            + [f"devices.{k}" for k in DevicesConfig.model_fields
+               if k in cfg.devices.model_fields_set and getattr(cfg.devices, k) != getattr(devices, k)])
+
+
 def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
     from drivers.crossbar import InstrumentCrossbar
@@ -72,6 +81,11 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
 
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
+    simulated = simulated_only_settings(cfg)
+    if simulated:
+        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise or devices; a bench has its "
+                          "own (its timing is the lab config's timing: section; measure its noise with hil "
+                          "characterize --lab and its devices with hil characterize --lab --devices)")
     lab = load_lab(lab_path)
     data = load_dataset(cfg.data)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -148,6 +162,8 @@ def train_run(
                            ms_per_training_sample=round(1e3 * m.seconds / n, 2),
                            pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"],
                            retries=prep.backend.retries, faults_logged=len(prep.backend.log.faults))
+        if hasattr(prep.backend, "programming_stats"):  # pulsed devices: pulses and programming time per update
+            m.extra.update(prep.backend.programming_stats())
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
         recorder.epoch_checkpoint(m.epoch)

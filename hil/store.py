@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from hil.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
+from hil.process import pid_alive
 
 
 class StoreError(RuntimeError):
@@ -115,7 +116,7 @@ class RunStore:
         st = self.status()
         status = st.get("status", "unknown")
         if status == "running" and st.get("host") == socket.gethostname() and st.get("pid"):
-            if not _pid_alive(int(st["pid"])):
+            if not pid_alive(int(st["pid"])):
                 return "crashed"
         return status
 
@@ -138,7 +139,7 @@ class RunStore:
         pid = st.get("pid")
         if st.get("status") != "running" or not pid or st.get("host") != socket.gethostname() or pid == os.getpid():
             return None
-        return int(pid) if _pid_alive(int(pid)) else None
+        return int(pid) if pid_alive(int(pid)) else None
 
     @contextmanager
     def recording(self):
@@ -212,16 +213,6 @@ def load_tensors(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise StoreError(f"{what}: {path} is not a checkpoint (no table of tensors inside)")
     return state
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
 
 
 def _os_reason(err: OSError) -> str:

@@ -81,6 +81,7 @@ class SimCrossbar:
         noise_seed: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        devices=None,
     ):
         if len(layer_sizes) < 2 or any(int(s) < 1 for s in layer_sizes):
             raise ValueError(f"layer_sizes: need at least [inputs, outputs], all >= 1 (got {list(layer_sizes)})")
@@ -133,6 +134,20 @@ class SimCrossbar:
             self._lo.append(lo)
             self._hi.append(hi)
         self.bipolar = bool(bipolar)
+        # devices (a hil.config.DevicesConfig): how updates reach the devices. None or `exact`: added exactly.
+        self.programmer = None
+        if devices is not None and devices.update != "exact":
+            from sim_backend.devices.programming import PulseProgrammer
+
+            if self.g_max is None:
+                raise ValueError(f"g_max: the device model {devices.model!r} needs the device range [g_min, g_max]")
+            self.programmer = PulseProgrammer(
+                devices.resolved(), self.weights, mode=devices.update, g_min=self.g_min, g_max=self.g_max,
+                seeds=self.seeds, rounding=devices.rounding, max_pulses=devices.max_pulses,
+                tolerance_steps=devices.tolerance_steps, verify_max_pulses=devices.verify_max_pulses,
+                verify_max_reversals=devices.verify_max_reversals,
+                pulse_period_s=devices.pulse_period_s, verify_read_s=devices.verify_read_s,
+                seed=noise_seed if noise_seed is not None else 0, host_checks=self.host_checks)
         self._den: list[torch.Tensor] | None = None  # stale after programming; see _sums()
         # The batch size of the drive GEMM that gave the node sums (None: summed directly). Sums are kept only for
         # clamps of that batch size, so they are the same numbers whatever ran before (e.g. a resumed run's first
@@ -165,6 +180,7 @@ class SimCrossbar:
             noise_seed=cfg.train.seed,
             device=cfg.device,
             dtype=torch.float64 if cfg.dtype == "float64" else torch.float32,
+            devices=cfg.devices,
         )
 
     # ---- bookkeeping -------------------------------------------------------
@@ -299,6 +315,17 @@ class SimCrossbar:
         return self.noise.stats(torch.cat(self.voltages, dim=-1), weights, self._gen)
 
     def program(self, update: ConductanceUpdate) -> None:
+        if self.programmer is not None:  # pulsed devices: pulse counts or write-verify (sim_backend/devices)
+            self.programmer.host_checks = self.host_checks
+            self.programmer.program(self.weights, update.weights, now_s=self.noise.time_s)
+        else:
+            self._program_exact(update)
+        if update.biases is not None and self.biases is not None:
+            for b, db in zip(self.biases, update.biases):
+                b.add_(db.to(b.dtype))
+        self._stale()
+
+    def _program_exact(self, update: ConductanceUpdate) -> None:
         for W, delta in zip(self.weights, update.weights):
             if isinstance(delta, LowRankDelta):
                 W.baddbmm_(delta.left.transpose(1, 2).to(W.dtype), delta.right.to(W.dtype), alpha=delta.scale)
@@ -306,10 +333,10 @@ class SimCrossbar:
                 W.add_(delta.to(W.dtype))
             # The device range: conductance saturates at g_min and g_max (a physical limit, not a safety clamp).
             W.clamp_(self.g_min, self.g_max)
-        if update.biases is not None and self.biases is not None:
-            for b, db in zip(self.biases, update.biases):
-                b.add_(db.to(b.dtype))
-        self._stale()
+
+    def programming_stats(self) -> dict:
+        """Pulsed devices: pulses and programming time per update since the last call (empty for exact)."""
+        return {} if self.programmer is None else self.programmer.stats()
 
     def conductances(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         return self.weights, self.biases
@@ -320,18 +347,30 @@ class SimCrossbar:
             if tuple(new.shape) != tuple(W.shape):
                 raise ValueError(f"weights[{j}]: shape {tuple(new.shape)} does not match the network {tuple(W.shape)}")
             W.copy_(new)
+            if self.programmer is not None:  # what the devices hold (write noise and drift are not saved)
+                for state in (self.programmer.hidden, self.programmer.written):
+                    if state is not None:
+                        state[j].copy_(new)
+                if self.programmer.t_prog is not None:
+                    self.programmer.t_prog[j].fill_(self.noise.time_s)
         if biases is not None and self.biases is not None:
             for b, new in zip(self.biases, biases):
                 b.copy_(new)
         self._stale()
 
     def random_state(self) -> dict:
-        """What the next readings depend on besides the voltages: the noise generator, the simulated clock, 1/f state."""
-        return {"generator": self._gen.get_state(), **self.noise.state()}
+        """What the next readings and updates depend on besides the conductances: the noise generator, the
+        simulated clock, 1/f state and, with pulsed devices, the programmer's rounding state."""
+        state = {"generator": self._gen.get_state(), **self.noise.state()}
+        if self.programmer is not None:
+            state["programmer"] = self.programmer.state()
+        return state
 
     def load_random_state(self, state: dict) -> None:
         self._gen.set_state(state["generator"])
         self.noise.load_state(state)
+        if self.programmer is not None and "programmer" in state:
+            self.programmer.load_state(state["programmer"])
 
     def close(self) -> None:
         """Nothing to make safe in a simulation; kept for the protocol."""

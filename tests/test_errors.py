@@ -4,6 +4,7 @@ and no run folder left marked running."""
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from conftest import write_fashion_like, write_idx
 from hil.cli import main
 
+EXAMPLE_LAB = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
 TINY = ["--no-progress", "--hidden", "8", "--epochs", "1", "--train-limit", "40", "--test-limit", "20"]
 
 
@@ -135,6 +137,9 @@ CASES = {
                      "lab.yaml:"),
     "lab-unknown-kind": (lambda t, f, p: ["train", *TINY, "--lab", str(write(
         p / "lab.yaml", "instruments:\n  x: {kind: toaster, resource: emulator:x}\n"))], 2, "lab.yaml"),
+    "lab-with-simulated-noise": (lambda t, f, p: ["train", *TINY, "--lab", str(EXAMPLE_LAB), "--sigma", "1e-3",
+                                                  "--flicker", "1e-4", "--device-model", "ecram"], 2,
+                                 "noise.sigma, noise.flicker_floor_V, devices.model describe"),
     "emulate-lab-missing": (lambda t, f, p: ["emulate", "--lab", str(p / "lab.yaml")], 2, "lab config not found"),
     # calibration files
     "characterization-not-json": (lambda t, f, p: ["calibrate", "--sigma-target", "1e-3", "--characterization",

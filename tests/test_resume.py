@@ -12,6 +12,7 @@ import torch
 
 from conftest import write_fashion_like
 from hil.cli import main
+from sim_backend.devices import resolve_device_model, save_device_model
 
 METRIC_KEYS = ("epoch", "train_acc", "test_acc", "train_loss", "test_loss")
 
@@ -168,3 +169,26 @@ def test_sigkill_at_random_steps_resumes_mid_epoch_bit_identical(tmp_path):
         resumed.append(resumed_from)
     # kills past step 8 with snapshots every 7 steps (50 per epoch): nearly all resume in the middle of an epoch
     assert any(r is not None and r[1] > 0 for r in resumed), resumed
+
+
+def test_resume_with_pulsed_devices_is_bit_identical(tmp_path):
+    """Pulsed devices keep state between updates (sub-step remainders, rounding generator, drift since the last
+    write): the checkpoint has it."""
+    drifting = save_device_model(resolve_device_model("reram-es").model_copy(update={"drift_nu": 0.05}),
+                                 tmp_path / "device.yaml")
+
+    def args(runs, epochs):
+        return ["train", "--no-progress", "--hidden", "16", "--train-limit", "200", "--test-limit", "50",
+                "--device-model", str(drifting), "--g-max", "0.2", "--sigma", "1e-3", "--epochs", str(epochs),
+                "--runs-dir", str(runs)]
+
+    assert main(args(tmp_path / "straight", 2)) == 0
+    assert main(args(tmp_path / "split", 1)) == 0
+    run = next((tmp_path / "split").iterdir())
+    assert main(["train", "--no-progress", "--resume", str(run), "--epochs", "2"]) == 0
+    straight = next((tmp_path / "straight").iterdir())
+    assert metrics(run) == metrics(straight)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(wa, wb) for wa, wb in zip(a["weights"], b["weights"]))
+    assert "programmer" in b["random"]

@@ -103,6 +103,10 @@ HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "
 @pytest.mark.parametrize("over", [
     {"noise.sigma": 1e-3, "noise.samples": 3, "network.bias": True, "network.hidden": [16, 8]},
     {"ep.centered": True, "ep.beta": 0.2, "network.bias": True},
+    # pulsed devices (the GPU path: every device through the same arithmetic, masked)
+    {"devices.model": "reram-es", "network.g_max": 0.5, "network.g_min": 0.01},
+    {"devices.model": "ecram", "devices.rounding": "stochastic", "network.g_max": 0.5, "network.hidden": [16, 8]},
+    {"devices.model": "gokmen-vlasov", "devices.update": "write-verify", "network.g_max": 0.5},
 ])
 def test_training_step_reads_nothing_back_to_the_host(over):
     """The inner loop never synchronises: every check is kept on the device until check_finite()."""

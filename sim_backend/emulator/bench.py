@@ -28,6 +28,7 @@ class EmulatedBench:
         p = lab.programming
         for W in self.net.weights:
             W.copy_(torch.from_numpy(self.rng.uniform(p.g_min_S, 0.5 * p.g_max_S, size=tuple(W.shape))) / self.gu)
+        self._use_device_model(lab)
         self.net.load_conductances(self.net.weights, self.net.biases)
         self.v_in = torch.zeros(1, 2 * sizes[0], dtype=torch.float64)
         self.dirty = True
@@ -67,6 +68,24 @@ class EmulatedBench:
                     self.devices[(blk.board, blk.row_offset + i, blk.col_offset + j)] = (blk.layer, i, j)
         self.read_voltage = 0.0
         self.time_s = 0.0
+
+    def _use_device_model(self, lab) -> None:
+        """emulator.device_model: the simulator's pulsed devices (sim_backend/devices) on [g_min_S, g_max_S]."""
+        self.device_arrays = None
+        if lab.emulator.device_model is None:
+            return
+        from sim_backend.devices import DeviceArray, resolve_device_model
+
+        p = lab.programming
+        model = resolve_device_model(lab.emulator.device_model)
+        self.device_arrays = [DeviceArray(model, W.shape, g_min=p.g_min_S, g_max=p.g_max_S, seeds=[lab.emulator.seed],
+                                          layer=layer, dtype=torch.float64) for layer, W in enumerate(self.net.weights)]
+        self.device_held_S = []  # what each device holds, S (what it conducts adds write noise)
+        for W, arr in zip(self.net.weights, self.device_arrays):
+            g = arr.initial_state(W * self.gu)
+            W.copy_(g / self.gu)
+            self.device_held_S.append(g)
+        self.device_gen = torch.Generator().manual_seed(lab.emulator.seed + 29)
 
     # ---- wiring ----------------------------------------------------------------
     def nodes_of(self, smu: str, ch: str) -> list[tuple[int, int]]:
@@ -218,10 +237,29 @@ class EmulatedBench:
             if dev is None:
                 return None
             layer, i, j = dev
-            return float(self.net.weights[layer][0, i, j]) * self.gu
+            g = self.net.weights[layer][0, i, j] * self.gu
+            if self.device_arrays is not None:  # the device model's read noise
+                g = self.device_arrays[layer].take(self._flat(layer, i, j)).read(g.view(1), self.device_gen)
+            return float(g)
+
+    def _flat(self, layer: int, i: int, j: int) -> torch.Tensor:
+        return torch.tensor([i * self.net.weights[layer].shape[2] + j])
+
+    def _model_pulse(self, layer: int, i: int, j: int, volts: float) -> None:
+        """One SET (volts > 0) or RESET of the device model, the same code the simulator pulses with."""
+        idx = self._flat(layer, i, j)
+        dev = self.device_arrays[layer].take(idx)
+        held = self.device_held_S[layer].view(-1)
+        g = dev.apply_pulses(held[idx], torch.tensor([1.0 if volts > 0 else -1.0], dtype=torch.float64),
+                             self.device_gen)
+        held[idx] = g
+        if dev.write_sd_S > 0:
+            g = dev.write_noise(g, torch.tensor([True]), self.device_gen)
+        self.net.weights[layer][0, i, j] = float(g) / self.gu
 
     def pulse(self, board: str, row: int, col: int, volts: float, width_s: float) -> bool:
-        """Device model: dG = rate*(|V| - Vth)*width, soft-bounded by the range, with cycle-to-cycle spread."""
+        """One pulse: over device_threshold_V, one SET/RESET of emulator.device_model when set; otherwise the rate
+        model dG = rate*(|V| - Vth)*width, soft-bounded by the range, with cycle-to-cycle spread."""
         with self.lock:
             dev = self.devices.get((board, row, col))
             if dev is None:
@@ -230,7 +268,11 @@ class EmulatedBench:
             em, p = self.lab.emulator, self.lab.programming
             g = float(self.net.weights[layer][0, i, j]) * self.gu
             over = abs(volts) - em.device_threshold_V
-            if over > 0:
+            if over > 0 and self.device_arrays is not None:
+                self._model_pulse(layer, i, j, volts)
+                self.net.load_conductances(self.net.weights, self.net.biases)
+                self.dirty = True
+            elif over > 0:
                 step = em.device_rate_S_per_V_s * over * width_s * (1 + em.device_spread * self.rng.standard_normal())
                 span = p.g_max_S - p.g_min_S
                 if volts > 0:

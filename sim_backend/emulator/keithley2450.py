@@ -11,7 +11,7 @@ from __future__ import annotations
 from sim_backend.emulator.base import EmulatedInstrument
 from sim_backend.emulator.scpi import (ERROR_QUEUE, Bool, Choice, Command, Int, Num, Param, ScpiError,
                                        ScpiInstrument, Text, parse_number)
-from sim_backend.emulator.smu import Reading, ReadingBuffer, SmuChannelPhysics
+from sim_backend.emulator.smu import Reading, ReadingBuffer, ScpiSourceRanges
 
 ONOFF = Bool()
 
@@ -112,7 +112,7 @@ ELEMENTS = {"READING": "value", "READ": "value", "SOURCE": "source", "SOUR": "so
             "FRACTIONAL": "frac", "FRAC": "frac"}
 
 
-class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
+class Emulated2450(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
     IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.12b"
     FIRST_CHANNEL = "1"
     TABLE = TABLE
@@ -129,11 +129,6 @@ class Emulated2450(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
         if st.source_func == "VOLT":
             return 0.0 if st.src_delay_auto_V else st.src_delay_V
         return 0.0 if st.src_delay_auto_A else st.src_delay_A
-
-    def fixed_range(self, st, func):
-        if func == "VOLT":
-            return None if st.src_auto_V else st.src_range_V
-        return None if st.src_auto_A else st.src_range_A
 
     def __init__(self, name, bench, limits=None):
         EmulatedInstrument.__init__(self, name, bench, limits)

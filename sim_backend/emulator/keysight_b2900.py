@@ -11,7 +11,7 @@ from __future__ import annotations
 from sim_backend.emulator.base import EmulatedInstrument
 from sim_backend.emulator.scpi import (ERROR_QUEUE, Bool, Choice, Command, Int, Num, Param, ScpiError,
                                        ScpiInstrument, channel_list)
-from sim_backend.emulator.smu import ReadingBuffer, SmuChannelPhysics
+from sim_backend.emulator.smu import ReadingBuffer, ScpiSourceRanges
 
 ONOFF = Bool()
 
@@ -61,7 +61,7 @@ TABLE = [
 ]
 
 
-class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
+class EmulatedB2900(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
     IDN = "Keysight Technologies,B2902A,MY51140123,3.4.2011.5100"
     FIRST_CHANNEL = "1"
     TABLE = TABLE
@@ -73,11 +73,6 @@ class EmulatedB2900(SmuChannelPhysics, ScpiInstrument, EmulatedInstrument):
     SOURCE_RANGES_V = (0.2, 2.0, 20.0, 200.0)
     SOURCE_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5, 3.0)
     RESOLUTION_V, RESOLUTION_A = 5e-6, 1e-5
-
-    def fixed_range(self, st, func):
-        if func == "VOLT":
-            return None if st.src_auto_V else st.src_range_V
-        return None if st.src_auto_A else st.src_range_A
 
     def __init__(self, name, bench, limits=None):
         EmulatedInstrument.__init__(self, name, bench, limits)

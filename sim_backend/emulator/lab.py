@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from hil.process import pid_alive
 from sim_backend.emulator.bench import EmulatedBench
 from sim_backend.emulator.faults import GARBAGE, Fault, FaultInjector
 from sim_backend.emulator.instruments import EMULATED
@@ -28,13 +29,7 @@ def registry_owner(path: Path) -> int | None:
         return None
     if data.get("host", socket.gethostname()) != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    return pid if pid_alive(pid) else None
 
 
 class _Handler(socketserver.StreamRequestHandler):

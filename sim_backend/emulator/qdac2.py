@@ -26,8 +26,8 @@ TABLE = [
     Command("SOURce#:RANGe:HIGH:MAXimum", "q_high_max", query=True),
     Param("SOURce#:FILTer", Choice("DC", "MEDium", "HIGH", replies={"DC": "dc", "MED": "med", "HIGH": "high"}),
           "filter", "HIGH"),
-    Param("SOURce#[:DC]:VOLTage:MODE", Choice("FIXed", "SWEep", "LIST",
-                                               replies={"FIX": "fixed", "SWE": "sweep", "LIST": "list"}), "mode", "FIX"),
+    # Only fixed DC levels are emulated: SWEep and LIST (the DC generators) are refused with -224.
+    Param("SOURce#[:DC]:VOLTage:MODE", Choice("FIXed", replies={"FIX": "fixed"}), "mode", "FIX"),
     Param("SOURce#[:DC]:VOLTage:SLEW", Num(0.01, 2e7, fmt="g"), "slew", 2e7),
     Param("SOURce#[:DC]:VOLTage:TRIGgered", Num(-10.0, 10.0, fmt="g"), "next_V", 0.0),
     Param("SOURce#[:DC][:VOLTage][:LEVel][:IMMediate][:AMPLitude]", Num(-10.0, 10.0, fmt="g"), "level_V", 0.0),

@@ -100,3 +100,12 @@ class SmuChannelPhysics:
             rows.append(Reading(volts[k], amps[k], source, compliance, t0 + (k + 1) * each, sense))
         self.clock.advance(n * each)
         return rows
+
+
+class ScpiSourceRanges(SmuChannelPhysics):
+    """The SCPI SMUs' range settings (2450, B2900): :SOURce:<f>:RANGe and :RANGe:AUTO, in their tables' names."""
+
+    def fixed_range(self, st, func: str) -> float | None:
+        if func == "VOLT":
+            return None if st.src_auto_V else st.src_range_V
+        return None if st.src_auto_A else st.src_range_A

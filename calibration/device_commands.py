@@ -1,0 +1,109 @@
+"""`hil characterize --devices`: pulse trains on a bench's devices, the fitted model in device.yaml, and its plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
+from hil.store import save_figure
+from sim_backend.devices.store import save_device_model
+
+
+def open_boards(lab, log, registry=None) -> tuple[dict, list]:
+    """layer -> (connected XbarBoard, row offset, column offset), and the drivers to shut down."""
+    from drivers.xbar_board import XbarBoard
+
+    drivers, boards = {}, {}
+    try:
+        for blk in lab.devices:
+            if blk.board not in drivers:
+                cfg, lim = lab.instruments[blk.board], lab.limits[blk.board]
+                port = XbarBoard.open_port(cfg.resource, registry, cfg.baudrate)
+                drv = XbarBoard(blk.board, port, log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
+                                max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
+                drivers[blk.board] = drv
+                drv.connect()
+            boards[blk.layer] = (drivers[blk.board], blk.row_offset, blk.col_offset)
+    except BaseException:
+        for drv in drivers.values():
+            drv.close()
+        raise
+    return boards, list(drivers.values())
+
+
+def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:
+    """count devices drawn without replacement over every layer's block, (layer, row, col) within the layer."""
+    sizes = lab.layer_sizes
+    shapes = [(2 * sizes[0] if l == 0 else sizes[l], sizes[l + 1]) for l in range(len(sizes) - 1)]
+    every = [(l, i, j) for l, (m, k) in enumerate(shapes) for i in range(m) for j in range(k)]
+    if not 3 <= count <= len(every):
+        raise FitError(f"--sample: between 3 and the {len(every)} devices of this bench (got {count})")
+    pick = np.random.default_rng(seed).choice(len(every), size=count, replace=False)
+    return [every[int(p)] for p in sorted(pick)]
+
+
+def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Path:
+    """Conductance against pulse number for some sampled devices: readings (dots) and the fit's mean response."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = fitted_trajectories(data, fit)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    n_t = data.g_S.shape[1] * data.g_S.shape[2]
+    x = np.arange(n_t)
+    for k, d in enumerate(range(min(shown, len(data.devices)))):
+        color = f"C{k}"
+        ax.plot(x, 1e6 * data.g_S[d].ravel(), ".", ms=1.5, color=color, alpha=0.5,
+                label=f"device {data.devices[d]}" + (" (stuck)" if fit.stuck[d] else ""))
+        if not fit.stuck[d]:
+            ax.plot(x, 1e6 * model[d].ravel(), "-", lw=1, color=color)
+    ax.set_xlabel(f"pulse number ({data.pulses} SET then {data.pulses} RESET per cycle)")
+    ax.set_ylabel("conductance (uS)")
+    ax.set_title(f"{len(data.devices)} devices sampled; dots: readings, lines: fitted model", fontsize=9)
+    ax.legend(fontsize=6, markerscale=4, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def cmd_characterize_devices(args: argparse.Namespace, lab, store, registry=None) -> int:
+    from drivers.session import CommandLog
+
+    log = CommandLog(store.path / "commands.jsonl")
+    devices = sample_devices(lab, args.sample, args.seed or 0)
+    p = lab.programming
+    print(f"{len(devices)} devices, {args.cycles} cycles of {args.pulses} SET ({p.set.start_V:g} V) and "
+          f"{args.pulses} RESET ({p.reset.start_V:g} V) pulses of {p.set.width_s:g} s, a reading after each; "
+          f"device range [{p.g_min_S:g}, {p.g_max_S:g}] S", flush=True)
+    boards, drivers = open_boards(lab, log, registry)
+    try:
+        data = apply_pulse_trains(boards, devices, pulses=args.pulses, cycles=args.cycles, set_V=p.set.start_V,
+                                  reset_V=p.reset.start_V, width_s=p.set.width_s, repeats=args.repeats,
+                                  g_min_S=p.g_min_S, g_max_S=p.g_max_S)
+    finally:
+        for drv in drivers:
+            try:
+                drv.shutdown()
+            finally:
+                drv.close()
+    np.savez_compressed(store.path / "pulse_trains.npz", g_S=data.g_S, repeat_S=data.repeat_S,
+                        devices=np.asarray(devices), g_min_S=p.g_min_S, g_max_S=p.g_max_S)
+    fit = fit_pulse_trains(data, name=args.model_name or f"{lab.name}-fit")
+    print(f"{'parameter':>15}  {'estimate':>11}  {'std. error':>10}   (normalized units: w = -1 .. 1 over the range)")
+    for name, e in fit.estimates.items():
+        print(f"{name:>15}  {e['value']:>11.4g}  {e['stderr']:>10.2g}")
+    out = save_device_model(fit.model, store.path / "device.yaml", fit={
+        "estimates": fit.to_yaml_tree(), "device_range_S": [p.g_min_S, p.g_max_S], "devices": [list(d) for d in devices],
+        "pulses": args.pulses, "cycles": args.cycles,
+        "use": "hil train --device-model device.yaml with network.g_min/g_max = the device range / "
+               "units.conductance_unit_S"})
+    plot_pulse_trains(store.path / "device_fit.png", data, fit)
+    (store.path / "device_fit.json").write_text(json.dumps({"estimates": fit.to_yaml_tree()}, indent=1) + "\n")
+    store.set_status("completed")
+    print(f"saved {out} (use: hil train --device-model {out}), device_fit.png and pulse_trains.npz")
+    return 0
