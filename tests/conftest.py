@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 torch.set_num_threads(2)
 
@@ -51,3 +52,36 @@ def write_fashion_like(folder, n_train=3000, n_test=528, seed=0, gz=True):
     write_idx(folder / "t10k-images-idx3-ubyte", xte, gz)
     write_idx(folder / "t10k-labels-idx1-ubyte", yte, gz)
     return folder
+
+
+# ---- counters of what torch does inside a block (a training step must neither sync nor allocate weight-sized) --
+HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal"}
+
+
+class HostReads(TorchDispatchMode):
+    """The operations that read a device value back to the host (a synchronisation on a GPU), in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in HOST_READS:
+            self.seen.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+class Sizes(TorchDispatchMode):
+    """The largest tensor created (not a view, not written in place) while the mode is on, in elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        fresh = not func._schema.is_mutable and not any(r.alias_info for r in func._schema.returns)
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if fresh and isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out

@@ -3,9 +3,8 @@
 import sqlite3
 
 import numpy as np
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import HostReads
 from hil.cli import main
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder
@@ -29,20 +28,6 @@ def test_a_step_begun_but_not_ended_is_the_unfinished_one(tmp_path):
     assert sqlite3.connect(tmp_path / "journal.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     j.close()
     other.close()
-
-
-HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal"}
-
-
-class HostReads(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ in HOST_READS:
-            self.seen.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
 
 
 def test_journaling_a_step_reads_nothing_back_from_the_device(tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import HostReads, Sizes
 from hil.config import build_config
 from hil.data import load_dataset
 from hil.trainer import NonFiniteUpdateError, Trainer
@@ -97,9 +97,6 @@ def test_cuda_matches_cpu():
 
 
 # Reading a device value into Python (bool(t), t.item(), nonzero) stalls a GPU until its queue drains.
-HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal"}
-
-
 @pytest.mark.parametrize("over", [
     {"noise.sigma": 1e-3, "noise.samples": 3, "network.bias": True, "network.hidden": [16, 8]},
     {"ep.centered": True, "ep.beta": 0.2, "network.bias": True},
@@ -110,16 +107,6 @@ HOST_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "
 ])
 def test_training_step_reads_nothing_back_to_the_host(over):
     """The inner loop never synchronises: every check is kept on the device until check_finite()."""
-
-    class HostReads(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket.__name__ in HOST_READS:
-                self.seen.append(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
 
     cfg, data, net = setup({"dtype": "float32", **over})
     net.host_checks = False  # as on a GPU
@@ -146,22 +133,6 @@ def test_centered_beta_beyond_output_conductance_is_refused():
     with pytest.raises(NonFiniteUpdateError, match="centered EP, lower beta"):
         Trainer(cfg, net, data).step(data.x_train[:4], data.y_train[:4])
     assert all(torch.equal(b, w) for b, w in zip(before, net.weights))
-
-
-class Sizes(TorchDispatchMode):
-    """The largest tensor created (not a view, not written in place) while the mode is on, in elements."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        fresh = not func._schema.is_mutable and not any(r.alias_info for r in func._schema.returns)
-        for t in (out if isinstance(out, (tuple, list)) else [out]):
-            if fresh and isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_training_step_allocates_nothing_weight_sized():
