@@ -181,7 +181,10 @@ def train_run(
     finally:
         journal.close()
         prep.backend.close()
-    store.set_status("completed", epochs=prep.cfg.train.epochs)
+    # A bench's fault totals at the very end: the shutdown after the last epoch's metrics line may retry too.
+    totals = ({"retries": prep.backend.retries, "faults_logged": len(prep.backend.log.faults)}
+              if bench is not None else {})
+    store.set_status("completed", epochs=prep.cfg.train.epochs, **totals)
     last = history[-1] if history else None
     if last and bench is not None:
         e = last.extra
