@@ -38,10 +38,10 @@ from calibration.device_commands import open_boards, sample_devices  # noqa: E40
 from calibration.device_fit import apply_pulse_trains, fit_pulse_trains  # noqa: E402
 from drivers.lab import load_lab  # noqa: E402
 from drivers.session import CommandLog  # noqa: E402
-from hil.config import load_config  # noqa: E402
+from hil.core.config import load_config  # noqa: E402
 from hil.runner import prepare, train_run  # noqa: E402
 from hil.store import RunStore  # noqa: E402
-from sim_backend.devices import resolve_device_model, save_device_model  # noqa: E402
+from hil.core.devices import resolve_device_model, save_device_model  # noqa: E402
 from sim_backend.emulator import EmulatedLab  # noqa: E402
 
 

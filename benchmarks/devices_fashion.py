@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from train_fashion import PAPER  # noqa: E402
 
-from hil.config import build_config  # noqa: E402
+from hil.core.config import build_config  # noqa: E402
 from hil.runner import prepare  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
-from sim_backend.devices import PRESETS  # noqa: E402
+from hil.core.devices import PRESETS  # noqa: E402
 
 
 def main() -> int:

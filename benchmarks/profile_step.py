@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from throughput import PAPER  # noqa: E402
 
-from hil.config import build_config  # noqa: E402
+from hil.core.config import build_config  # noqa: E402
 from hil.data import Dataset  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402

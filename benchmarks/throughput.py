@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from plain_ep import PlainEP  # noqa: E402
 
-from hil.config import DataConfig, build_config  # noqa: E402
+from hil.core.config import DataConfig, build_config  # noqa: E402
 from hil.data import DatasetError, load_dataset  # noqa: E402
 from hil.trainer import Trainer, one_hot  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402

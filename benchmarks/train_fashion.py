@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from hil.config import build_config  # noqa: E402
+from hil.core.config import build_config  # noqa: E402
 from hil.runner import prepare  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from hil.config import RunConfig, build_config, merge_trees
+from hil.core.config import RunConfig, build_config, merge_trees
 from hil.data import Dataset
 from hil.sweep import PointSummary, Trial, run_trials, summarize
 

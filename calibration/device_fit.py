@@ -5,7 +5,7 @@ Data (`PulseTrains`): for each sampled device, `repeats` readings of its conduct
 device from one bound to the other (several hundred pulses for most presets), so the bounds are seen.
 
 Fit (`fit_pulse_trains`), per device, in the normalized units of the device range [g_min_S, g_max_S] of the
-lab (w = -1 at g_min_S, +1 at g_max_S; `sim_backend.devices.config`):
+lab (w = -1 at g_min_S, +1 at g_max_S; `hil.core.devices.config`):
 
   bounds         the median of the last readings of the SET (RESET) trains, where the device saturated (its
                  last steps under 0.3 of a typical step; devices that did not saturate are left out of the bounds);
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibration.commands import CommandError
-from sim_backend.devices.config import DeviceModelConfig
+from hil.core.devices.config import DeviceModelConfig
 
 
 @dataclass

@@ -45,7 +45,7 @@ from drivers.qdac2 import QDac2
 from drivers.session import CommandLog, InstrumentError, VisaSession
 from drivers.signals import deferred_interrupts
 from drivers.xbar_board import XbarBoard
-from hil.backend import ConductanceUpdate, NodeStats
+from hil.core.backend import ConductanceUpdate, NodeStats
 
 SMU_DRIVERS = {"keithley2450": Keithley2450, "keithley2600": Keithley2600, "keysight_b2900": KeysightB2900}
 
@@ -121,7 +121,7 @@ def make_bench_safe(lab: LabConfig, registry: Path | None = None, log: CommandLo
 
 
 class InstrumentCrossbar:
-    """`hil.backend.CrossbarBackend` on a lab bench described by a LabConfig."""
+    """`hil.core.backend.CrossbarBackend` on a lab bench described by a LabConfig."""
 
     replicas = 1
 
@@ -468,7 +468,7 @@ class InstrumentCrossbar:
         return NodeStats.from_readings(self.measure(weights.shape[0]), weights)
 
     def random_state(self) -> dict:
-        """A bench's noise is physical: nothing to restore (`hil.backend.Resumable`)."""
+        """A bench's noise is physical: nothing to restore (`hil.core.backend.Resumable`)."""
         return {}
 
     def load_random_state(self, state: dict) -> None:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hil.config import ConfigError, format_validation_error, read_yaml
+from hil.core.config import ConfigError, format_validation_error, read_yaml
 
 # What each kind of instrument can do at most (hardware range), and which roles it can play.
 KINDS = {
@@ -162,7 +162,7 @@ class EmulatorConfig(_Strict):
     @classmethod
     def _known_model(cls, spec: str | None) -> str | None:
         if spec is not None:
-            from sim_backend.devices.store import resolve_device_model
+            from hil.core.devices.store import resolve_device_model
 
             if not resolve_device_model(spec).pulsed:
                 raise ValueError(f"{spec!r} is not a pulsed device model; leave device_model out for the rate model")

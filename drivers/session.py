@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil.process import pid_alive
+from hil.core.process import pid_alive
 
 
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here

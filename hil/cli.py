@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from hil.config import FLAG_FIELDS, ConfigError, load_config, merge_trees
+from hil.core.config import FLAG_FIELDS, ConfigError, load_config, merge_trees
 from calibration.commands import CommandError
 from calibration.statistics import NoiseDataError
 from hil.data import DatasetError
@@ -56,7 +56,7 @@ def _set_pair(text: str) -> tuple[str, Any]:
 
 
 def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
-    """The RunConfig flags, shared by train and the sweeps. Each maps to one field (hil.config.FLAG_FIELDS)."""
+    """The RunConfig flags, shared by train and the sweeps. Each maps to one field (hil.core.config.FLAG_FIELDS)."""
     g = _Group(p.add_argument_group("run options (override the config file)"), exclude)
     g.add_argument("--config", type=Path, action="append", help="YAML file with a RunConfig; repeat to merge (later wins)")
     g.add_argument("--name", help="run name (folder suffix)")
@@ -335,7 +335,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
 def _characterize_devices(args: argparse.Namespace) -> int:
     from calibration.device_commands import cmd_characterize_devices
     from drivers.lab import load_lab
-    from hil.config import build_config
+    from hil.core.config import build_config
     from hil.store import RunStore
 
     if args.lab is None:
@@ -353,7 +353,7 @@ def _characterize_devices(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.commands import cmd_calibrate as run
-    from hil.config import build_config
+    from hil.core.config import build_config
     from hil.store import RunStore
 
     if args.parallel_channels < 1:

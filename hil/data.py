@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hil.config import DataConfig
+from hil.core.config import DataConfig
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",

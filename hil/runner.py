@@ -9,8 +9,8 @@ from typing import TextIO
 
 import torch
 
-from hil.backend import CrossbarBackend
-from hil.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
+from hil.core.backend import CrossbarBackend
+from hil.core.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
 from hil.data import Dataset, load_dataset
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder, bench_plan

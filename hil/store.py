@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from hil.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
-from hil.process import pid_alive
+from hil.core.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
+from hil.core.process import pid_alive
 
 
 class StoreError(RuntimeError):

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from hil.config import ConfigError, RunConfig
+from hil.core.config import ConfigError, RunConfig
 from hil.data import Dataset
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder

@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from hil.backend import CrossbarBackend, NodeStats, Resumable, input_voltages
-from hil.config import RunConfig
+from hil.core.backend import CrossbarBackend, NodeStats, Resumable, input_voltages
+from hil.core.config import RunConfig
 from hil.data import Dataset
-from hil.ep import ep_update, reading_weights
+from hil.core.ep import ep_update, reading_weights
 
 
 class NonFiniteUpdateError(RuntimeError):

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from hil.backend import ConductanceUpdate, LowRankDelta, NodeStats, input_voltages
+from hil.core.backend import ConductanceUpdate, LowRankDelta, NodeStats, input_voltages
 from sim_backend.noise import ReadNoise
 
 
@@ -60,7 +60,7 @@ def initial_conductances(
 
 
 class SimCrossbar:
-    """Simulated crossbar implementing `hil.backend.CrossbarBackend` for R replicas."""
+    """Simulated crossbar implementing `hil.core.backend.CrossbarBackend` for R replicas."""
 
     def __init__(
         self,
@@ -134,7 +134,7 @@ class SimCrossbar:
             self._lo.append(lo)
             self._hi.append(hi)
         self.bipolar = bool(bipolar)
-        # devices (a hil.config.DevicesConfig): how updates reach the devices. None or `exact`: added exactly.
+        # devices (a hil.core.config.DevicesConfig): how updates reach the devices. None or `exact`: added exactly.
         self.programmer = None
         if devices is not None and devices.update != "exact":
             from sim_backend.devices.programming import PulseProgrammer
@@ -161,7 +161,7 @@ class SimCrossbar:
 
     @classmethod
     def from_config(cls, cfg, n_inputs: int, n_outputs: int, *, sigma=None, seeds=None, replicas=None) -> "SimCrossbar":
-        """Build from a `hil.config.RunConfig` (sigma and seeds may be given per replica)."""
+        """Build from a `hil.core.config.RunConfig` (sigma and seeds may be given per replica)."""
         r = replicas or cfg.train.replicas
         return cls(
             [n_inputs, *cfg.network.hidden, n_outputs],

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from hil.backend import NodeStats
+from hil.core.backend import NodeStats
 
 
 def _per_replica(value, replicas: int, name: str) -> torch.Tensor:
@@ -68,7 +68,7 @@ class WhiteReadNoise:
     CHUNK_ELEMENTS = 1 << 22
 
     def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: torch.Generator) -> NodeStats:
-        """Mean and variance of weighted readings (weights (n, R), see `hil.ep.reading_weights`), taken in chunks
+        """Mean and variance of weighted readings (weights (n, R), see `hil.core.ep.reading_weights`), taken in chunks
         of readings so that memory stays bounded (about CHUNK_ELEMENTS values) whatever n is."""
         if self.silent:
             return NodeStats(voltages)

@@ -172,7 +172,7 @@ def test_find_critical_sigma_api_with_lab_settings():
 
     from calibration.critical import find_critical_sigma
     from drivers.lab import load_lab
-    from hil.config import build_config
+    from hil.core.config import build_config
 
     lab = load_lab(Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml")
     cfg = build_config({}, {"train.epochs": 2, "data.train_limit": 200})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import write_idx
-from hil.config import DataConfig
+from hil.core.config import DataConfig
 from hil.data import DatasetError, load_dataset, read_idx
 
 

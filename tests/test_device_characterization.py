@@ -9,7 +9,8 @@ import yaml
 
 from drivers.lab import LabConfig
 from hil.cli import main
-from sim_backend.devices import PRESETS, DeviceArray, resolve_device_model, save_device_model
+from hil.core.devices import PRESETS, resolve_device_model, save_device_model
+from sim_backend.devices import DeviceArray
 from sim_backend.emulator import EmulatedLab
 from sim_backend.emulator.bench import EmulatedBench
 

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from hil.backend import ConductanceUpdate, LowRankDelta
-from hil.config import ConfigError, build_config
+from hil.core.backend import ConductanceUpdate, LowRankDelta
+from hil.core.config import ConfigError, build_config
 from sim_backend.crossbar import SimCrossbar
-from sim_backend.devices import PRESETS
+from hil.core.devices import PRESETS
 
 QUIET = {"dw_min_dtod": 0.0, "up_down_dtod": 0.0, "w_min_dtod": 0.0, "w_max_dtod": 0.0, "dw_min_std": 0.0,
          "write_noise_std": 0.0}
@@ -19,7 +19,7 @@ QUIET = {"dw_min_dtod": 0.0, "up_down_dtod": 0.0, "w_min_dtod": 0.0, "w_max_dtod
 def net(tmp_path, model="gokmen-vlasov", over=None, **model_changes):
     spec = model
     if model_changes:
-        from sim_backend.devices import save_device_model
+        from hil.core.devices import save_device_model
 
         spec = str(save_device_model(PRESETS[model].model_copy(update=model_changes), tmp_path / "device.yaml"))
     cfg = build_config({}, {"network.hidden": [6], "network.g_max": 0.2, "network.g_min": 0.0, "dtype": "float64",

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from sim_backend.devices import PRESETS, DeviceArray, DeviceModelConfig, resolve_device_model, save_device_model
-from sim_backend.devices.store import DeviceModelError
+from hil.core.devices import PRESETS, DeviceModelConfig, resolve_device_model, save_device_model
+from sim_backend.devices import DeviceArray
+from hil.core.devices.store import DeviceModelError
 
 G_MIN, G_MAX = 1e-6, 1e-4  # S
 

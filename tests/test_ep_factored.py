@@ -2,8 +2,8 @@
 
 import torch
 
-from hil.backend import NodeStats, input_voltages
-from hil.ep import ep_update, reading_weights
+from hil.core.backend import NodeStats, input_voltages
+from hil.core.ep import ep_update, reading_weights
 
 
 def squared_drop_difference_reference(x_in, phase0, phase1):

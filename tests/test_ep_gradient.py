@@ -2,14 +2,14 @@
 
 The true gradient comes from autograd through a plain relaxation written here
 straight from Millman's equations (unrolled to convergence), independent of
-the simulator's code; the EP side goes through the simulator and hil.ep.
+the simulator's code; the EP side goes through the simulator and hil.core.ep.
 """
 
 import pytest
 import torch
 
-from hil.backend import NodeStats, input_voltages
-from hil.ep import ep_update
+from hil.core.backend import NodeStats, input_voltages
+from hil.core.ep import ep_update
 from sim_backend.crossbar import SimCrossbar
 
 SIZES = [6, 7, 5, 3]  # two hidden layers, so both update forms are checked

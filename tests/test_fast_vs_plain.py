@@ -8,7 +8,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from plain_ep import PlainEP  # noqa: E402
 
-from hil.config import build_config  # noqa: E402
+from hil.core.config import build_config  # noqa: E402
 from hil.data import load_dataset  # noqa: E402
 from hil.trainer import Trainer, one_hot  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402

@@ -18,7 +18,7 @@ import yaml
 from drivers.lab import LabConfig
 from drivers.retry import InstrumentFault
 from hil.cli import main
-from hil.config import load_config, merge_trees
+from hil.core.config import load_config, merge_trees
 from hil.runner import prepare, train_run
 from hil.store import RunStore
 from sim_backend.emulator import EmulatedLab

@@ -32,7 +32,7 @@ def test_a_step_begun_but_not_ended_is_the_unfinished_one(tmp_path):
 
 def test_journaling_a_step_reads_nothing_back_from_the_device(tmp_path):
     """As on a GPU: the recorder journals batch indices from the CPU order and never the step's device counts."""
-    from hil.config import build_config
+    from hil.core.config import build_config
     from hil.data import load_dataset
     from hil.trainer import Trainer
     from sim_backend.crossbar import SimCrossbar

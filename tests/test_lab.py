@@ -20,7 +20,7 @@ from drivers.programming import write_verify
 from drivers.qdac2 import QDac2
 from drivers.session import CommandLog, InstrumentError, LimitError, VisaSession
 from drivers.xbar_board import XbarBoard
-from hil.config import ConfigError
+from hil.core.config import ConfigError
 from sim_backend.emulator import EmulatedLab
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"

@@ -12,7 +12,7 @@ import random
 import yaml
 
 from drivers.lab import LabConfig
-from hil.config import load_config, merge_trees
+from hil.core.config import load_config, merge_trees
 from hil.runner import prepare, train_run
 from hil.store import RunStore
 from sim_backend.emulator import EmulatedLab

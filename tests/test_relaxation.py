@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hil.backend import input_voltages
+from hil.core.backend import input_voltages
 from sim_backend.crossbar import SimCrossbar
 
 
@@ -92,7 +92,7 @@ def test_hidden_diodes_and_bipolar_signs():
 
 
 def test_conductances_stay_in_device_range():
-    from hil.backend import ConductanceUpdate
+    from hil.core.backend import ConductanceUpdate
 
     net = SimCrossbar([4, 5, 3], input_gain=1.0, seeds=[0], g_min=0.01, g_max=0.2)
     big = [torch.full_like(w, 10.0) for w in net.weights]

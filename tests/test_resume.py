@@ -12,7 +12,7 @@ import torch
 
 from conftest import write_fashion_like
 from hil.cli import main
-from sim_backend.devices import resolve_device_model, save_device_model
+from hil.core.devices import resolve_device_model, save_device_model
 
 METRIC_KEYS = ("epoch", "train_acc", "test_acc", "train_loss", "test_loss")
 

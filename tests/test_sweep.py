@@ -48,7 +48,7 @@ def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
     """Ctrl-C in epoch 2 of the second chunk: trials.csv holds what finished, run.json says interrupted."""
     import json
 
-    from hil.config import build_config
+    from hil.core.config import build_config
     from hil.data import load_dataset
     from hil.store import RunStore
     from hil.sweep import SweepProgress, run_trials
@@ -93,7 +93,7 @@ def test_progress_line_names_few_points_and_summarizes_many(tmp_path):
 
 def _sweep(tmp_path, stop_at=None, resume=False):
     """Train 2 sigma x 2 trials in chunks of 3 (chunks start at 0 and 3); stop_at=(chunk_start, epoch) raises Ctrl-C."""
-    from hil.config import build_config
+    from hil.core.config import build_config
     from hil.data import load_dataset
     from hil.sweep import run_trials
 
@@ -120,7 +120,7 @@ def test_resumed_sweep_ends_where_an_uninterrupted_one_does(tmp_path, stop_at):
 
 
 def test_resume_refuses_a_different_sweep(tmp_path):
-    from hil.config import build_config
+    from hil.core.config import build_config
     from hil.data import load_dataset
     from hil.sweep import SweepResumeError, run_trials
 

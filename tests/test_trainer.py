@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import HostReads, Sizes
-from hil.config import build_config
+from hil.core.config import build_config
 from hil.data import load_dataset
 from hil.trainer import NonFiniteUpdateError, Trainer
 from sim_backend.crossbar import SimCrossbar
@@ -61,7 +61,7 @@ def test_nonfinite_update_stops_before_programming():
 
 def test_finite_flags_exactly_the_replicas_with_nan_or_inf():
     """The one-sum test: NaN, +Inf, and +Inf/-Inf entries that would cancel are all caught, per replica."""
-    from hil.backend import ConductanceUpdate, LowRankDelta
+    from hil.core.backend import ConductanceUpdate, LowRankDelta
 
     def update():
         g = torch.Generator().manual_seed(0)
@@ -148,7 +148,7 @@ def test_training_step_allocates_nothing_weight_sized():
     assert sizes.largest < w0 / 4, (sizes.largest, w0)
     with Sizes() as control:  # the counter does see a dense update
         tr.step(data.x_train[:4], data.y_train[:4])
-        from hil.backend import LowRankDelta
+        from hil.core.backend import LowRankDelta
         LowRankDelta(torch.ones(1, 3, 128), torch.ones(1, 3, 64), 1.0).dense()
     assert control.largest >= w0
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sim_backend.devices.config import DeviceModelConfig
+from hil.core.devices.config import DeviceModelConfig
 
 _DRAWS = 8  # per device: normals for dw_min, up_down, w_min, w_max, drift nu, read noise; uniforms for stuck, its side
 

@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hil.backend import LowRankDelta
-from sim_backend.devices.config import DeviceModelConfig
+from hil.core.backend import LowRankDelta
+from hil.core.devices.config import DeviceModelConfig
 from sim_backend.devices.model import DeviceArray
 
 

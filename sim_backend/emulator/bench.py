@@ -74,7 +74,8 @@ class EmulatedBench:
         self.device_arrays = None
         if lab.emulator.device_model is None:
             return
-        from sim_backend.devices import DeviceArray, resolve_device_model
+        from hil.core.devices import resolve_device_model
+        from sim_backend.devices import DeviceArray
 
         p = lab.programming
         model = resolve_device_model(lab.emulator.device_model)

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from hil.process import pid_alive
+from hil.core.process import pid_alive
 from sim_backend.emulator.bench import EmulatedBench
 from sim_backend.emulator.faults import GARBAGE, Fault, FaultInjector
 from sim_backend.emulator.instruments import EMULATED

@@ -142,7 +142,7 @@ class DevicesConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _known(cls, spec: str) -> str:
-        from sim_backend.devices.store import resolve_device_model
+        from hil.core.devices.store import resolve_device_model
 
         resolve_device_model(spec)  # a preset or a readable device.yaml, else one error naming it
         return spec
@@ -161,7 +161,7 @@ class DevicesConfig(_Strict):
 
     def resolved(self):
         """The DeviceModelConfig this section names."""
-        from sim_backend.devices.store import resolve_device_model
+        from hil.core.devices.store import resolve_device_model
 
         return resolve_device_model(self.model)
 

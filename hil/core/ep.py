@@ -19,7 +19,7 @@ outer products: the update of a batch is left^T @ right, a low-rank matrix
 that a simulator applies in place with one GEMM.
 
 The N readings of a node enter only through their mean and variance
-(`hil.backend.NodeStats`): readings of different nodes are independent, so
+(`hil.core.backend.NodeStats`): readings of different nodes are independent, so
 E[(V_i - V_j)^2] = E[V_i^2] - 2 E[V_i] E[V_j] + E[V_j^2] with
 E[V^2] = mean^2 + var, and the update above holds with d and s taken on the
 means plus the change in variance of each node. Memory stays that of one
@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from hil.backend import ConductanceUpdate, LowRankDelta, NodeStats
+from hil.core.backend import ConductanceUpdate, LowRankDelta, NodeStats
 
 
 def reading_weights(samples: Sequence[int] | int, replicas: int, device=None, dtype=torch.float32) -> torch.Tensor:

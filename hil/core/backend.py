@@ -140,7 +140,7 @@ class CrossbarBackend(Protocol):
     def measure_stats(self, weights: torch.Tensor) -> NodeStats:
         """Readings of every hidden and output node reduced to mean and variance as they are taken.
 
-        weights: (n, R), 1/N_r on replica r's first N_r readings (`hil.ep.reading_weights`); memory does
+        weights: (n, R), 1/N_r on replica r's first N_r readings (`hil.core.ep.reading_weights`); memory does
         not grow with n.
         """
 

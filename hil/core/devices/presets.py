@@ -8,7 +8,7 @@ IdealizedPresetDevice, GokmenVlasovPresetDevice), collected in shared/science-no
 
 from __future__ import annotations
 
-from sim_backend.devices.config import DeviceModelConfig
+from hil.core.devices.config import DeviceModelConfig
 
 _GONG = ("Gong et al., Signal and noise extraction from analog memory elements for neuromorphic computing, "
          "Nat. Commun. 9, 2102 (2018)")

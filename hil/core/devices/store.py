@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from sim_backend.devices.config import DeviceModelConfig
-from sim_backend.devices.presets import PRESETS
+from hil.core.devices.config import DeviceModelConfig
+from hil.core.devices.presets import PRESETS
 
 
 class DeviceModelError(ValueError):
