@@ -39,9 +39,9 @@ from calibration.device_fit import apply_pulse_trains, fit_pulse_trains  # noqa:
 from drivers.lab import load_lab  # noqa: E402
 from drivers.session import CommandLog  # noqa: E402
 from hil.core.config import load_config  # noqa: E402
+from hil.core.devices import resolve_device_model, save_device_model  # noqa: E402
 from hil.runner import prepare, train_run  # noqa: E402
 from hil.store import RunStore  # noqa: E402
-from hil.core.devices import resolve_device_model, save_device_model  # noqa: E402
 from sim_backend.emulator import EmulatedLab  # noqa: E402
 
 

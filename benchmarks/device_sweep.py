@@ -24,11 +24,11 @@ from _machine import describe  # noqa: E402
 from train_fashion import PAPER  # noqa: E402
 
 from hil.core.config import build_config  # noqa: E402
+from hil.core.devices import DeviceModelConfig, save_device_model  # noqa: E402
 from hil.data import load_dataset  # noqa: E402
 from hil.store import save_figure  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402
-from hil.core.devices import DeviceModelConfig, save_device_model  # noqa: E402
 
 
 def accuracy(data, model: DeviceModelConfig | None, sigmas, g_max, folder: Path) -> list[float]:

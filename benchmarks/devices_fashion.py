@@ -22,9 +22,9 @@ from _machine import describe  # noqa: E402
 from train_fashion import PAPER  # noqa: E402
 
 from hil.core.config import build_config  # noqa: E402
+from hil.core.devices import PRESETS  # noqa: E402
 from hil.runner import prepare  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
-from hil.core.devices import PRESETS  # noqa: E402
 
 
 def main() -> int:

@@ -231,8 +231,16 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
 
 
 def cmd_sweep_samples(args, cfg, prep, store) -> int:
-    from hil.sweep import (finish_sweep, format_summary, run_trials, summarize, sweep_recording,
-                           write_csv, write_summary_csv, write_trials_csv)
+    from hil.sweep import (
+        finish_sweep,
+        format_summary,
+        run_trials,
+        summarize,
+        sweep_recording,
+        write_csv,
+        write_summary_csv,
+        write_trials_csv,
+    )
 
     ns = args.samples_list
     if not ns or any(n < 1 for n in ns):

@@ -7,8 +7,8 @@ voltage differences EP reads), so find it with the settings the bench will use.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from hil.core.config import RunConfig, build_config, merge_trees
 from hil.data import Dataset

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
-from hil.store import save_figure
 from hil.core.devices.store import save_device_model
+from hil.store import save_figure
 
 
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:

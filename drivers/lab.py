@@ -186,7 +186,7 @@ class LabConfig(_Strict):
                       "gamma, device range...), applied beneath --config files and flags")
 
     @model_validator(mode="after")
-    def _check(self) -> "LabConfig":
+    def _check(self) -> LabConfig:
         for name, inst in self.instruments.items():
             kind = KINDS[inst.kind]
             lim = self.limits.get(name)

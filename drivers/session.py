@@ -21,12 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil.core.process import pid_alive
-
-
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
 from drivers.retry import DROPPED, GARBAGE, InstrumentFault, TransientFault, UnconfirmedWrite, classify, is_garbage
-
+from hil.core.process import pid_alive
 
 DEFAULT_REGISTRY = Path(".hil-emulator.json")
 

@@ -6,15 +6,16 @@ import argparse
 import importlib.metadata
 import re
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
-from hil.core.config import FLAG_FIELDS, ConfigError, load_config, merge_trees
 from calibration.commands import CommandError
 from calibration.statistics import NoiseDataError
+from hil.core.config import FLAG_FIELDS, ConfigError, load_config, merge_trees
 from hil.data import DatasetError
 
 
@@ -287,8 +288,15 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
-    from hil.sweep import (finish_sweep, format_summary, run_trials, summarize, sweep_recording,
-                           write_summary_csv, write_trials_csv)
+    from hil.sweep import (
+        finish_sweep,
+        format_summary,
+        run_trials,
+        summarize,
+        sweep_recording,
+        write_summary_csv,
+        write_trials_csv,
+    )
 
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")

@@ -53,7 +53,7 @@ class Dataset:
     def n_inputs(self) -> int:
         return self.x_train.shape[1]
 
-    def to(self, device) -> "Dataset":
+    def to(self, device) -> Dataset:
         return Dataset(self.name, self.x_train.to(device), self.y_train.to(device),
                        self.x_test.to(device), self.y_test.to(device), self.n_classes)
 

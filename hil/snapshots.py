@@ -8,7 +8,7 @@ nothing is read back from the device); conductances are copied to the host only 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from hil.journal import StepJournal
 

@@ -58,7 +58,7 @@ class RunStore:
 
     # ---- creation and opening ----------------------------------------------
     @classmethod
-    def create(cls, cfg: RunConfig) -> "RunStore":
+    def create(cls, cfg: RunConfig) -> RunStore:
         """Make a new run folder; call only after the config and data have been validated."""
         root = Path(cfg.runs_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -85,7 +85,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, path: Path) -> "RunStore":
+    def open(cls, path: Path) -> RunStore:
         path = Path(path)
         if not (path / "config.yaml").is_file():
             raise ConfigError(f"resume: {path} is not a run folder (no config.yaml)")

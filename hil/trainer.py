@@ -13,16 +13,16 @@ measure path the bench uses.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from tqdm import tqdm
 
 from hil.core.backend import CrossbarBackend, NodeStats, Resumable, input_voltages
 from hil.core.config import RunConfig
-from hil.data import Dataset
 from hil.core.ep import ep_update, reading_weights
+from hil.data import Dataset
 
 
 class NonFiniteUpdateError(RuntimeError):

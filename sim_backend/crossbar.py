@@ -27,7 +27,7 @@ divisions, one diode clamp), the nudge terms being prepared once per phase.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -160,7 +160,7 @@ class SimCrossbar:
         self.voltages: list[torch.Tensor] = []
 
     @classmethod
-    def from_config(cls, cfg, n_inputs: int, n_outputs: int, *, sigma=None, seeds=None, replicas=None) -> "SimCrossbar":
+    def from_config(cls, cfg, n_inputs: int, n_outputs: int, *, sigma=None, seeds=None, replicas=None) -> SimCrossbar:
         """Build from a `hil.core.config.RunConfig` (sigma and seeds may be given per replica)."""
         r = replicas or cfg.train.replicas
         return cls(

@@ -26,7 +26,7 @@ is 2 ln2 h. So s^2 = floor^2 * ln r / (2 ln 2).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

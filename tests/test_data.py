@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import write_idx
+
 from hil.core.config import DataConfig
 from hil.data import DatasetError, load_dataset, read_idx
 

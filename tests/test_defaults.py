@@ -4,8 +4,8 @@
 import json
 
 import pytest
-
 from conftest import write_fashion_like
+
 from hil.cli import main
 from hil.core.config import build_config
 from hil.data import DatasetError, find_idx_folder

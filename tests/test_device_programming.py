@@ -9,8 +9,8 @@ import torch
 
 from hil.core.backend import ConductanceUpdate, LowRankDelta
 from hil.core.config import ConfigError, build_config
-from sim_backend.crossbar import SimCrossbar
 from hil.core.devices import PRESETS
+from sim_backend.crossbar import SimCrossbar
 
 QUIET = {"dw_min_dtod": 0.0, "up_down_dtod": 0.0, "w_min_dtod": 0.0, "w_max_dtod": 0.0, "dw_min_std": 0.0,
          "write_noise_std": 0.0}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hil.core.devices import PRESETS, DeviceModelConfig, resolve_device_model, save_device_model
-from sim_backend.devices import DeviceArray
 from hil.core.devices.store import DeviceModelError
+from sim_backend.devices import DeviceArray
 
 G_MIN, G_MAX = 1e-6, 1e-4  # S
 

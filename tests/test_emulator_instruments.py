@@ -271,9 +271,8 @@ def test_switch_closure_and_dac_slew_take_their_time(emu, open_inst):
 # ---- fault injection -------------------------------------------------------------------------------------------
 
 def test_faults_from_the_lab_config_and_from_a_test(tmp_path):
-    from drivers.session import InstrumentError
+    from drivers.session import CommandLog, InstrumentError
     from drivers.xbar_board import XbarBoard
-    from drivers.session import CommandLog
 
     lab = make_lab(faults={"smu_b": [{"kind": "error", "code": -350, "match": "OUTP"}],
                            "board": [{"kind": "lose_reply", "after": 1}]})

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_fashion_like, write_idx
+
 from hil.cli import main
 
 EXAMPLE_LAB = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"

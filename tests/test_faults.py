@@ -9,7 +9,6 @@ the end. tests/test_faults.py::MATRIX is the table the README prints.
 """
 
 import json
-import os
 from pathlib import Path
 
 import pytest

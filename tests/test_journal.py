@@ -3,8 +3,8 @@
 import sqlite3
 
 import numpy as np
-
 from conftest import HostReads
+
 from hil.cli import main
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder

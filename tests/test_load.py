@@ -8,6 +8,7 @@ meeting a second fault would stop the run by design (tests/test_faults.py), whic
 
 import json
 import random
+from pathlib import Path
 
 import yaml
 
@@ -16,7 +17,6 @@ from hil.core.config import load_config, merge_trees
 from hil.runner import prepare, train_run
 from hil.store import RunStore
 from sim_backend.emulator import EmulatedLab
-from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
 

@@ -9,8 +9,8 @@ import sys
 import time
 
 import torch
-
 from conftest import write_fashion_like
+
 from hil.cli import main
 from hil.core.devices import resolve_device_model, save_device_model
 

@@ -19,7 +19,8 @@ from sim_backend.emulator import EmulatedLab
 pymeasure_keithley = pytest.importorskip("pymeasure.instruments.keithley")
 qcodes = pytest.importorskip("qcodes")
 from qcodes.instrument import Instrument  # noqa: E402
-from qcodes.instrument_drivers.Keithley import Keithley2450 as QKeithley2450, Keithley2636B  # noqa: E402
+from qcodes.instrument_drivers.Keithley import Keithley2450 as QKeithley2450  # noqa: E402
+from qcodes.instrument_drivers.Keithley import Keithley2636B
 from qcodes.instrument_drivers.Keysight import KeysightB2962A  # noqa: E402
 
 QDac2 = pytest.importorskip("qcodes_contrib_drivers.drivers.QDevil.QDAC2").QDac2

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import HostReads, Sizes
+
 from hil.core.config import build_config
 from hil.data import load_dataset
 from hil.trainer import NonFiniteUpdateError, Trainer

@@ -10,8 +10,9 @@ the trainer does not need to know.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -41,7 +42,7 @@ class LowRankDelta:
         """(R,) bool: this replica's change is finite everywhere."""
         return torch.isfinite(self.checksum())
 
-    def masked(self, keep: torch.Tensor) -> "LowRankDelta":
+    def masked(self, keep: torch.Tensor) -> LowRankDelta:
         """Zero the replicas where keep (R,) is False (their change becomes exactly 0)."""
         k = keep.view(-1, 1, 1)
         return LowRankDelta(torch.where(k, self.left, 0.0), torch.where(k, self.right, 0.0), self.scale)
@@ -73,7 +74,7 @@ class ConductanceUpdate:
             total = total + b.flatten(1).sum(1)
         return torch.isfinite(total)
 
-    def masked(self, keep: torch.Tensor) -> "ConductanceUpdate":
+    def masked(self, keep: torch.Tensor) -> ConductanceUpdate:
         weights = [
             w.masked(keep) if isinstance(w, LowRankDelta) else torch.where(keep.view(-1, 1, 1), w, 0.0)
             for w in self.weights
@@ -96,7 +97,7 @@ class NodeStats:
     var: torch.Tensor | None = None
 
     @classmethod
-    def from_readings(cls, readings: torch.Tensor, weights: torch.Tensor | None = None) -> "NodeStats":
+    def from_readings(cls, readings: torch.Tensor, weights: torch.Tensor | None = None) -> NodeStats:
         """readings (n, R, B, nodes); weights (n, R), 1/N_r on replica r's first N_r readings (default: 1/n)."""
         n, r = readings.shape[:2]
         if weights is None:
@@ -107,7 +108,7 @@ class NodeStats:
             return cls(mean)
         return cls(mean, (w * (readings - mean) ** 2).sum(0))
 
-    def split(self, sizes: Sequence[int]) -> list["NodeStats"]:
+    def split(self, sizes: Sequence[int]) -> list[NodeStats]:
         """One NodeStats per hidden/output layer."""
         means = torch.split(self.mean, list(sizes), dim=-1)
         varis = torch.split(self.var, list(sizes), dim=-1) if self.var is not None else [None] * len(means)

@@ -63,7 +63,7 @@ class NetworkConfig(_Strict):
     g_max: float | None = Field(default=None, description="Highest device conductance, S (None: unbounded).")
 
     @model_validator(mode="after")
-    def _check(self) -> "NetworkConfig":
+    def _check(self) -> NetworkConfig:
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden: every layer needs at least 1 node (got {self.hidden})")
         if self.bipolar and any(h < 2 for h in self.hidden):
@@ -148,7 +148,7 @@ class DevicesConfig(_Strict):
         return spec
 
     @model_validator(mode="after")
-    def _check(self) -> "DevicesConfig":
+    def _check(self) -> DevicesConfig:
         pulsed = self.resolved().pulsed
         if self.update is None:
             self.__dict__["update"] = "pulses" if pulsed else "exact"
@@ -178,7 +178,7 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(default=None, ge=1, description="Use only the first n test samples.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
+    def _check(self) -> DataConfig:
         if self.classes is not None and len(set(self.classes)) < 2:
             raise ValueError(f"classes: need at least 2 distinct labels (got {self.classes})")
         return self
@@ -214,7 +214,7 @@ class RunConfig(_Strict):
     _sized_to_data: frozenset[str] = PrivateAttr(default=frozenset())
 
     @model_validator(mode="after")
-    def _check(self) -> "RunConfig":
+    def _check(self) -> RunConfig:
         if self.devices.update != "exact" and self.network.g_max is None:
             raise ValueError(f"network.g_max: the device model {self.devices.model!r} needs the device range "
                              "[g_min, g_max] its normalized range maps onto; set --g-max")

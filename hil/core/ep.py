@@ -28,7 +28,7 @@ reading whatever N is.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ run has the same devices as a run of that seed alone, on any torch device.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ class DeviceArray:
         self.read_sd_S = ((p.read_noise_std * self.dw_S * (1 + p.read_noise_dtod * xi[5]).clamp_min(0.0)).to(**to)
                           if p.read_noise_std > 0 else None)
 
-    def take(self, index: torch.Tensor) -> "DeviceArray":
+    def take(self, index: torch.Tensor) -> DeviceArray:
         """The devices at these flat indices (into the (R, m, n) array) as a 1-D array of the same model (CPU)."""
         sub = copy.copy(self)
 

@@ -24,7 +24,7 @@ device until `stats()`; programming time per update = pulses * pulse_period_s + 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -9,8 +9,19 @@ in its limit). Defaults are the *RST values the manual lists with each command.
 from __future__ import annotations
 
 from sim_backend.emulator.base import EmulatedInstrument
-from sim_backend.emulator.scpi import (ERROR_QUEUE, Bool, Choice, Command, Int, Num, Param, ScpiError,
-                                       ScpiInstrument, Text, parse_number)
+from sim_backend.emulator.scpi import (
+    ERROR_QUEUE,
+    Bool,
+    Choice,
+    Command,
+    Int,
+    Num,
+    Param,
+    ScpiError,
+    ScpiInstrument,
+    Text,
+    parse_number,
+)
 from sim_backend.emulator.smu import Reading, ReadingBuffer, ScpiSourceRanges
 
 ONOFF = Bool()

@@ -9,8 +9,18 @@ a channel list (@n) picks the channel for :INIT/:FETC/:MEAS/:READ.
 from __future__ import annotations
 
 from sim_backend.emulator.base import EmulatedInstrument
-from sim_backend.emulator.scpi import (ERROR_QUEUE, Bool, Choice, Command, Int, Num, Param, ScpiError,
-                                       ScpiInstrument, channel_list)
+from sim_backend.emulator.scpi import (
+    ERROR_QUEUE,
+    Bool,
+    Choice,
+    Command,
+    Int,
+    Num,
+    Param,
+    ScpiError,
+    ScpiInstrument,
+    channel_list,
+)
 from sim_backend.emulator.smu import ReadingBuffer, ScpiSourceRanges
 
 ONOFF = Bool()

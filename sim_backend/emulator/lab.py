@@ -77,7 +77,7 @@ class EmulatedLab:
         self.resources: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "EmulatedLab":
+    def start(self) -> EmulatedLab:
         for name, cfg in self.lab.instruments.items():
             inst = EMULATED[cfg.kind](name, self.bench, self.lab.limits.get(name))
             inst.faults = FaultInjector([f.model_dump() for f in self.lab.emulator.faults.get(name, [])])

@@ -10,8 +10,7 @@ QDAC-II has no output relay; a level change ramps at the slew rate (the clock bo
 from __future__ import annotations
 
 from sim_backend.emulator.base import EmulatedInstrument
-from sim_backend.emulator.scpi import (ERROR_QUEUE, Choice, Command, Int, Num, Param, ScpiError,
-                                       ScpiInstrument, Word)
+from sim_backend.emulator.scpi import ERROR_QUEUE, Choice, Command, Int, Num, Param, ScpiError, ScpiInstrument, Word
 from sim_backend.emulator.smu import ReadingBuffer
 
 RANGE = Choice("LOW", "HIGH", replies={"LOW": "low", "HIGH": "high"})

@@ -12,8 +12,8 @@ monotonic, piecewise-linear function of a current injected into the node (resist
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 
-import lupa.lua54 as lupa   # Lua 5.4 (TSP is Lua 5.0-based); lupa 2.8's Lua 5.5 binding passed the wrong object to __newindex handlers
+import lupa.lua54 as lupa  # Lua 5.4 (TSP is Lua 5.0-based); lupa 2.8's Lua 5.5 binding passed the wrong object to __newindex handlers
 
 from sim_backend.emulator.base import EmulatedInstrument
 from sim_backend.emulator.scpi import ERROR_TEXT

@@ -81,7 +81,7 @@ class DeviceModelConfig(_Strict):
     read_noise_dtod: float = Field(default=0.0, ge=0, description="Std of read_noise_std across devices, relative.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DeviceModelConfig":
+    def _check(self) -> DeviceModelConfig:
         if self.w_max <= self.w_min:
             raise ValueError(f"w_max: must exceed w_min={self.w_min} (got {self.w_max})")
         if self.kind in ("linear", "soft_bounds") and not self.w_min < 0 < self.w_max:
