@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,8 +98,6 @@ def main() -> int:
         for what, v in sorted(by_line.items(), key=lambda kv: -kv[1])[:12]:
             print(f"   {v:5.1f}  {what}")
         if cuda:
-            from torch.profiler import ProfilerActivity, profile
-
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 steps(10, a.steps)
                 torch.cuda.synchronize()

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 
 from hil.core.backend import NodeStats
+from hil.core.config import NoiseConfig
 
 
 def _per_replica(value, replicas: int, name: str) -> torch.Tensor:
@@ -129,6 +130,14 @@ class ReadNoise(WhiteReadNoise):
         self.pole_sd = self.flicker_floor_V * math.sqrt(math.log(r) / (2 * math.log(2)))
         self._state: torch.Tensor | None = None  # (poles, R, B, nodes)
         self.silent = self.silent and self.flicker_floor_V == 0 and self.drift_V_per_s == 0
+
+    @classmethod
+    def from_config(cls, noise: NoiseConfig, replicas: int, device: torch.device | str, dtype: torch.dtype, *,
+                    sigma: float | Sequence[float] | None = None) -> ReadNoise:
+        """The read noise a NoiseConfig describes; sigma (V, one value or one per replica) replaces noise.sigma."""
+        return cls(noise.sigma if sigma is None else sigma, replicas, device, dtype, nplc=noise.nplc,
+                   line_frequency_hz=noise.line_frequency_hz, overhead_s=noise.overhead_s,
+                   flicker_floor_V=noise.flicker_floor_V, drift_V_per_s=noise.drift_V_per_s)
 
     def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         if self.silent:

@@ -14,8 +14,12 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from hil.core.devices.config import DeviceModelConfig
+from hil.core.devices.store import resolve_device_model
 
 DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist")
 
@@ -142,8 +146,6 @@ class DevicesConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _known(cls, spec: str) -> str:
-        from hil.core.devices.store import resolve_device_model
-
         resolve_device_model(spec)  # a preset or a readable device.yaml, else one error naming it
         return spec
 
@@ -159,10 +161,8 @@ class DevicesConfig(_Strict):
             raise ValueError(f"update {self.update!r} needs a pulsed device model (model is {self.model!r})")
         return self
 
-    def resolved(self):
+    def resolved(self) -> DeviceModelConfig:
         """The DeviceModelConfig this section names."""
-        from hil.core.devices.store import resolve_device_model
-
         return resolve_device_model(self.model)
 
 
@@ -196,6 +196,17 @@ class TrainConfig(_Strict):
                                       "training, s; 0: no time-based snapshots.")
 
 
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype a config's `dtype` names (float32 or float64): the one place that maps them."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ConfigError(f"dtype: float32 or float64 (got {name!r})") from None
+
+
 class RunConfig(_Strict):
     """Everything that defines one training run. Load with `load_config`."""
 
@@ -212,6 +223,11 @@ class RunConfig(_Strict):
     runs_dir: Path = Field(default=Path("runs"), description="Where run folders are created.")
     #: dotted keys that build_config sized to the data (not set by the user): a lab's settings may replace them
     _sized_to_data: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The simulator's and the readings' floating point type (`dtype` as a torch dtype)."""
+        return torch_dtype(self.dtype)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
