@@ -75,7 +75,7 @@ def main() -> int:
         tr = Trainer(cfg, SimCrossbar.from_config(cfg, 784, 10), data, check_every=10**9)
         xs, ys = data.x_train, data.y_train
 
-        def steps(first: int, n: int) -> None:
+        def steps(first: int, n: int, tr: Trainer = tr, xs: torch.Tensor = xs, ys: torch.Tensor = ys) -> None:
             for s in range(first, first + n):
                 tr.step(xs[4 * s:4 * s + 4], ys[4 * s:4 * s + 4])
 

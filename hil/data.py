@@ -132,7 +132,8 @@ def _load_idx(name: str, data_dir: Path | None, download: bool):
             raise DatasetError("--download needs --data-dir to say where to put the files") from None
         _download(name, Path(data_dir))
         folder = find_idx_folder(name, data_dir)
-    arrays = {k: read_idx(_find_file(folder, stem)) for k, stem in IDX_FILES.items()}
+    files = {k: _find_file(folder, stem) for k, stem in IDX_FILES.items()}
+    arrays = {k: read_idx(f) for k, f in files.items() if f is not None}  # find_idx_folder found them all
     for split in ("train", "test"):
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
             raise DatasetError(f"{folder}: {split} images and labels differ in count")

@@ -254,6 +254,8 @@ class Trainer:
         """A checkpoint in the middle of an epoch: `state` of the last finished epoch plus where this one stands
         (position, data order, free-phase correct counts and losses so far, seconds so far)."""
         e = self.in_epoch
+        if e is None:
+            raise RuntimeError("snapshot: no epoch is in training (call it from a step hook)")
         state = self.state(e["epoch"] - 1)
         state["in_epoch"] = {"epoch": e["epoch"], "pos": e["pos"], "order": e["order"].clone(),
                              "correct": e["correct"].cpu().clone(), "loss": e["loss"].cpu().clone(),

@@ -28,10 +28,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from hil.core.backend import ConductanceUpdate, LowRankDelta, NodeStats, input_voltages
+from hil.core.backend import (
+    ConductanceUpdate,
+    CrossbarBackend,
+    LowRankDelta,
+    NodeStats,
+    Programmable,
+    Resumable,
+    input_voltages,
+)
 from hil.core.config import DevicesConfig, NetworkConfig, RelaxConfig, RunConfig
 from sim_backend.devices.programming import PulseProgrammer
 from sim_backend.noise import ReadNoise, WhiteReadNoise
@@ -301,14 +310,15 @@ class SimCrossbar:
             if not isinstance(self._beta, torch.Tensor) and self._beta < 0:
                 # A -beta larger than a node's conductance has no equilibrium: NaN, never a wrong voltage.
                 den[-1] = torch.where(den[-1] > 0, den[-1], math.nan)
+        first = drive if const[0] is None else const[0]  # never None: it holds the drive (and, if L = 1, the pull)
         for _ in range(self.sweeps):
             for l in range(1, L + 1):
                 c = const[l - 1]
                 if l == 1:
                     if L == 1:
-                        V[0] = c / den[0]  # no hidden layer: the outputs see only the inputs
+                        V[0] = first / den[0]  # no hidden layer: the outputs see only the inputs
                         continue
-                    num = torch.baddbmm(c, V[1], W[1].transpose(1, 2))
+                    num = torch.baddbmm(first, V[1], W[1].transpose(1, 2))
                 else:
                     num = torch.bmm(V[l - 2], W[l - 1]) if c is None else torch.baddbmm(c, V[l - 2], W[l - 1])
                     if l < L:
@@ -392,3 +402,9 @@ class SimCrossbar:
 
     def close(self) -> None:
         """Nothing to make safe in a simulation; kept for the protocol."""
+
+
+if TYPE_CHECKING:  # mypy checks here that the simulator meets the whole contract and its capabilities
+
+    def _meets_the_contract(sim: SimCrossbar) -> tuple[CrossbarBackend, Resumable, Programmable]:
+        return sim, sim, sim

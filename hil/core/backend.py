@@ -67,12 +67,11 @@ class ConductanceUpdate:
         summing past ~3e38 (float32) would be flagged wrongly; voltages that large mean the
         network has diverged anyway.
         """
-        total = None
-        for w in self.weights:
-            c = w.checksum() if isinstance(w, LowRankDelta) else w.flatten(1).sum(1)
-            total = c if total is None else total + c
-        for b in self.biases or []:
-            total = total + b.flatten(1).sum(1)
+        sums = [w.checksum() if isinstance(w, LowRankDelta) else w.flatten(1).sum(1) for w in self.weights]
+        sums += [b.flatten(1).sum(1) for b in self.biases or []]
+        total = sums[0]
+        for c in sums[1:]:
+            total = total + c
         return torch.isfinite(total)
 
     def masked(self, keep: torch.Tensor) -> ConductanceUpdate:

@@ -108,10 +108,18 @@ class NoiseConfig(_Strict):
     samples: int = Field(default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
     nplc: float = Field(default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
                         "scales as sigma/sqrt(nplc) (sigma is the noise at 1 PLC).")
-    line_frequency_hz: Literal[50.0, 60.0] = Field(default=50.0, description="Mains frequency: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
+    line_frequency_hz: float = Field(default=50.0, description="Mains frequency: 1 PLC = 20 ms at 50 Hz, 16.7 ms at "
+                                     "60 Hz; 50 or 60 Hz.")
     overhead_s: float = Field(default=1e-3, ge=0, description="Time per reading beyond the aperture (trigger, A/D, transfer), s.")
     flicker_floor_V: float = Field(default=0.0, ge=0, description="1/f noise: its flat Allan deviation, V (0: none).")
     drift_V_per_s: float = Field(default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
+
+    @field_validator("line_frequency_hz")
+    @classmethod
+    def _mains(cls, hz: float) -> float:
+        if hz not in (50.0, 60.0):  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
+            raise ValueError("the mains frequency is 50 or 60 Hz")
+        return hz
 
 
 class DevicesConfig(_Strict):

@@ -109,7 +109,7 @@ def ep_update(
         raise ValueError(f"beta: must be > 0 (got {beta})")
     span = 2.0 * beta if centered else beta
     etas = [eta * layer_ratio**k for k in range(len(phase0))]
-    deltas = [input_layer_delta(x_in, phase0[0], phase1[0], -etas[0] / (2.0 * span))]
+    deltas: list[LowRankDelta | torch.Tensor] = [input_layer_delta(x_in, phase0[0], phase1[0], -etas[0] / (2.0 * span))]
     for k in range(1, len(phase0)):
         deltas.append(hidden_layer_delta(phase0[k - 1], phase1[k - 1], phase0[k], phase1[k], -etas[k] / (2.0 * span)))
     bias = None

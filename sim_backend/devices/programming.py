@@ -133,7 +133,7 @@ class PulseProgrammer:
         """
         self._now = float(now_s)
         for j, (W_now, delta) in enumerate(zip(weights, deltas)):
-            W = self.written[j] if self.drifting else W_now
+            W = self.written[j] if self.written is not None else W_now  # drifting: what was written
             if self.mode == "write-verify":
                 self._write_verify(j, W, delta)
             elif self.residual is not None:
@@ -143,19 +143,19 @@ class PulseProgrammer:
                 n = torch.trunc(rv).clamp_(-self.max_pulses, self.max_pulses)
                 _put(r, sel, (rv - n).clamp_(-1.0, 1.0))  # beyond the cap: dropped
                 self._pulse(j, W, sel, n)
-            else:
+            elif self.change is not None:  # stochastic rounding
                 d = self._add(self.change[j].zero_(), delta, 1 / self.dw_S)  # in steps
                 d.add_(torch.rand(d.shape, generator=self.gen, device=d.device, dtype=d.dtype)).floor_()
                 n_all = d.clamp_(-self.max_pulses, self.max_pulses)
                 sel = self._select(j, n_all, 1.0)
                 self._pulse(j, W, sel, _take(n_all, sel))
-            if self.drifting:  # G(t) = G_written ((t + t0)/t0)^-nu, t since each device's last write
+            if self.t_prog is not None:  # drift: G(t) = G_written ((t + t0)/t0)^-nu, t since each device's last write
                 W_now.copy_(self.arrays[j].drift(W, (self._now - self.t_prog[j]).clamp_min_(0.0)))
         self._updates += 1
 
     def _stamp(self, j: int, sel: torch.Tensor | None, written: torch.Tensor) -> None:
         """Drift: the devices written now restart their clock."""
-        if self.drifting:
+        if self.t_prog is not None:
             _put(self.t_prog[j], sel, torch.where(written, self._now, _take(self.t_prog[j], sel)))
 
     def _pulse(self, j: int, W: torch.Tensor, sel: torch.Tensor | None, n: torch.Tensor) -> None:
@@ -170,6 +170,8 @@ class PulseProgrammer:
         self._stamp(j, sel, n != 0)
 
     def _write_verify(self, j: int, W: torch.Tensor, delta) -> None:
+        if self.residual is None:
+            raise RuntimeError("write-verify: no residual kept (the programmer was built for stochastic pulses)")
         pend = self._add(self.residual[j], delta)
         sel = self._select(j, pend, self.tol_S)  # only these can be due (the clamp only shortens)
         arr = self.arrays[j] if sel is None else self.arrays[j].take(sel)
