@@ -111,7 +111,8 @@ def find_idx_folder(name: str, data_dir: Path | None) -> Path:
 
 def _download(name: str, data_dir: Path) -> None:
     try:
-        import torchvision.datasets as tvd  # imported here only: it may not import with this torch
+        # optional: torchvision is no dependency (and may not import with this torch); only --download needs it
+        import torchvision.datasets as tvd
     except Exception as err:  # noqa: BLE001 - any import failure means no download path
         raise DatasetError(f"--download needs torchvision, which does not import here ({err.__class__.__name__}: {err})") from None
     cls = {"mnist": tvd.MNIST, "kmnist": tvd.KMNIST, "fashion-mnist": tvd.FashionMNIST}[name]
@@ -131,7 +132,8 @@ def _load_idx(name: str, data_dir: Path | None, download: bool):
             raise DatasetError("--download needs --data-dir to say where to put the files") from None
         _download(name, Path(data_dir))
         folder = find_idx_folder(name, data_dir)
-    arrays = {k: read_idx(_find_file(folder, stem)) for k, stem in IDX_FILES.items()}
+    files = {k: _find_file(folder, stem) for k, stem in IDX_FILES.items()}
+    arrays = {k: read_idx(f) for k, f in files.items() if f is not None}  # find_idx_folder found them all
     for split in ("train", "test"):
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
             raise DatasetError(f"{folder}: {split} images and labels differ in count")
@@ -143,13 +145,13 @@ def _load_idx(name: str, data_dir: Path | None, download: bool):
 
 
 def _load_digits():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    # scikit-learn takes ~2 s to import and only the digits data set needs it: imported when that one is loaded
+    from sklearn import datasets, model_selection
 
-    d = load_digits()
+    d = datasets.load_digits()
     x = d.data.astype(np.float32) / 16.0
     # A fixed stratified 80/20 split, independent of the training seed, so runs compare.
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
+    xtr, xte, ytr, yte = model_selection.train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
     t = torch.from_numpy
     return t(xtr), t(ytr.astype(np.int64)), t(xte), t(yte.astype(np.int64)), 8
 

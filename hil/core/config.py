@@ -14,8 +14,12 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from hil.core.devices.config import DeviceModelConfig
+from hil.core.devices.store import resolve_device_model
 
 DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist")
 
@@ -104,10 +108,18 @@ class NoiseConfig(_Strict):
     samples: int = Field(default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
     nplc: float = Field(default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
                         "scales as sigma/sqrt(nplc) (sigma is the noise at 1 PLC).")
-    line_frequency_hz: Literal[50.0, 60.0] = Field(default=50.0, description="Mains frequency: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
+    line_frequency_hz: float = Field(default=50.0, description="Mains frequency: 1 PLC = 20 ms at 50 Hz, 16.7 ms at "
+                                     "60 Hz; 50 or 60 Hz.")
     overhead_s: float = Field(default=1e-3, ge=0, description="Time per reading beyond the aperture (trigger, A/D, transfer), s.")
     flicker_floor_V: float = Field(default=0.0, ge=0, description="1/f noise: its flat Allan deviation, V (0: none).")
     drift_V_per_s: float = Field(default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
+
+    @field_validator("line_frequency_hz")
+    @classmethod
+    def _mains(cls, hz: float) -> float:
+        if hz not in (50.0, 60.0):  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
+            raise ValueError("the mains frequency is 50 or 60 Hz")
+        return hz
 
 
 class DevicesConfig(_Strict):
@@ -142,8 +154,6 @@ class DevicesConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _known(cls, spec: str) -> str:
-        from hil.core.devices.store import resolve_device_model
-
         resolve_device_model(spec)  # a preset or a readable device.yaml, else one error naming it
         return spec
 
@@ -159,10 +169,8 @@ class DevicesConfig(_Strict):
             raise ValueError(f"update {self.update!r} needs a pulsed device model (model is {self.model!r})")
         return self
 
-    def resolved(self):
+    def resolved(self) -> DeviceModelConfig:
         """The DeviceModelConfig this section names."""
-        from hil.core.devices.store import resolve_device_model
-
         return resolve_device_model(self.model)
 
 
@@ -196,6 +204,17 @@ class TrainConfig(_Strict):
                                       "training, s; 0: no time-based snapshots.")
 
 
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype a config's `dtype` names (float32 or float64): the one place that maps them."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ConfigError(f"dtype: float32 or float64 (got {name!r})") from None
+
+
 class RunConfig(_Strict):
     """Everything that defines one training run. Load with `load_config`."""
 
@@ -212,6 +231,11 @@ class RunConfig(_Strict):
     runs_dir: Path = Field(default=Path("runs"), description="Where run folders are created.")
     #: dotted keys that build_config sized to the data (not set by the user): a lab's settings may replace them
     _sized_to_data: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The simulator's and the readings' floating point type (`dtype` as a torch dtype)."""
+        return torch_dtype(self.dtype)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

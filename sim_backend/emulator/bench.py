@@ -21,7 +21,7 @@ class EmulatedBench:
         u, em = lab.units, lab.emulator
         self.vu, self.gu = u.voltage_unit_V, u.conductance_unit_S
         sizes = lab.layer_sizes
-        self.net = SimCrossbar(sizes, input_gain=1.0, seeds=[em.seed], bias=True, sweeps=em.settle_sweeps,
+        self.net = SimCrossbar.from_settings(sizes, input_gain=1.0, seeds=[em.seed], bias=True, sweeps=em.settle_sweeps,
                                warm_start=True, dtype=torch.float64)
         self.rng = np.random.default_rng(em.seed + 17)
         # Devices start spread over the lower half of the device range (a fresh chip).
