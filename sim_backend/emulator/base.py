@@ -1,7 +1,14 @@
-"""What every emulated instrument has: a name on the bench, the bench, its own clock and fault injector."""
+"""What every emulated instrument has: a name on the bench, the bench, its own clock and fault injector.
+
+An emulated instrument class declares the lab-config kind it emulates (`KIND`); that registers it, and the
+emulated lab starts the class registered for each instrument's kind (`emulated_class`).
+"""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+from drivers.registry import KindRegistry
 from sim_backend.emulator.clock import EmulatedClock
 from sim_backend.emulator.faults import FAULT_CURRENT_A, FaultInjector
 
@@ -10,6 +17,16 @@ class EmulatedInstrument:
     IDN = ""
     #: the SMU channel a trip_compliance fault hits when none is named (None: not a source-measure unit)
     FIRST_CHANNEL: str | None = None
+    #: the lab-config kind this class emulates; declaring it registers the class
+    KIND: ClassVar[str | None] = None
+    #: the address its driver opens, given the TCP port it listens on (a serial driver takes a socket:// URL)
+    RESOURCE: ClassVar[str] = "TCPIP0::127.0.0.1::{port}::SOCKET"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("KIND")
+        if kind is not None:
+            EMULATED.register(kind, cls)
 
     def __init__(self, name: str, bench, limits=None):
         self.name, self.bench, self.limits = name, bench, limits
@@ -41,3 +58,12 @@ class EmulatedInstrument:
     def outputs(self) -> dict:
         """What is on: {channel: state} for every output that is on or not at 0."""
         return {}
+
+
+#: every emulated instrument class that declares a KIND
+EMULATED: KindRegistry[type[EmulatedInstrument]] = KindRegistry("emulated instrument", "sim_backend.emulator")
+
+
+def emulated_class(kind: str) -> type[EmulatedInstrument]:
+    """The emulated instrument of a lab-config kind (ValueError naming the known kinds if none declares it)."""
+    return EMULATED.lookup(kind)

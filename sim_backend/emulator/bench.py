@@ -35,22 +35,22 @@ class EmulatedBench:
         # Wiring from the lab config.
         self.dac_to_input: dict[tuple[str, str], int] = {}
         for i, node in enumerate(lab.nodes.inputs):
-            self.dac_to_input[tuple(node.plus.split("/"))] = i
-            self.dac_to_input[tuple(node.minus.split("/"))] = sizes[0] + i
+            self.dac_to_input[node.plus] = i
+            self.dac_to_input[node.minus] = sizes[0] + i
         self.direct: dict[tuple[str, str], tuple[int, int]] = {}   # smu channel -> (layer, node), no route
         self.routed: dict[tuple[str, str], dict[tuple[str, str], tuple[int, int]]] = {}  # smu -> (switch, xpoint) -> node
         layers = [*lab.nodes.hidden, lab.nodes.outputs]
         for l, layer in enumerate(layers):
             for i, node in enumerate(layer):
-                smu = tuple(node.read.split("/"))
+                smu = node.read
                 if node.route:
-                    self.routed.setdefault(smu, {})[tuple(node.route.split("/", 1))] = (l, i)
+                    self.routed.setdefault(smu, {})[node.route] = (l, i)
                 else:
                     self.direct[smu] = (l, i)
         self.closed_routes: dict[str, set[str]] = {}   # switch name -> closed crosspoints
         self.dac_levels: dict[tuple[str, str], float] = {}
         # Nudge resistors (conductance mode): output i -> (its DAC source, its crosspoint), resistor in normalized S.
-        self.nudge_wiring = [(tuple(n.nudge_source.split("/")), tuple(n.nudge_route.split("/", 1)))
+        self.nudge_wiring = [(n.nudge_source, n.nudge_route)
                              for n in lab.nodes.outputs] if lab.nudge.mode == "conductance" else []
         self.nudge_g = (lab.nudge.conductance_S or 0.0) / self.gu
         self.sources: dict[tuple[str, str], Source] = {}

@@ -124,6 +124,7 @@ ELEMENTS = {"READING": "value", "READ": "value", "SOURCE": "source", "SOUR": "so
 
 
 class Emulated2450(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
+    KIND = "keithley2450"
     IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.12b"
     FIRST_CHANNEL = "1"
     TABLE = TABLE

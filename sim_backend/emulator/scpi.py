@@ -406,7 +406,7 @@ class ScpiInstrument:
         if not head.startswith(":") and path:
             nodes = path + nodes
         full = ":" + ":".join(nodes)
-        for regex, entry in self.table():
+        for regex, entry in self.table():  # noqa: B007 - the matching entry is used after the loop
             m = regex.match(full)
             if m:
                 break

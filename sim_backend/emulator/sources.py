@@ -74,8 +74,9 @@ def solve(unknowns: list[Unknown], voltage: Callable[[tuple[int, int]], float],
         for u in unknowns:
             before = u.current_A
             if u.other is not None:   # a short: V(node) = V(other)
-                f = lambda a, u=u: (at(u, a), voltage(u.node) - voltage(u.other))[1]
-                _bracketed(u, f, -short_span_A, short_span_A, tol_V)
+                def short(a, u=u):
+                    return (at(u, a), voltage(u.node) - voltage(u.other))[1]
+                _bracketed(u, short, -short_span_A, short_span_A, tol_V)
             elif u.source.func == "CURR":
                 s = u.source
                 u.compliance = False
@@ -83,14 +84,16 @@ def solve(unknowns: list[Unknown], voltage: Callable[[tuple[int, int]], float],
                 v = voltage(u.node)
                 if abs(v) > s.limit:   # compliance: the SMU holds the node at the limit, sourcing or sinking
                     target = s.limit if v > 0 else -s.limit   # whatever current that takes
-                    f = lambda a, u=u, t=target: (at(u, a), voltage(u.node) - t)[1]
+                    def at_limit(a, u=u, t=target):
+                        return (at(u, a), voltage(u.node) - t)[1]
                     span = max(abs(s.level), short_span_A)
-                    _bracketed(u, f, -span, span, tol_V)
+                    _bracketed(u, at_limit, -span, span, tol_V)
                     u.compliance = True
             else:                      # VOLT: the current that holds the node at the level, within the limit
                 s = u.source
-                f = lambda a, u=u, t=s.level: (at(u, a), voltage(u.node) - t)[1]
-                u.compliance = not _bracketed(u, f, -s.limit, s.limit, tol_V)
+                def at_level(a, u=u, t=s.level):
+                    return (at(u, a), voltage(u.node) - t)[1]
+                u.compliance = not _bracketed(u, at_level, -s.limit, s.limit, tol_V)
             worst = max(worst, abs(u.current_A - before))
         if len(unknowns) <= 1 or worst <= 1e-15:
             break
