@@ -6,11 +6,15 @@ emulated lab starts the class registered for each instrument's kind (`emulated_c
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from drivers.registry import KindRegistry
 from sim_backend.emulator.clock import EmulatedClock
 from sim_backend.emulator.faults import FAULT_CURRENT_A, FaultInjector
+
+if TYPE_CHECKING:
+    from drivers.lab import ChannelLimits
+    from sim_backend.emulator.bench import EmulatedBench
 
 
 class EmulatedInstrument:
@@ -28,7 +32,7 @@ class EmulatedInstrument:
         if kind is not None:
             EMULATED.register(kind, cls)
 
-    def __init__(self, name: str, bench, limits=None):
+    def __init__(self, name: str, bench: EmulatedBench, limits: ChannelLimits | None = None):
         self.name, self.bench, self.limits = name, bench, limits
         self.clock = EmulatedClock(bench.lab.emulator.time_scale)
         self.faults = FaultInjector()
@@ -51,7 +55,7 @@ class EmulatedInstrument:
         """Power off and on: every setting and the error queue back to the power-on state."""
         raise NotImplementedError
 
-    def handle(self, line: str) -> str | None:
+    def handle(self, line: str) -> str | bytes | None:
         """One received line -> the reply line, or None."""
         raise NotImplementedError
 

@@ -8,7 +8,9 @@ import threading
 import numpy as np
 import torch
 
+from hil.core.devices import resolve_device_model
 from sim_backend.crossbar import SimCrossbar
+from sim_backend.devices import DeviceArray
 from sim_backend.emulator.sources import Source, Unknown, solve
 
 
@@ -71,12 +73,9 @@ class EmulatedBench:
 
     def _use_device_model(self, lab) -> None:
         """emulator.device_model: the simulator's pulsed devices (sim_backend/devices) on [g_min_S, g_max_S]."""
-        self.device_arrays = None
+        self.device_arrays: list[DeviceArray] | None = None
         if lab.emulator.device_model is None:
             return
-        from hil.core.devices import resolve_device_model
-        from sim_backend.devices import DeviceArray
-
         p = lab.programming
         model = resolve_device_model(lab.emulator.device_model)
         self.device_arrays = [DeviceArray(model, W.shape, g_min=p.g_min_S, g_max=p.g_max_S, seeds=[lab.emulator.seed],
@@ -187,7 +186,7 @@ class EmulatedBench:
             solve(unknowns, self.node_voltage, settle)
         else:
             settle()   # only 0 A current sources (voltmeters): nothing to solve
-        self.solved = {u.key: u for u in unknowns if u.source is not None}
+        self.solved = {u.key: u for u in unknowns if u.source is not None and u.key is not None}
         for key, u in self.solved.items():
             self.compliance[key] = u.compliance
         for key, src in self.floating.items():
@@ -248,6 +247,7 @@ class EmulatedBench:
 
     def _model_pulse(self, layer: int, i: int, j: int, volts: float) -> None:
         """One SET (volts > 0) or RESET of the device model, the same code the simulator pulses with."""
+        assert self.device_arrays is not None  # only called with a device model
         idx = self._flat(layer, i, j)
         dev = self.device_arrays[layer].take(idx)
         held = self.device_held_S[layer].view(-1)

@@ -152,7 +152,7 @@ class Emulated2450(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
     # ---- settings and physics ----
     def reset(self) -> None:
         super().reset()
-        self.sweep = None
+        self.sweep: tuple[str, list[float], int, str] | None = None
         self.buffers = {"defbuffer1": ReadingBuffer(100000), "defbuffer2": ReadingBuffer(10)}
         self.push_source("1", self.state(1))
 

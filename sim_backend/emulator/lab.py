@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from hil.core.process import pid_alive
-from sim_backend.emulator.base import emulated_class
+from sim_backend.emulator.base import EmulatedInstrument, emulated_class
 from sim_backend.emulator.bench import EmulatedBench
 from sim_backend.emulator.faults import GARBAGE, Fault, FaultInjector
 
@@ -64,6 +64,8 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    instrument: EmulatedInstrument
+    lock: threading.RLock
 
 
 class EmulatedLab:
