@@ -63,9 +63,9 @@ class InstrumentCrossbar:
         lab.check_run(input_gain, list(layer_sizes), bias, beta, centered)
         p, u = lab.programming, lab.units
         self._lab = lab
-        self.layer_sizes = list(layer_sizes)
+        self.layer_sizes: Sequence[int] = list(layer_sizes)
         self.dtype = dtype
-        self.measured_sizes = self.layer_sizes[1:]
+        self.measured_sizes = list(layer_sizes)[1:]
         self.input_gain = float(input_gain)
         self.vu, self.gu = u.voltage_unit_V, u.conductance_unit_S
         # The trainer's device range (normalized) must sit inside the bench's.
@@ -212,7 +212,7 @@ class InstrumentCrossbar:
         if self.y_free is None:
             raise RuntimeError("nudge: measure the free phase first (the current nudge needs its output readings)")
         if self._lab.nudge_beta is not None:
-            self._lab.check_run(self.input_gain, self.layer_sizes, False, float(beta))  # the resistors fix beta
+            self._lab.check_run(self.input_gain, list(self.layer_sizes), False, float(beta))  # the resistors fix beta
         self.targets = targets.detach().to("cpu", torch.float64)
         self.beta = float(beta)
 
