@@ -100,3 +100,15 @@ def test_mock_dac_runs_through_the_emulated_lab(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "found on: dac_plus" in out and "found on: dac_minus" in out
         assert emu.outputs() == {}
+
+
+def test_channel_references_are_parsed_once_with_one_clear_error(tmp_path):
+    tree = yaml.safe_load(EXAMPLE.read_text())
+    lab = LabConfig.model_validate(tree)
+    route = lab.nodes.hidden[0][0].route
+    assert route == ChannelRef("switch", "1A01") and str(route) == "switch/1A01"
+    tree["nodes"]["inputs"][0]["plus"] = "dac_plus1"
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=r"nodes.inputs.0.plus: 'dac_plus1' is not instrument/channel"):
+        load_lab(path)
