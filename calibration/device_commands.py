@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
+from drivers.session import CommandLog
+from drivers.xbar_board import XbarBoard
 from hil.core.devices.store import save_device_model
 from hil.store import save_figure
 
 
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
     """layer -> (connected XbarBoard, row offset, column offset), and the drivers to shut down."""
-    from drivers.xbar_board import XbarBoard
-
     drivers, boards = {}, {}
     try:
         for blk in lab.devices:
@@ -48,7 +48,7 @@ def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:
 
 def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Path:
     """Conductance against pulse number for some sampled devices: readings (dots) and the fit's mean response."""
-    import matplotlib
+    import matplotlib  # heavy, and only for this plot: loaded when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -72,8 +72,6 @@ def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Pat
 
 
 def cmd_characterize_devices(args: argparse.Namespace, lab, store, registry=None) -> int:
-    from drivers.session import CommandLog
-
     log = CommandLog(store.path / "commands.jsonl")
     devices = sample_devices(lab, args.sample, args.seed or 0)
     p = lab.programming
