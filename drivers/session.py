@@ -405,8 +405,3 @@ def parse_floats(reply: str, sep: str = ",") -> list[float]:
         return [float(v) for v in reply.replace("\t", sep).split(sep) if v.strip()]
     except ValueError:
         raise InstrumentError(f"expected numbers, got {reply[:80]!r}") from None
-
-
-def jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-

@@ -10,7 +10,7 @@ from typing import TextIO
 from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import load_lab
 from hil.core.backend import BenchAccounting, CrossbarBackend, Programmable, StepJournaling
-from hil.core.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
+from hil.core.config import ConfigError, RunConfig, refuse_on_bench
 from hil.data import Dataset, load_dataset
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder, bench_plan
@@ -64,24 +64,11 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
 
-def simulated_only_settings(cfg: RunConfig) -> list[str]:
-    """The simulated noise and device settings that differ from their defaults: they mean nothing on a bench."""
-    noise, devices = NoiseConfig(), DevicesConfig()
-    return ([f"noise.{k}" for k in ("sigma", "nplc", "line_frequency_hz", "overhead_s", "flicker_floor_V",
-                                    "drift_V_per_s") if getattr(cfg.noise, k) != getattr(noise, k)]
-            + [f"devices.{k}" for k in DevicesConfig.model_fields
-               if k in cfg.devices.model_fields_set and getattr(cfg.devices, k) != getattr(devices, k)])
-
-
 def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
-    simulated = simulated_only_settings(cfg)
-    if simulated:
-        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise or devices; a bench has its "
-                          "own (its timing is the lab config's timing: section; measure its noise with hil "
-                          "characterize --lab and its devices with hil characterize --lab --devices)")
+    refuse_on_bench(cfg)  # the simulator-only fields are marked in hil.core.config
     lab = load_lab(lab_path)
     data = load_dataset(cfg.data)
     data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
