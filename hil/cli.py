@@ -286,6 +286,12 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     again = build_parser().parse_args(argv)
     again.argv, again.resume_from = argv, folder
     again.no_progress = again.no_progress or args.no_progress
+    if args.executor is not None:  # a grid sweep's chunks may finish on another executor: same chunks, same results
+        if not hasattr(again, "executor"):
+            raise UsageError(f"--executor: only a `hil sweep grid` folder has executors ({folder} is `hil {argv[0]} {argv[1]}`)")
+        again.executor, again.address = args.executor, args.address
+    elif args.address is not None:
+        raise UsageError("--address: with --executor ray")
     print(f"resuming: hil {' '.join(argv)}", flush=True)
     return again.func(again)
 
@@ -536,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained.")
     rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's folder")
     rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rs.add_argument("--executor", action=_StoreOnce, choices=["inprocess", "ray"],
+                    help="grid sweeps: run the remaining chunks on this executor (default: the recorded one)")
+    rs.add_argument("--address", action=_StoreOnce, help="grid sweeps with --executor ray: the cluster's address")
     rs.set_defaults(func=cmd_sweep_resume)
 
     ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",

@@ -98,7 +98,7 @@ def test_resume_after_interruption_gives_the_same_table(tmp_path, monkeypatch):
     (cut,) = list((tmp_path / "cut").iterdir())
     assert sorted(t["epochs_done"] for t in _rows(cut / "trials.csv")) == ["0"] * 4 + ["2"] * 4
     monkeypatch.setattr(grid_run.GridRecorder, "__call__", original)
-    assert main(["sweep", "resume", str(cut), "--no-progress"]) == 0
+    assert main(["sweep", "resume", str(cut), "--no-progress", "--executor", "inprocess"]) == 0
     (done,) = list((tmp_path / "whole").iterdir())
     assert _rows(cut / "table.csv") == _rows(done / "table.csv")
     assert _rows(cut / "trials.csv") == _rows(done / "trials.csv")
