@@ -105,7 +105,6 @@ def test_ray_sweep_survives_a_killed_worker_with_the_in_process_table(tmp_path):
         out, returncode, killed = _sweep_killing_one_task(tmp_path / "ray", address, env)
     assert returncode == 0, out.decode()[-3000:]
     assert killed is not None, "no chunk was seen running on a worker"
-    assert b"will be retried" in out or b"retr" in out.lower()
     ray_rows, here_rows = _table(tmp_path / "ray"), _table(tmp_path / "here")
     assert len(here_rows) == 4 and ray_rows == here_rows  # the retried chunk trained exactly as before
 
