@@ -51,8 +51,10 @@ def ray_cluster():
     Each `ray start` runs in its own process group; teardown kills those groups (and nothing else)."""
     temp = Path(f"/tmp/ray-{os.getpid()}-{_free_port()}")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
+    home = temp.with_name(temp.name + "-home")  # Ray keeps state in ~/.ray (an auth token of another cluster)
+    home.mkdir()
     env = os.environ | {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                        "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+                        "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(home)}
     common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     groups = []
 
@@ -78,7 +80,7 @@ def ray_cluster():
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        subprocess.run(["rm", "-rf", str(temp)], check=False)
+        subprocess.run(["rm", "-rf", str(temp), str(home)], check=False)
 
 
 def _task_pids() -> list[int]:
