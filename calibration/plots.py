@@ -1,4 +1,5 @@
-"""PNG figures: Allan deviation, accuracy against sigma (paper Fig. 3), sigma_crit against N (Fig. 4)."""
+"""PNG figures: Allan deviation, accuracy against sigma (paper Fig. 3), sigma_crit against N (Fig. 4), grid
+convergence heat maps (Fig. 5)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,8 @@ from hil.core.config import (
     refuse_on_bench,
 )
 from hil.data import DatasetError
+from hil.grid import GridError, parse_vary
+from hil.grid_run import grid_from_args, run_grid_sweep
 from hil.runner import Prepared, prepare, train_run
 from hil.store import RunStore, StoreError, atomic_write_text
 from hil.sweep import (
@@ -255,17 +257,21 @@ def _check_sweep(args: argparse.Namespace) -> None:
 SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
 
 
-def _sweep_setup(args: argparse.Namespace, default_name: str) -> tuple[RunConfig, Prepared, RunStore]:
+def _sweep_setup(args: argparse.Namespace, default_name: str,
+                 check: Callable[[RunConfig], object] | None = None) -> tuple[RunConfig, Prepared, RunStore]:
+    """check(cfg): validates the command's settings against the resolved config before anything is written."""
     _check_sweep(args)
     if hasattr(args, "sigma_min"):
         calibration_commands.sigma_grid(args)  # validate the grid before anything is written
     if args.resume_from is not None:
         store = RunStore.open(args.resume_from)
         cfg = store.config()  # the resolved config it started with, not today's config files
+        if check:
+            check(cfg)
         prep = prepare(cfg)
         store.mark_running()
         return cfg, prep, store
-    cfg, prep, store = _setup(args, default_name, connect=False)
+    cfg, prep, store = _setup(args, default_name, check=check, connect=False)
     atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
     return cfg, prep, store
 
@@ -287,6 +293,12 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     again = build_parser().parse_args(argv)
     again.argv, again.resume_from = argv, folder
     again.no_progress = again.no_progress or args.no_progress
+    if args.executor is not None:  # a grid sweep's chunks may finish on another executor: same chunks, same results
+        if not hasattr(again, "executor"):
+            raise UsageError(f"--executor: only a `hil sweep grid` folder has executors ({folder} is `hil {argv[0]} {argv[1]}`)")
+        again.executor, again.address = args.executor, args.address
+    elif args.address is not None:
+        raise UsageError("--address: with --executor ray")
     print(f"resuming: hil {' '.join(argv)}", flush=True)
     result: int = again.func(again)
     return result
@@ -495,11 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sn, exclude=frozenset({"sigma", "samples", "replicas"}))
     sn.set_defaults(func=cmd_sweep_samples)
 
+    _add_sweep_grid_parser(kinds)
+
     rs = kinds.add_parser("resume", help="continue a stopped sweep from its last finished epoch",
                           description="Continue a sweep that was interrupted or failed: the command it was started "
                           "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained.")
     rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's folder")
     rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rs.add_argument("--executor", action=_StoreOnce, choices=["inprocess", "ray"],
+                    help="grid sweeps: run the remaining chunks on this executor (default: the recorded one)")
+    rs.add_argument("--address", action=_StoreOnce, help="grid sweeps with --executor ray: the cluster's address")
     rs.set_defaults(func=cmd_sweep_resume)
 
     ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",
@@ -565,11 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
     threshold = 0.5
-    p.add_argument("--trials", type=int, default=trials, help=f"networks per point, seeds seed..seed+trials-1 (default {trials})")
-    p.add_argument("--threshold", type=float, default=threshold,
+    p.add_argument("--trials", action=_StoreOnce, type=int, default=trials, help=f"networks per point, seeds seed..seed+trials-1 (default {trials})")
+    p.add_argument("--threshold", action=_StoreOnce, type=float, default=threshold,
                    help=f"test accuracy that counts as converged, and that sigma_crit's mean accuracy reaches "
                    f"(default {threshold}; the paper used 0.9 on MNIST: put it between chance and your plateau)")
-    p.add_argument("--max-replicas", type=int, help="networks trained at once (default: what memory allows)")
+    p.add_argument("--max-replicas", action=_StoreOnce, type=int, help="networks trained at once (default: what memory allows)")
     p.add_argument("--lab", type=Path, metavar="LAB.yaml",
                    help="use this bench's settings (its lab config's run: section) so the result applies to it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -623,6 +640,44 @@ def flag_table() -> str:
             default = "sized to the data*" if field.dotted in sized else _shown_default(field.info.default)
         rows.append(f"| {_cell(flag)} | {where} | {_cell(default)} | {_cell((action.help or '').replace('%%', '%'))} |")
     return "\n".join(rows) + "\n"
+
+
+# ---- hil sweep grid (issue 14): any config fields, in-process or on a Ray cluster ------------------------
+def cmd_sweep_grid(args: argparse.Namespace) -> int:
+    args.scalar_overrides = overrides_from(args)  # a --vary key may not also be set as a flag (no silent override)
+    cfg, prep, store = _sweep_setup(args, "sweep-grid", check=lambda cfg: grid_from_args(args, cfg))
+    return run_grid_sweep(args, cfg, prep, store)
+
+
+def _vary_pair(text: str):
+    try:
+        return parse_vary(text)
+    except GridError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_sweep_grid_parser(kinds) -> None:
+    gr = kinds.add_parser("grid", help="convergence rate over any config fields (Fig. 5 heat maps), in-process or Ray",
+                          description="Train --trials networks in every cell of the --vary grid; per cell the "
+                          "convergence rate (final test accuracy >= --threshold), mean and best accuracy. Writes "
+                          "table.csv, trials.csv and convergence_heatmap.png (one panel per sigma).")
+    gr.add_argument("--vary", action="append", type=_vary_pair, metavar="KEY=V1,V2,...",
+                    help="a dotted config field and its values, e.g. ep.beta=0.5,1 or network.init_scale=0.5,0.7; "
+                    "ep.eta_eff=... sets eta = eta_eff*beta per cell; repeat for each key (each key once)")
+    gr.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
+                    help="read noise, V; repeat for each value (the heat maps' panels; same as --vary noise.sigma=)")
+    _sweep_options(gr, trials=8)
+    ex = gr.add_argument_group("executor")
+    ex.add_argument("--executor", action=_StoreOnce, choices=["inprocess", "ray"], default="inprocess",
+                    help="inprocess: chunks one after the other here (default); ray: each chunk a Ray task")
+    ex.add_argument("--address", action=_StoreOnce, help="Ray: the address of a running cluster (default: start a local one)")
+    ex.add_argument("--ray-cpus", action=_StoreOnce, type=int, help="Ray: CPUs of the local cluster it starts (default: all)")
+    ex.add_argument("--threads", action=_StoreOnce, type=int, default=1, help="Ray: torch threads (and CPUs reserved) per chunk (default 1)")
+    ex.add_argument("--gpu-fraction", action=_StoreOnce, type=float, default=0.25,
+                    help="Ray with CUDA: share of a GPU one chunk reserves (default 0.25)")
+    ex.add_argument("--max-retries", action=_StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
+    add_run_options(gr, exclude=frozenset({"sigma", "replicas"}))
+    gr.set_defaults(func=cmd_sweep_grid)
 
 
 def _version() -> str:
