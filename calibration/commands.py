@@ -17,6 +17,16 @@ from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_cri
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
 from hil.store import atomic_write_text
+from hil.sweep import (
+    finish_sweep,
+    format_summary,
+    run_trials,
+    summarize,
+    sweep_recording,
+    write_csv,
+    write_summary_csv,
+    write_trials_csv,
+)
 
 
 class CommandError(ValueError):
@@ -227,8 +237,6 @@ def sigma_grid(args: argparse.Namespace) -> list[float]:
 
 
 def cmd_sweep_sigma(args, cfg, prep, store) -> int:
-    from hil.sweep import finish_sweep, format_summary, sweep_recording, write_summary_csv, write_trials_csv
-
     sigmas = sigma_grid(args)
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} "
           f"trials, {cfg.train.epochs} epoch(s), N={cfg.noise.samples}; folder {store.path}", flush=True)
@@ -250,17 +258,6 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
 
 
 def cmd_sweep_samples(args, cfg, prep, store) -> int:
-    from hil.sweep import (
-        finish_sweep,
-        format_summary,
-        run_trials,
-        summarize,
-        sweep_recording,
-        write_csv,
-        write_summary_csv,
-        write_trials_csv,
-    )
-
     ns = args.samples_list
     if not ns or any(n < 1 for n in ns):
         raise CommandError(f"--samples-list: N values >= 1 (got {ns})")

@@ -12,7 +12,7 @@ from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fi
 from drivers.session import CommandLog
 from drivers.xbar_board import XbarBoard
 from hil.core.devices.store import save_device_model
-from hil.store import save_figure
+from hil.plotting import save_figure, subplots
 
 
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
@@ -48,13 +48,8 @@ def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:
 
 def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Path:
     """Conductance against pulse number for some sampled devices: readings (dots) and the fit's mean response."""
-    import matplotlib  # heavy, and only for this plot: loaded when a plot is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     model = fitted_trajectories(data, fit)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = subplots(figsize=(7, 4), dpi=110)
     n_t = data.g_S.shape[1] * data.g_S.shape[2]
     x = np.arange(n_t)
     for k, d in enumerate(range(min(shown, len(data.devices)))):
@@ -67,7 +62,6 @@ def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Pat
     ax.set_ylabel("conductance (uS)")
     ax.set_title(f"{len(data.devices)} devices sampled; dots: readings, lines: fitted model", fontsize=9)
     ax.legend(fontsize=6, markerscale=4, loc="lower right")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 

@@ -221,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConfig], None] | None = None,
+def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConfig], object] | None = None,
            connect: bool = True) -> tuple[RunConfig, Prepared, RunStore]:
     """Config, data and backend validated (a bench connected), then a fresh run folder: nothing is written for bad input.
 

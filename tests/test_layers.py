@@ -1,8 +1,9 @@
 """The project's layers, read from the source: every import (function-local ones included) parsed with `ast`.
 
-Units, lowest first:  hil.core  <-  {sim_backend, drivers}  <-  hil engine (hil/ but core/ and cli.py)
-<-  calibration  <-  hil.cli. A unit imports only units below it (sim_backend and drivers, side by side, may
-not import each other), so there is no cycle between units; hil.core imports nothing else of the project.
+Units, lowest first:  hil.core  <-  {sim_backend, drivers}  <-  {sim_backend.emulator, hil engine (hil/ but
+core/ and cli.py)}  <-  calibration  <-  hil.cli. A unit imports only units below it (units side by side may
+not import each other: the emulated lab builds on the simulator and on the drivers' lab config and instrument
+registry, and the engine never needs it), so there is no cycle between units; hil.core imports nothing else of the project.
 Imports inside functions hide cycles and slow imports from the reader: a handful at most, each one a slow or
 optional third-party package, with a comment saying why.
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hil", "sim_backend", "drivers", "calibration")
-RANK = {"hil.core": 0, "sim_backend": 1, "drivers": 1, "hil-engine": 2, "calibration": 3, "hil.cli": 4}
+RANK = {"hil.core": 0, "sim_backend": 1, "drivers": 1, "sim_backend.emulator": 2, "hil-engine": 2, "calibration": 3,
+        "hil.cli": 4}
 MAX_FUNCTION_LOCAL = 6
 
 
@@ -42,6 +44,8 @@ def unit_of(module: str) -> str | None:
     top = module.split(".")[0]
     if top not in PACKAGES:
         return None
+    if module == "sim_backend.emulator" or module.startswith("sim_backend.emulator."):
+        return "sim_backend.emulator"
     if top != "hil":
         return top
     if module == "hil" or module == "hil.core" or module.startswith("hil.core."):

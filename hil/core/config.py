@@ -32,12 +32,17 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
-def flag(name: str | None = None, *, metavar: str | None = None, simulated_only: bool = False) -> dict[str, Any]:
+def flag(name: str | None = None, *, metavar: str | None = None, simulated_only: bool = False,
+         choices: tuple[float, ...] | None = None) -> dict[str, Any]:
     """A field's marker (its json_schema_extra) making it a `hil` run option: `--name` (default: the field's
     name, dashed), its help the first sentence of the field's description. simulated_only: it describes the
-    simulator (its noise, devices or replicas) and a bench run refuses it (`refuse_on_bench`)."""
-    return {"flag": name or True, "metavar": metavar, "simulated_only": simulated_only}
+    simulator (its noise, devices or replicas) and a bench run refuses it (`refuse_on_bench`). choices: the
+    allowed values of a float field (type checkers allow no float Literal)."""
+    return {"flag": name or True, "metavar": metavar, "simulated_only": simulated_only,
+            "choices": list(choices) if choices else None}
 
+
+LINE_FREQUENCIES_HZ = (50.0, 60.0)  # mains
 
 #: A marker for a field (or a whole section) that describes the simulator only, with no flag of its own.
 SIMULATED_ONLY: dict[str, Any] = {"simulated_only": True}
@@ -124,7 +129,7 @@ class NoiseConfig(_Strict):
     samples: int = Field(json_schema_extra=flag(), default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
     nplc: float = Field(json_schema_extra=flag(simulated_only=True), default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
                         "scales as sigma/sqrt(nplc) (sigma is the noise at 1 PLC).")
-    line_frequency_hz: float = Field(json_schema_extra=flag("line_frequency", simulated_only=True), default=50.0, description="Mains frequency, Hz: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz; 50 or 60.")
+    line_frequency_hz: float = Field(json_schema_extra=flag("line_frequency", simulated_only=True, choices=LINE_FREQUENCIES_HZ), default=50.0, description="Mains frequency, Hz: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
     overhead_s: float = Field(json_schema_extra=flag("overhead", simulated_only=True), default=1e-3, ge=0, description="Time per reading beyond the aperture (trigger, A/D, transfer), s.")
     flicker_floor_V: float = Field(json_schema_extra=flag("flicker", simulated_only=True), default=0.0, ge=0, description="1/f noise: its flat Allan deviation, V (0: none).")
     drift_V_per_s: float = Field(json_schema_extra=flag("drift", simulated_only=True), default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
@@ -132,7 +137,7 @@ class NoiseConfig(_Strict):
     @field_validator("line_frequency_hz")
     @classmethod
     def _mains(cls, hz: float) -> float:
-        if hz not in (50.0, 60.0):  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
+        if hz not in LINE_FREQUENCIES_HZ:  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
             raise ValueError("the mains frequency is 50 or 60 Hz")
         return hz
 
@@ -287,7 +292,11 @@ class FlagField:
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
-        """A Literal's values (also inside `Literal[...] | None`)."""
+        """A Literal's values (also inside `Literal[...] | None`), or the marker's choices."""
+        extra = self.info.json_schema_extra if isinstance(self.info.json_schema_extra, dict) else {}
+        listed = extra.get("choices")
+        if isinstance(listed, list):
+            return tuple(listed)
         ann = self.info.annotation
         for part in (ann, *get_args(ann)):
             if getattr(part, "__origin__", None) is Literal:
