@@ -17,7 +17,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -49,6 +49,13 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+@runtime_checkable
+class RecordedFault(Protocol):
+    """An error that describes itself for run.json (drivers/retry.py InstrumentFault: instrument, command, fault)."""
+
+    def record(self) -> dict[str, Any]: ...
 
 
 class RunStore:
@@ -152,7 +159,7 @@ class RunStore:
             raise
         except BaseException as err:
             # An instrument fault also names the instrument, the command and the fault (drivers/retry.py).
-            fault = err.record() if hasattr(err, "record") else {}
+            fault = err.record() if isinstance(err, RecordedFault) else {}
             self.set_status("failed", error=f"{err.__class__.__name__}: {err}", **fault)
             raise
 
