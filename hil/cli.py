@@ -60,8 +60,9 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     """The RunConfig flags, shared by train and the sweeps. Each maps to one field (hil.core.config.FLAG_FIELDS)."""
     g = _Group(p.add_argument_group("run options (override the config file)"), exclude)
     g.add_argument("--config", type=Path, action="append", help="YAML file with a RunConfig; repeat to merge (later wins)")
+    add_preset_options(g)
     g.add_argument("--name", help="run name (folder suffix)")
-    g.add_argument("--dataset", help="digits | mnist | kmnist | fashion-mnist")
+    g.add_argument("--dataset", help="digits | mnist | kmnist | fashion-mnist | mnist1d")
     g.add_argument("--data-dir", type=Path, help="folder with the IDX files")
     g.add_argument("--download", action=argparse.BooleanOptionalAction, default=None, help="fetch through torchvision")
     g.add_argument("--classes", type=_int_list, help="keep only these labels, e.g. 0,1")
@@ -104,6 +105,38 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
     g.add_argument("--set", dest="set_pairs", type=_set_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="set any config field, e.g. --set noise.sigma=2e-5")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def add_preset_options(g) -> None:
+    """--preset (a named config beneath --config files and flags) and --threads (this process's CPU threads)."""
+    from hil.presets import preset_names
+
+    g.add_argument("--preset", metavar="NAME", help=f"start from a named config ({', '.join(preset_names())}); "
+                   "--config files and flags override it")
+    g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: the cores "
+                   "shared fairly among the hil processes running here; OMP_NUM_THREADS also sets it)")
+
+
+def preset_tree(args: argparse.Namespace) -> dict[str, Any]:
+    """The --preset's config tree ({} without one)."""
+    from hil.presets import load_preset
+
+    name = getattr(args, "preset", None)
+    return load_preset(name) if name else {}
+
+
+#: Commands that compute (and so take a share of the cores, hil.threads); the others mostly wait.
+COMPUTE_COMMANDS = frozenset({"train", "sweep", "characterize"})
 
 
 class _Group:
@@ -177,8 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--trust-journal: only with --resume RUN_DIR (it chooses which devices a resume reads back)")
     if args.resume:
         changed = sorted(set(over) - {"train.epochs"})
-        if changed or args.config:
-            raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or '--config'})")
+        if changed or args.config or args.preset:
+            raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or ('--config' if args.config else '--preset')})")
         store = RunStore.open(args.resume)
         pid = store.running_elsewhere()
         if pid is not None:
@@ -213,8 +246,9 @@ def _setup(args: argparse.Namespace, default_name: str, check=None, connect: boo
 
     over = overrides_from(args)
     lab = getattr(args, "lab", None)
-    # The command's folder name sits beneath a lab's run: section, config files and --name.
-    cfg = load_config(args.config, over, base=merge_trees({"name": default_name}, lab_run_defaults(lab)))
+    # The command's folder name and a --preset sit beneath a lab's run: section, config files and --name.
+    cfg = load_config(args.config, over, base=merge_trees(merge_trees({"name": default_name}, preset_tree(args)),
+                                                          lab_run_defaults(lab)))
     if check:
         check(cfg)
     prep = prepare(cfg, lab if connect else None)
@@ -623,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "no_progress") and not sys.stderr.isatty():
         args.no_progress = True  # a progress bar is for a terminal; in a redirected log it is noise
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _thread_budget(args):
             return args.func(args)
     except (ConfigError, DatasetError, UsageError, CommandError, NoiseDataError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
@@ -638,6 +672,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {err.filename}" if err.filename else ""
         print(f"hil: error: {err.strerror or err.__class__.__name__}:{where}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _thread_budget(args: argparse.Namespace):
+    """A computing command takes its share of the cores among the hil processes on this machine (hil.threads)."""
+    if args.command not in COMPUTE_COMMANDS:
+        yield
+        return
+    from hil.threads import shared_budget
+
+    with shared_budget(getattr(args, "threads", None)):
+        yield
 
 
 @contextmanager
