@@ -56,9 +56,11 @@ class Watched:
 
 def start(code: Path, runs_dir: Path, epochs: int, extra: list[str]) -> Watched:
     env = dict(os.environ, PYTHONPATH=str(code))
+    runs_dir.parent.mkdir(parents=True)
     cmd = [sys.executable, "-m", "hil.cli", "train", "--no-progress", "--epochs", str(epochs),
            "--runs-dir", str(runs_dir), *extra]
-    proc = subprocess.Popen(cmd, cwd=runs_dir.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=runs_dir.parent, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(runs_dir.parent / "stderr.txt", "w"))  # noqa: SIM115 - the child owns it
     return Watched(proc, runs_dir, time.monotonic())
 
 
@@ -70,7 +72,7 @@ def watch(runs: list[Watched]) -> None:
     for r in runs:
         r.poll()
         if r.proc.returncode != 0:
-            raise RuntimeError(f"hil train failed ({r.proc.returncode}): {r.proc.stderr.read().decode()[-500:]}")
+            raise RuntimeError(f"hil train failed ({r.proc.returncode}): {(r.runs_dir.parent / 'stderr.txt').read_text()[-500:]}")
 
 
 def measure(code: Path, n: int, epochs: int, extra: list[str], tmp: Path, label: str) -> list[Watched]:
