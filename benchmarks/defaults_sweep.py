@@ -53,6 +53,7 @@ def main() -> int:
     p.add_argument("--datasets", default="digits,mnist1d,fashion-mnist")
     p.add_argument("--fashion-train", type=int, default=2000)
     p.add_argument("--fashion-test", type=int, default=1000)
+    p.add_argument("--mnist1d-train", type=int, help="use the first n MNIST-1D training signals (default all 4,000)")
     p.add_argument("--data-dir", type=Path, help="Fashion-MNIST folder (default: Debian's)")
     a = p.parse_args()
     counts = sorted({int(e) for e in a.epochs.split(",")})
@@ -66,6 +67,8 @@ def main() -> int:
             data_tree.update(train_limit=a.fashion_train, test_limit=a.fashion_test)
             if a.data_dir:
                 data_tree["data_dir"] = str(a.data_dir)
+        if name == "mnist1d" and a.mnist1d_train:
+            data_tree["train_limit"] = a.mnist1d_train
         base = build_config({"data": data_tree, "train": {"epochs": counts[-1]}})
         c0, g0, e0 = base.network.init_scale, base.network.input_gain, base.ep.eta
         data = load_dataset(base.data)
