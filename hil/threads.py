@@ -12,6 +12,7 @@ environment, or `--threads N`.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -96,7 +97,10 @@ class ThreadBudget:
         tmp.replace(self.path)  # atomic: another process never reads a half-written file
 
     def unregister(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # never registered (an unwritable folder)
+            pass
 
     def live_processes(self) -> list[int]:
         """Pids of the registered hil processes that still run (this one included once registered);
@@ -124,7 +128,8 @@ class ThreadBudget:
         env = user_threads()
         if env is not None:
             return env
-        return fair_share(self.cores, len(self.live_processes()))
+        live = self.live_processes()
+        return fair_share(self.cores, len(live) + (self.pid not in live))  # this one, even if it could not register
 
     def apply(self) -> int:
         """Set torch's intra-op thread count to `threads()` (only when it changes); returns the count in use.
@@ -160,7 +165,11 @@ def shared_budget(explicit: int | None = None, folder: Path | None = None) -> It
         return
     budget = ThreadBudget(folder, explicit=explicit)
     before = torch.get_num_threads()
-    budget.register()
+    try:
+        budget.register()
+    except OSError as err:  # an unwritable temp folder: share by what the others registered, and say so
+        print(f"hil: note: cannot register in {budget.folder} ({err.strerror or err}); other hil processes will "
+              "not leave room for this one", file=sys.stderr)
     _active = budget
     try:
         budget.apply()

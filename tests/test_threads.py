@@ -126,3 +126,15 @@ def test_importing_hil_sets_a_passive_wait_policy_unless_the_user_chose(given, e
     out = subprocess.run([sys.executable, "-c", "import hil, os; print(os.environ['OMP_WAIT_POLICY'])"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == expected
+
+
+def test_an_unwritable_registry_still_counts_this_process(tmp_path, no_user_threads, sleeper, capsys, monkeypatch):
+    monkeypatch.setattr(threads, "machine_cores", lambda: 4)
+    ThreadBudget(tmp_path, cores=4, pid=sleeper).register()
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    me = ThreadBudget(tmp_path, cores=4)
+    assert me.threads() == 2  # the sleeper and this one, which has no file yet
+    with shared_budget(folder=blocked / "sub") as budget:  # a file where the folder should be
+        assert budget.threads() == 4 and not budget.path.exists()
+    assert "cannot register" in capsys.readouterr().err
