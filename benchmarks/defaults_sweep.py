@@ -28,6 +28,7 @@ from _machine import describe  # noqa: E402
 from hil.core.config import build_config  # noqa: E402
 from hil.data import load_dataset  # noqa: E402
 from hil.sweep import run_trials  # noqa: E402
+from hil.threads import shared_budget  # noqa: E402
 
 FACTORS = (0.5, 1.0, 2.0)
 
@@ -95,4 +96,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with shared_budget():  # a hil process like the others: it takes its share of the cores
+        sys.exit(main())
