@@ -26,7 +26,7 @@ from train_fashion import PAPER  # noqa: E402
 from hil.core.config import build_config  # noqa: E402
 from hil.core.devices import DeviceModelConfig, save_device_model  # noqa: E402
 from hil.data import load_dataset  # noqa: E402
-from hil.store import save_figure  # noqa: E402
+from hil.plotting import save_figure, subplots  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402
 
@@ -75,12 +75,7 @@ def main() -> int:
         by_noise.append((wn, accuracy(data, m, sigmas, a.g_max, folder)))
         print(f"write noise {wn:g} steps: {by_noise[-1][1]}", flush=True)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110, sharey=True)
+    fig, axes = subplots(1, 2, figsize=(9, 3.6), dpi=110, sharey=True)
     for k, s in enumerate(sigmas):
         label = f"read noise sigma = {s:g} V"
         axes[0].semilogx([n for n, _ in by_states], [100 * acc[k] for _, acc in by_states], "o-", color=f"C{k}",

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,7 +75,7 @@ def main() -> int:
         tr = Trainer(cfg, SimCrossbar.from_config(cfg, 784, 10), data, check_every=10**9)
         xs, ys = data.x_train, data.y_train
 
-        def steps(first: int, n: int) -> None:
+        def steps(first: int, n: int, tr: Trainer = tr, xs: torch.Tensor = xs, ys: torch.Tensor = ys) -> None:
             for s in range(first, first + n):
                 tr.step(xs[4 * s:4 * s + 4], ys[4 * s:4 * s + 4])
 
@@ -97,8 +98,6 @@ def main() -> int:
         for what, v in sorted(by_line.items(), key=lambda kv: -kv[1])[:12]:
             print(f"   {v:5.1f}  {what}")
         if cuda:
-            from torch.profiler import ProfilerActivity, profile
-
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 steps(10, a.steps)
                 torch.cuda.synchronize()

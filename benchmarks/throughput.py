@@ -22,12 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
-from plain_ep import PlainEP  # noqa: E402
 
 from hil.core.config import DataConfig, build_config  # noqa: E402
-from hil.data import DatasetError, load_dataset  # noqa: E402
-from hil.trainer import Trainer, one_hot  # noqa: E402
+from hil.core.ep import one_hot  # noqa: E402
+from hil.data import Dataset, DatasetError, load_dataset  # noqa: E402
+from hil.trainer import Trainer  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402
+from sim_backend.reference import PlainEP  # noqa: E402
 
 PAPER = {"network.hidden": [1024], "network.input_gain": 500.0, "ep.beta": 1.0, "ep.eta": 1e-3,
          "relax.sweeps": 5, "train.batch_size": 4}
@@ -39,8 +40,6 @@ def images(n: int, data_dir: str | None):
         return d, "Fashion-MNIST"
     except DatasetError:
         g = torch.Generator().manual_seed(0)
-        from hil.data import Dataset
-
         x = torch.rand(n, 784, generator=g)
         y = torch.randint(0, 10, (n,), generator=g)
         return Dataset("random", x, y, x[:256], y[:256], 10), "random images"

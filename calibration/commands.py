@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import yaml
@@ -16,10 +17,37 @@ from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_cri
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
 from hil.store import atomic_write_text
+from hil.sweep import (
+    finish_sweep,
+    format_summary,
+    run_trials,
+    summarize,
+    sweep_recording,
+    write_csv,
+    write_summary_csv,
+    write_trials_csv,
+)
 
 
 class CommandError(ValueError):
     """Bad input to a calibration command; printed as one line."""
+
+
+class ReadTiming(Protocol):
+    nplc: float
+    line_frequency_hz: float
+    overhead_s: float
+
+
+@runtime_checkable
+class BenchReadout(Protocol):
+    """A lab bench (drivers.crossbar.InstrumentCrossbar): its own reading timing, and the volts per normalized volt."""
+
+    @property
+    def timing(self) -> ReadTiming: ...
+
+    @property
+    def voltage_unit_V(self) -> float: ...
 
 
 # ---- characterize ---------------------------------------------------------------
@@ -48,7 +76,8 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
     est = estimate_noise(samples)
     allan = analyse_allan(samples) if args.readings >= 8 else None
     names = node_names(net.measured_sizes)
-    nz = net.lab.timing if hasattr(net, "lab") else cfg.noise  # a bench's own NPLC, else the simulated one
+    bench = net if isinstance(net, BenchReadout) else None
+    nz = bench.timing if bench is not None else cfg.noise  # a bench's own NPLC, else the simulated one
     aperture = nz.nplc / nz.line_frequency_hz
     print(f"held input: test sample {idx} (label {int(prep.data.y_test[idx])}); {len(names)} nodes read {args.readings} "
           f"times each at NPLC {nz.nplc:g} ({1e3 * aperture:.3g} ms aperture + {1e3 * nz.overhead_s:.3g} ms overhead)")
@@ -61,18 +90,18 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
         print(f"{'...':>8}  ({len(names) - args.show} more nodes in characterize.json)")
     print(f"pooled sigma {est.pooled_sigma:.4g} V, 95% interval [{est.pooled_low:.4g}, {est.pooled_high:.4g}] V; "
           f"median lag-1 {np.median(est.lag1):.3f}, median effective N {np.median(est.n_eff):.0f} of {args.readings}")
-    if hasattr(net, "lab"):
-        print(f"(bench readings in normalized volts: bench volts / units.voltage_unit_V = {net.vu:g} V, the unit of "
+    if bench is not None:
+        print(f"(bench readings in normalized volts: bench volts / units.voltage_unit_V = {bench.voltage_unit_V:g} V, the unit of "
               "--sigma in training and sweeps)")
     if allan is not None:
         floor = f"{allan.floor:.3g} V" if allan.floor is not None else f"none within {args.readings} readings"
         nmax = f"{allan.n_max}" if allan.n_max is not None else "not reached (averaging keeps paying)"
         print(f"Allan deviation: white slope {allan.white_slope:.3f} (white noise: -0.5), floor {floor}, N_max {nmax}")
     report = {
-        "backend": "lab" if hasattr(net, "lab") else "sim", "readings": args.readings, "held_test_sample": idx, "nodes": names,
+        "backend": "lab" if bench is not None else "sim", "readings": args.readings, "held_test_sample": idx, "nodes": names,
         "timing": {"nplc": nz.nplc, "line_frequency_hz": nz.line_frequency_hz, "aperture_s": aperture,
                    "overhead_s": nz.overhead_s},
-        "noise_config": cfg.noise.model_dump() if not hasattr(net, "lab") else None, "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
+        "noise_config": cfg.noise.model_dump() if bench is None else None, "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
     }
     atomic_write_text(store.path / "characterize.json", json.dumps(report, indent=1) + "\n")
     if allan is not None:
@@ -208,8 +237,6 @@ def sigma_grid(args: argparse.Namespace) -> list[float]:
 
 
 def cmd_sweep_sigma(args, cfg, prep, store) -> int:
-    from hil.sweep import finish_sweep, format_summary, sweep_recording, write_summary_csv, write_trials_csv
-
     sigmas = sigma_grid(args)
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {args.trials} "
           f"trials, {cfg.train.epochs} epoch(s), N={cfg.noise.samples}; folder {store.path}", flush=True)
@@ -231,17 +258,6 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
 
 
 def cmd_sweep_samples(args, cfg, prep, store) -> int:
-    from hil.sweep import (
-        finish_sweep,
-        format_summary,
-        run_trials,
-        summarize,
-        sweep_recording,
-        write_csv,
-        write_summary_csv,
-        write_trials_csv,
-    )
-
     ns = args.samples_list
     if not ns or any(n < 1 for n in ns):
         raise CommandError(f"--samples-list: N values >= 1 (got {ns})")

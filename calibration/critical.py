@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from hil.core.config import RunConfig, build_config, merge_trees
 from hil.data import Dataset
+from hil.runner import prepare
 from hil.sweep import PointSummary, Trial, run_trials, summarize
 
 
@@ -110,8 +111,6 @@ def find_critical_sigma(
     if lab is not None:
         cfg = with_lab_settings(cfg, lab)
     if data is None:
-        from hil.runner import prepare
-
         data = prepare(cfg).data
     if not sigmas:
         raise ValueError("sigmas: give at least one read-noise value")

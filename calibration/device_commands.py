@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
+from drivers.session import CommandLog
+from drivers.xbar_board import XbarBoard
 from hil.core.devices.store import save_device_model
-from hil.store import save_figure
+from hil.plotting import save_figure, subplots
 
 
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
     """layer -> (connected XbarBoard, row offset, column offset), and the drivers to shut down."""
-    from drivers.xbar_board import XbarBoard
-
     drivers, boards = {}, {}
     try:
         for blk in lab.devices:
@@ -48,13 +48,8 @@ def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:
 
 def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Path:
     """Conductance against pulse number for some sampled devices: readings (dots) and the fit's mean response."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     model = fitted_trajectories(data, fit)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = subplots(figsize=(7, 4), dpi=110)
     n_t = data.g_S.shape[1] * data.g_S.shape[2]
     x = np.arange(n_t)
     for k, d in enumerate(range(min(shown, len(data.devices)))):
@@ -67,13 +62,10 @@ def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Pat
     ax.set_ylabel("conductance (uS)")
     ax.set_title(f"{len(data.devices)} devices sampled; dots: readings, lines: fitted model", fontsize=9)
     ax.legend(fontsize=6, markerscale=4, loc="lower right")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
 def cmd_characterize_devices(args: argparse.Namespace, lab, store, registry=None) -> int:
-    from drivers.session import CommandLog
-
     log = CommandLog(store.path / "commands.jsonl")
     devices = sample_devices(lab, args.sample, args.seed or 0)
     p = lab.programming

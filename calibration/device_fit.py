@@ -100,7 +100,7 @@ def fit_pulse_trains(data: PulseTrains, name: str = "fitted", citation: str = ""
     if len(live) < 3:
         raise FitError(f"only {len(live)} of {len(g)} sampled devices respond to pulses; sample more (--sample)")
     tail = max(3, K // 50)
-    per = {k: [] for k in ("dw_min", "up_down", "w_min", "w_max", "slope_up", "slope_down")}
+    lists: dict[str, list[float]] = {k: [] for k in ("dw_min", "up_down", "w_min", "w_max", "slope_up", "slope_down")}
     c2c_num, c2c_den = 0.0, 0
     for d in live:
         steps = np.diff(g[d], axis=1)  # (cycles, 2K)
@@ -123,17 +123,17 @@ def fit_pulse_trains(data: PulseTrains, name: str = "fitted", citation: str = ""
         if up0 <= 0 or dn0 <= 0:
             raise FitError(f"device {data.devices[d]}: no net SET or RESET step at mid-range (SET {up0:.3g} S, "
                            f"RESET {-dn0:.3g} S)")
-        per["dw_min"].append((up0 + dn0) / 2 / unit)
-        per["up_down"].append((up0 - dn0) / (up0 + dn0))
-        per["w_min"].append(-1 + (lo - data.g_min_S) / unit if bottom_ok else np.nan)
-        per["w_max"].append(-1 + (hi - data.g_min_S) / unit if top_ok else np.nan)
-        per["slope_up"].append(-bu * unit / up0)  # gamma_up / w_max
-        per["slope_down"].append(bd * unit / dn0)  # gamma_down / w_min
+        lists["dw_min"].append((up0 + dn0) / 2 / unit)
+        lists["up_down"].append((up0 - dn0) / (up0 + dn0))
+        lists["w_min"].append(-1 + (lo - data.g_min_S) / unit if bottom_ok else np.nan)
+        lists["w_max"].append(-1 + (hi - data.g_min_S) / unit if top_ok else np.nan)
+        lists["slope_up"].append(-bu * unit / up0)  # gamma_up / w_max
+        lists["slope_down"].append(bd * unit / dn0)  # gamma_down / w_min
         for x, y, keep, a, b in ((up_x, up_y, keep_up, au, bu), (dn_x, dn_y, keep_dn, ad, bd)):
-            mean = a + b * x[keep]
-            c2c_num += float(np.sum(((y[keep] - mean) ** 2 - 2 * read_sd[d] ** 2) / mean ** 2))
+            fitted = a + b * x[keep]
+            c2c_num += float(np.sum(((y[keep] - fitted) ** 2 - 2 * read_sd[d] ** 2) / fitted ** 2))
             c2c_den += int(keep.sum())
-    per = {k: np.asarray(v) for k, v in per.items()}
+    per = {k: np.asarray(v) for k, v in lists.items()}
     n = len(live)
     for side in ("w_min", "w_max"):
         seen = np.isfinite(per[side])

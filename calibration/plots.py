@@ -1,4 +1,5 @@
-"""PNG figures: Allan deviation, accuracy against sigma (paper Fig. 3), sigma_crit against N (Fig. 4)."""
+"""PNG figures: Allan deviation, accuracy against sigma (paper Fig. 3), sigma_crit against N (Fig. 4), grid
+convergence heat maps (Fig. 5)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hil.store import save_figure
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
+from hil.plotting import save_figure, subplots
 
 
 def plot_allan(path: Path, allan, title: str = "") -> Path:
     """Log-log overlapping Allan deviation with the white sigma/sqrt(N) line and the fitted floor."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=110)
+    fig, ax = subplots(figsize=(5.2, 3.8), dpi=110)
     m = allan.lengths
     ax.loglog(m, allan.adev, "o-", label="overlapping Allan deviation")
     ax.loglog(m, allan.white_sigma / np.sqrt(m), "--", color="gray", label=r"$\sigma/\sqrt{N}$ (white only)")
@@ -41,8 +30,7 @@ def plot_allan(path: Path, allan, title: str = "") -> Path:
 
 def plot_accuracy_vs_sigma(path: Path, curves: dict, title: str = "", threshold: float | None = None) -> Path:
     """curves: label -> list of PointSummary. Mean (solid) and best (dashed) test accuracy against sigma, log axis."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=110)
+    fig, ax = subplots(figsize=(5.2, 3.8), dpi=110)
     for label, pts in curves.items():
         pts = [p for p in sorted(pts, key=lambda p: p.sigma) if p.sigma > 0]
         s = [p.sigma for p in pts]
@@ -60,8 +48,7 @@ def plot_accuracy_vs_sigma(path: Path, curves: dict, title: str = "", threshold:
 
 def plot_sigma_crit_vs_n(path: Path, ns: Sequence[int], crits: Sequence[float | None], title: str = "") -> Path:
     """sigma_crit against N, log-log, with the sqrt(N) line through the N = 1 (first) point."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=110)
+    fig, ax = subplots(figsize=(5.2, 3.8), dpi=110)
     pts = [(n, c) for n, c in zip(ns, crits) if c]
     if pts:
         ax.loglog([n for n, _ in pts], [c for _, c in pts], "o-", label=r"measured $\sigma_{crit}$")

@@ -13,9 +13,9 @@ from drivers.smu import SourceMeter
 
 class Keithley2450(SourceMeter):
     IDN_MATCH = "MODEL 2450"
+    KIND = "keithley2450"
+    MAX_V, MAX_A = 210.0, 1.05
     CHANNELS = ("1",)
-    RANGE_V = 210.0
-    RANGE_A = 1.05
     CMD = {
         "reset": "*RST",
         "source_current_func": ":SOUR:FUNC CURR",

@@ -14,9 +14,9 @@ from drivers.smu import SourceMeter
 
 class Keithley2600(TspErrorQueue, SourceMeter):
     IDN_MATCH = "MODEL 26"
+    KIND = "keithley2600"
+    MAX_V, MAX_A = 200.0, 1.5
     CHANNELS = ("a", "b")
-    RANGE_V = 200.0
-    RANGE_A = 1.5
     CMD = {
         "reset": "reset()",
         "source_current_func": "smu{ch}.source.func = smu{ch}.OUTPUT_DCAMPS",

@@ -13,6 +13,8 @@ CHANNEL_NAME = re.compile(r"^[1-6][A-H](0[1-9]|[1-9][0-9])$")
 
 
 class Keithley707B(TspErrorQueue, Instrument):
+    KIND = "keithley707b"
+    ROLE = "switch"
     IDN_MATCH = "MODEL 70"
     CMD = {
         "reset": "reset()",

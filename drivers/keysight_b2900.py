@@ -12,9 +12,9 @@ from drivers.smu import SourceMeter
 
 class KeysightB2900(SourceMeter):
     IDN_MATCH = "B29"
+    KIND = "keysight_b2900"
+    MAX_V, MAX_A = 210.0, 3.0
     CHANNELS = ("1", "2")
-    RANGE_V = 210.0
-    RANGE_A = 3.0
     CMD = {
         "reset": "*RST",
         "source_current_func": ":SOUR{ch}:FUNC:MODE CURR",

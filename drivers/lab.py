@@ -15,21 +15,49 @@ simulator and on the bench. Currents scale by their product.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from drivers.registry import Role, driver_class
 from hil.core.config import ConfigError, format_validation_error, read_yaml
+from hil.core.devices.store import resolve_device_model
 
-# What each kind of instrument can do at most (hardware range), and which roles it can play.
-KINDS = {
-    "qdac2": {"role": "dac", "max_V": 10.0, "max_A": None},
-    "keithley2450": {"role": "smu", "max_V": 210.0, "max_A": 1.05},
-    "keithley2600": {"role": "smu", "max_V": 200.0, "max_A": 1.5},
-    "keysight_b2900": {"role": "smu", "max_V": 210.0, "max_A": 3.0},
-    "keithley707b": {"role": "switch", "max_V": None, "max_A": None},
-    "xbar_board": {"role": "board", "max_V": 5.0, "max_A": None},
-}
+
+class ChannelRef(NamedTuple):
+    """One channel of one instrument, "instrument/channel" in the lab config (parsed once, when it loads)."""
+
+    instrument: str
+    channel: str
+
+    def __str__(self) -> str:
+        return f"{self.instrument}/{self.channel}"
+
+    @classmethod
+    def parse(cls, value: Any) -> ChannelRef:
+        if isinstance(value, ChannelRef):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not instrument/channel")
+        name, sep, ch = value.partition("/")
+        if not (sep and name and ch):
+            raise ValueError(f"{value!r} is not instrument/channel")
+        return cls(name, ch)
+
+
+#: a lab-config field holding "instrument/channel": a ChannelRef in the model, the string again when dumped
+Ref = Annotated[ChannelRef, PlainValidator(ChannelRef.parse), PlainSerializer(str, return_type=str),
+                WithJsonSchema({"type": "string", "pattern": "^[^/]+/.+$"})]
 
 
 class _Strict(BaseModel):
@@ -37,10 +65,22 @@ class _Strict(BaseModel):
 
 
 class InstrumentConfig(_Strict):
-    kind: Literal["qdac2", "keithley2450", "keithley2600", "keysight_b2900", "keithley707b", "xbar_board"]
+    kind: str = Field(description="The driver: a kind some driver class declares (drivers/registry.py)")
     resource: str = Field(description="VISA resource string, pyserial URL, or emulator:NAME (from `hil emulate`).")
     timeout_ms: int = Field(default=5000, ge=1)
     baudrate: int = Field(default=115200, ge=1, description="Serial instruments only.")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        driver_class(kind)  # ValueError naming the known kinds
+        return kind
+
+    @property
+    def role(self) -> Role:
+        role = driver_class(self.kind).ROLE
+        assert role is not None  # registration requires it
+        return role
 
 
 class ChannelLimits(_Strict):
@@ -51,16 +91,16 @@ class ChannelLimits(_Strict):
 
 
 class InputNode(_Strict):
-    plus: str = Field(description="DAC channel applying +gamma*x, e.g. dac1/1")
-    minus: str = Field(description="DAC channel applying -gamma*x")
+    plus: Ref = Field(description="DAC channel applying +gamma*x, e.g. dac1/1")
+    minus: Ref = Field(description="DAC channel applying -gamma*x")
 
 
 class ReadNode(_Strict):
-    read: str = Field(description="SMU channel that reads this node, e.g. smu_hidden/1")
-    route: str | None = Field(default=None, description="Switch crosspoint to close first, e.g. switch/1A01")
-    nudge: str | None = Field(default=None, description="Outputs, current mode: the SMU channel that sources the nudge")
-    nudge_source: str | None = Field(default=None, description="Outputs, conductance mode: the DAC channel at the target")
-    nudge_route: str | None = Field(default=None, description="Outputs, conductance mode: the crosspoint that connects "
+    read: Ref = Field(description="SMU channel that reads this node, e.g. smu_hidden/1")
+    route: Ref | None = Field(default=None, description="Switch crosspoint to close first, e.g. switch/1A01")
+    nudge: Ref | None = Field(default=None, description="Outputs, current mode: the SMU channel that sources the nudge")
+    nudge_source: Ref | None = Field(default=None, description="Outputs, conductance mode: the DAC channel at the target")
+    nudge_route: Ref | None = Field(default=None, description="Outputs, conductance mode: the crosspoint that connects "
                                     "the node through the nudge resistor to its source")
 
 
@@ -85,7 +125,7 @@ class PulseBounds(_Strict):
     max_width_s: float = Field(default=1e-5, gt=0)
 
     @model_validator(mode="after")
-    def _order(self):
+    def _order(self) -> PulseBounds:
         if self.max_V < self.start_V or self.max_width_s < self.width_s:
             raise ValueError("max_V/max_width_s must not be below start_V/width_s")
         return self
@@ -111,8 +151,15 @@ class UnitsConfig(_Strict):
 class TimingConfig(_Strict):
     settle_time_s: float = Field(default=0.0, ge=0, description="Wait after changing inputs or nudges, s")
     nplc: float = Field(default=1.0, gt=0, description="SMU integration time, power-line cycles")
-    line_frequency_hz: Literal[50.0, 60.0] = 50.0
+    line_frequency_hz: float = Field(default=50.0, description="Mains frequency, Hz: 50 or 60")
     overhead_s: float = Field(default=1e-3, ge=0, description="Per reading beyond the aperture, s (for time estimates)")
+
+    @field_validator("line_frequency_hz")
+    @classmethod
+    def _mains(cls, hz: float) -> float:
+        if hz not in (50.0, 60.0):
+            raise ValueError("Input should be 50.0 or 60.0")
+        return hz
 
 
 class NudgeConfig(_Strict):
@@ -162,8 +209,6 @@ class EmulatorConfig(_Strict):
     @classmethod
     def _known_model(cls, spec: str | None) -> str | None:
         if spec is not None:
-            from hil.core.devices.store import resolve_device_model
-
             if not resolve_device_model(spec).pulsed:
                 raise ValueError(f"{spec!r} is not a pulsed device model; leave device_model out for the rate model")
         return spec
@@ -182,29 +227,30 @@ class LabConfig(_Strict):
     devices: list[DeviceBlock]
     programming: ProgrammingConfig = ProgrammingConfig()
     emulator: EmulatorConfig = EmulatorConfig()
-    run: dict = Field(default_factory=dict, description="Run-config defaults that fit this bench (network size, "
+    run: dict[str, Any] = Field(default_factory=dict, description="Run-config defaults that fit this bench (network size, "
                       "gamma, device range...), applied beneath --config files and flags")
 
     @model_validator(mode="after")
     def _check(self) -> LabConfig:
         for name, inst in self.instruments.items():
-            kind = KINDS[inst.kind]
+            drv, role = driver_class(inst.kind), inst.role
             lim = self.limits.get(name)
-            if kind["role"] in ("dac", "smu") and (lim is None or lim.max_abs_V is None):
+            if role in ("dac", "smu") and (lim is None or lim.max_abs_V is None):
                 raise ValueError(f"limits.{name}.max_abs_V: every source needs a safe voltage limit")
-            if kind["role"] == "smu" and lim.compliance_A is None:
+            if role == "smu" and (lim is None or lim.compliance_A is None):
                 raise ValueError(f"limits.{name}.compliance_A: every SMU needs a current limit")
-            if lim and lim.max_abs_V and kind["max_V"] and lim.max_abs_V > kind["max_V"]:
+            if lim and lim.max_abs_V and drv.MAX_V and lim.max_abs_V > drv.MAX_V:
                 raise ValueError(f"limits.{name}.max_abs_V: {lim.max_abs_V:g} V is beyond what a {inst.kind} "
-                                 f"can do (+-{kind['max_V']:g} V)")
-            if lim and lim.compliance_A and kind["max_A"] and lim.compliance_A > kind["max_A"]:
+                                 f"can do (+-{drv.MAX_V:g} V)")
+            if lim and lim.compliance_A and drv.MAX_A and lim.compliance_A > drv.MAX_A:
                 raise ValueError(f"limits.{name}.compliance_A: {lim.compliance_A:g} A is beyond a {inst.kind} "
-                                 f"(+-{kind['max_A']:g} A)")
-            if kind["role"] == "board":
+                                 f"(+-{drv.MAX_A:g} A)")
+            if role == "board":
                 if lim is None or lim.max_pulse_V is None or lim.max_pulse_width_s is None:
                     raise ValueError(f"limits.{name}: a programming board needs max_pulse_V and max_pulse_width_s")
-                if lim.max_pulse_V > kind["max_V"]:
-                    raise ValueError(f"limits.{name}.max_pulse_V: {lim.max_pulse_V:g} V is beyond the board (+-5 V)")
+                if drv.MAX_V is not None and lim.max_pulse_V > drv.MAX_V:
+                    raise ValueError(f"limits.{name}.max_pulse_V: {lim.max_pulse_V:g} V is beyond the board "
+                                     f"(+-{drv.MAX_V:g} V)")
                 for pol in ("set", "reset"):
                     pb = getattr(self.programming, pol)
                     if pb.max_V > lim.max_pulse_V or pb.max_width_s > lim.max_pulse_width_s:
@@ -219,27 +265,23 @@ class LabConfig(_Strict):
         self._check_refs()
         return self
 
-    def _ref(self, ref: str, role: str, where: str) -> tuple[str, str]:
-        if "/" not in ref:
-            raise ValueError(f"{where}: {ref!r} is not instrument/channel")
-        name, ch = ref.split("/", 1)
-        if name not in self.instruments:
-            raise ValueError(f"{where}: no instrument {name!r}")
-        kind = self.instruments[name].kind
-        if KINDS[kind]["role"] != role:
-            raise ValueError(f"{where}: {name} is a {kind}, not a {role}")
-        return name, ch
+    def _ref(self, ref: ChannelRef, role: Role, where: str) -> ChannelRef:
+        if ref.instrument not in self.instruments:
+            raise ValueError(f"{where}: no instrument {ref.instrument!r}")
+        inst = self.instruments[ref.instrument]
+        if inst.role != role:
+            raise ValueError(f"{where}: {ref.instrument} is a {inst.kind}, not a {role}")
+        return ref
 
     def _check_refs(self) -> None:
-        seen: dict[str, str] = {}
-        for i, node in enumerate(self.nodes.inputs):
+        seen: dict[ChannelRef, str] = {}
+        for i, inp in enumerate(self.nodes.inputs):
             for side in ("plus", "minus"):
-                ref = getattr(node, side)
-                self._ref(ref, "dac", f"nodes.inputs[{i}].{side}")
+                ref = self._ref(getattr(inp, side), "dac", f"nodes.inputs[{i}].{side}")
                 if ref in seen:
                     raise ValueError(f"nodes.inputs[{i}].{side}: {ref} already drives {seen[ref]}")
                 seen[ref] = f"nodes.inputs[{i}].{side}"
-        layers = [*self.nodes.hidden, self.nodes.outputs]
+        layers = self.read_layers
         for l, layer in enumerate(layers):
             tag = "outputs" if l == len(layers) - 1 else f"hidden[{l}]"
             for i, node in enumerate(layer):
@@ -258,27 +300,37 @@ class LabConfig(_Strict):
         else:
             if self.nudge.conductance_S is None:
                 raise ValueError("nudge.conductance_S: conductance mode needs the nudge resistor's value")
-            read_switches = {n.route.split("/")[0] for layer in layers for n in layer if n.route}
+            read_switches = {n.route.instrument for layer in layers for n in layer if n.route}
             for i, node in enumerate(self.nodes.outputs):
                 if not (node.nudge_source and node.nudge_route):
                     raise ValueError(f"nodes.outputs[{i}]: conductance mode needs nudge_source (a DAC channel) and "
                                      "nudge_route (the crosspoint to the resistor)")
-                name, _ = self._ref(node.nudge_source, "dac", f"nodes.outputs[{i}].nudge_source")
+                self._ref(node.nudge_source, "dac", f"nodes.outputs[{i}].nudge_source")
                 if node.nudge_source in seen:
-                    raise ValueError(f"nodes.outputs[{i}].nudge_source: {node.nudge_source} already drives {seen[node.nudge_source]}")
-                sw, _ = self._ref(node.nudge_route, "switch", f"nodes.outputs[{i}].nudge_route")
+                    raise ValueError(f"nodes.outputs[{i}].nudge_source: {node.nudge_source} already drives "
+                                     f"{seen[node.nudge_source]}")
+                sw = self._ref(node.nudge_route, "switch", f"nodes.outputs[{i}].nudge_route").instrument
                 if sw in read_switches:
                     # exclusiveclose for reading would open the nudge crosspoints mid-phase
                     raise ValueError(f"nodes.outputs[{i}].nudge_route: {sw} also routes nodes for reading; use a "
                                      "separate switch (or card) for the nudge resistors")
         for i, blk in enumerate(self.devices):
-            if blk.board not in self.instruments or self.instruments[blk.board].kind != "xbar_board":
+            if blk.board not in self.instruments or self.instruments[blk.board].role != "board":
                 raise ValueError(f"devices[{i}].board: {blk.board!r} is not a programming board")
         layers_mapped = sorted(b.layer for b in self.devices)
         if layers_mapped != list(range(len(self.nodes.hidden) + 1)):
             raise ValueError(f"devices: need exactly one block per layer 0..{len(self.nodes.hidden)} (got {layers_mapped})")
 
     # ---- derived -----------------------------------------------------------------
+    @property
+    def read_layers(self) -> list[list[ReadNode]]:
+        """The nodes the SMUs read, per layer: the hidden layers, then the outputs."""
+        return [*self.nodes.hidden, self.nodes.outputs]
+
+    def instruments_of(self, role: Role) -> list[str]:
+        """The names of the instruments that play `role`, in lab-config order."""
+        return [name for name, inst in self.instruments.items() if inst.role == role]
+
     @property
     def layer_sizes(self) -> list[int]:
         """Logical sizes [inputs, hidden..., outputs] this bench implements."""
@@ -289,6 +341,7 @@ class LabConfig(_Strict):
         """Conductance mode: the beta the resistors impose, in normalized siemens."""
         if self.nudge.mode != "conductance":
             return None
+        assert self.nudge.conductance_S is not None  # checked when the config loads
         return self.nudge.conductance_S / self.units.conductance_unit_S
 
     def check_run(self, gamma: float, layer_sizes: list[int], bias: bool, beta: float | None = None,
@@ -308,10 +361,11 @@ class LabConfig(_Strict):
             raise ConfigError("network.bias: this bench has no bias current sources in its lab config")
         u = self.units
         v_in = gamma * u.voltage_unit_V
-        for i, node in enumerate(self.nodes.inputs):
+        for node in self.nodes.inputs:
             for side in ("plus", "minus"):
-                name = getattr(node, side).split("/")[0]
+                name = getattr(node, side).instrument
                 limit = self.limits[name].max_abs_V
+                assert limit is not None  # every DAC has one (checked when the config loads)
                 if v_in > limit:
                     raise ConfigError(f"network.input_gain: gamma={gamma:g} puts {v_in:.4g} V on {getattr(node, side)}, "
                                       f"past limits.{name}.max_abs_V={limit:g} V (largest gamma: {limit / u.voltage_unit_V:.4g})")

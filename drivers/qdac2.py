@@ -6,13 +6,22 @@ SOURce[n]:VOLTage:SLEW, SYSTem:ERRor[:NEXT]?), and QCoDeS's QDAC-II driver.
 The QDAC-II has no output relay: "off" is 0 V held, reached through a slew-limited ramp.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from drivers.retry import InstrumentFault
 from drivers.session import Instrument, check_limit, parse_floats, ramp_steps
 
+if TYPE_CHECKING:
+    from drivers.lab import LabConfig
+
 
 class QDac2(Instrument):
+    KIND = "qdac2"
+    ROLE = "dac"
+    MAX_V = 10.0
     IDN_MATCH = "QDAC-II"
-    RANGE_V = 10.0
     N_CHANNELS = 24
     CMD = {
         "reset": "*rst",
@@ -26,19 +35,23 @@ class QDac2(Instrument):
     }
     ERROR_QUERY = "syst:err?"
 
-    def __init__(self, *args, max_abs_V: float, slew_V_per_s: float = 1.0, **kwargs):
+    @classmethod
+    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
+        return {"max_abs_V": lab.limits[name].max_abs_V}
+
+    def __init__(self, *args: Any, max_abs_V: float, slew_V_per_s: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_abs_V = max_abs_V
         self.slew = slew_V_per_s
         self.level_V: dict[int, float] = {}
 
-    def channel(self, ch) -> int:
+    def channel(self, ch: str | int) -> int:
         c = int(ch)
         if not 1 <= c <= self.N_CHANNELS:
             raise ValueError(f"{self.name}: no channel {ch!r} (1..{self.N_CHANNELS})")
         return c
 
-    def configure_channel(self, ch) -> None:
+    def configure_channel(self, ch: str | int) -> None:
         c = self.channel(ch)
         rng = "low" if self.max_abs_V <= 2.0 else "high"  # low range: +-2 V, lower noise
         for cmd in (self.CMD["range"].format(ch=c, r=rng), self.CMD["filter"].format(ch=c, f="dc"),
@@ -46,7 +59,11 @@ class QDac2(Instrument):
             self.configure(cmd)
         self.set_voltage(c, 0.0)
 
-    def set_voltage(self, ch, volts: float) -> None:
+    def voltage(self, ch: str | int) -> float | None:
+        """The level last set on the channel, V (None: never set by this driver)."""
+        return self.level_V.get(self.channel(ch))
+
+    def set_voltage(self, ch: str | int, volts: float) -> None:
         """Set a channel's DC voltage, V; refused past the safe limit before anything is sent."""
         c = self.channel(ch)
         check_limit(f"{self.name}/{c} voltage", volts, self.max_abs_V, "V")

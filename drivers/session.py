@@ -18,12 +18,21 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyvisa
+from pyvisa import constants
+from pyvisa.resources import MessageBasedResource
 
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
+from drivers.registry import DRIVERS, ROLES, Role
 from drivers.retry import DROPPED, GARBAGE, InstrumentFault, TransientFault, UnconfirmedWrite, classify, is_garbage
 from hil.core.process import pid_alive
+
+if TYPE_CHECKING:
+    from drivers.lab import InstrumentConfig, LabConfig
 
 DEFAULT_REGISTRY = Path(".hil-emulator.json")
 
@@ -95,18 +104,16 @@ class CommandLog:
             self._f = None
 
 
-def set_nodelay(res) -> bool:
+def set_nodelay(res: Any) -> bool:
     """TCP_NODELAY on a SOCKET resource: VI_ATTR_TCPIP_NODELAY where the VISA library supports it, else the
     socket itself (pyvisa-py 0.8 does not accept the attribute on SOCKET sessions)."""
-    from pyvisa import constants
-
     try:
         res.set_visa_attribute(constants.ResourceAttribute.tcpip_nodelay, constants.VisaBoolean.true)
         return True
     except Exception:  # noqa: BLE001
         pass
     sock = getattr(getattr(res.visalib, "sessions", {}).get(res.session), "interface", None)
-    if hasattr(sock, "setsockopt"):
+    if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return True
     return False
@@ -116,8 +123,6 @@ class VisaSession:
     """One pyvisa ResourceManager for the lab (`@py` = pyvisa-py, `@ivi` = NI-VISA or another IVI library, `@sim`)."""
 
     def __init__(self, library: str = "@py", log: CommandLog | None = None, registry: Path | None = None):
-        import pyvisa
-
         self.library = library
         try:
             self.rm = pyvisa.ResourceManager(library)
@@ -127,10 +132,13 @@ class VisaSession:
         self.registry = registry
 
     def open(self, resource: str, *, timeout_ms: int = 5000, read_termination: str = "\n",
-             write_termination: str = "\n"):
+             write_termination: str = "\n") -> MessageBasedResource:
         address = resolve_resource(resource, self.registry)
         try:
             res = self.rm.open_resource(address)
+            if not isinstance(res, MessageBasedResource):
+                res.close()
+                raise TypeError(f"{type(res).__name__} takes no commands (not a message-based session)")
         except Exception as err:  # pyvisa raises several types here
             raise InstrumentError(f"could not open {resource} ({address}): {err}") from None
         res.timeout = timeout_ms
@@ -157,17 +165,52 @@ class Instrument:
     CMD: dict[str, str] = {}
     #: the query that pops one entry of the error queue, and how a "no error" reply starts
     ERROR_QUERY = ":SYSTem:ERRor?"
-    NO_ERROR_PREFIXES = ("0,", "+0,")
+    NO_ERROR_PREFIXES: tuple[str, ...] = ("0,", "+0,")
+    #: the lab config's `kind:` for this driver; declaring it registers the class (drivers/registry.py)
+    KIND: ClassVar[str | None] = None
+    #: what it does on the bench: "dac", "smu", "switch" or "board"
+    ROLE: ClassVar[Role | None] = None
+    #: hardware range: the largest |V| it can source (a board: pulse), and |A| (None: not a source of it)
+    MAX_V: ClassVar[float | None] = None
+    MAX_A: ClassVar[float | None] = None
 
-    def __init__(self, name: str, resource, log: CommandLog, *, strict: bool = True):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("KIND")
+        if kind is not None:
+            if cls.ROLE not in ROLES:
+                raise TypeError(f"{cls.__qualname__}: KIND {kind!r} needs a ROLE, one of {', '.join(ROLES)}")
+            DRIVERS.register(kind, cls)
+
+    # ---- from the lab config ----------------------------------------------------
+    @classmethod
+    def open_transport(cls, cfg: InstrumentConfig, session: VisaSession) -> Any:
+        """The open connection to the instrument (VISA here; a serial driver opens its port)."""
+        return session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
+
+    @classmethod
+    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
+        """The driver's keyword arguments from the lab config (its safe limits)."""
+        return {}
+
+    @classmethod
+    def from_lab(cls, lab: LabConfig, name: str, session: VisaSession) -> Instrument:
+        """The driver of instrument `name`, its connection open (not yet identified or reset), with `reopen` set:
+        a fresh connection to the same instrument, through which the fault policy reconnects (drivers/retry.py)."""
+        cfg = lab.instruments[name]
+        drv = cls(name, cls.open_transport(cfg, session), session.log, strict=lab.strict, **cls.settings(lab, name))
+        drv.reopen = lambda: cls.open_transport(cfg, session)
+        return drv
+
+    def __init__(self, name: str, resource: Any, log: CommandLog, *, strict: bool = True):
         self.name = name
         self.resource = resource
         self.log = log
         self.strict = strict
         self.queries = 0  # round trips
         self.idn = ""
-        #: opens a fresh session to the same instrument (set by drivers.crossbar.open_instrument); None: no retries
-        self.reopen = None
+        #: opens a fresh session to the same instrument (set by `from_lab`); None: no retries
+        self.reopen: Callable[[], Any] | None = None
         self.retries = 0          # recoveries: queries retried, and reconnects after a failed write (drivers/retry.py)
         self.unconfirmed: list[str] = []  # writes sent since the last reply (lost if the connection dropped)
         self.writes_unchecked = 0  # writes since the error queue was last read
@@ -251,6 +294,7 @@ class Instrument:
             except Exception:  # noqa: BLE001 - a dead session
                 pass
             try:
+                assert self.reopen is not None  # the callers recover only with a way to reconnect
                 self.resource = self.reopen()
             except Exception as err:  # noqa: BLE001
                 raise InstrumentFault(self.name, command, f"{kind}; reconnecting failed ({err})") from None
@@ -328,7 +372,7 @@ class TspErrorQueue:
     """Keithley TSP instruments (2600B, 707B/708B): errorqueue.next() pops one error; code 0 first means none."""
 
     ERROR_QUERY = "print(errorqueue.next())"
-    NO_ERROR_PREFIXES = ("0\t", "0.00000e+00\t")
+    NO_ERROR_PREFIXES: tuple[str, ...] = ("0\t", "0.00000e+00\t")
 
 
 def check_limit(name: str, value: float, limit: float, unit: str) -> float:
@@ -361,8 +405,3 @@ def parse_floats(reply: str, sep: str = ",") -> list[float]:
         return [float(v) for v in reply.replace("\t", sep).split(sep) if v.strip()]
     except ValueError:
         raise InstrumentError(f"expected numbers, got {reply[:80]!r}") from None
-
-
-def jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-

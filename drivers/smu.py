@@ -7,17 +7,28 @@ beta*(t - y) instead. Voltage compliance guards the node while sourcing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from drivers.retry import InstrumentFault
 from drivers.session import Instrument, check_limit, parse_floats, parse_state, ramp_steps
 
+if TYPE_CHECKING:
+    from drivers.lab import LabConfig
+
 
 class SourceMeter(Instrument):
+    """Base of the SMU drivers; a subclass declares KIND, MAX_V, MAX_A, its channels and its command table."""
+
+    ROLE = "smu"
     CHANNELS: tuple[str, ...] = ("1",)
-    RANGE_V = 200.0
-    RANGE_A = 1.0
     CMD: dict[str, str] = {}
 
-    def __init__(self, *args, max_abs_V: float, compliance_A: float, **kwargs):
+    @classmethod
+    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
+        lim = lab.limits[name]  # the lab config requires both limits of an SMU
+        return {"max_abs_V": lim.max_abs_V, "compliance_A": lim.compliance_A}
+
+    def __init__(self, *args: Any, max_abs_V: float, compliance_A: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_abs_V = max_abs_V
         self.compliance_A = compliance_A
@@ -25,7 +36,7 @@ class SourceMeter(Instrument):
         self.count: dict[str, int] = {}
         self.want_on: dict[str, bool] = {}  # channels this driver switched, and whether they should be on
 
-    def _cmd(self, key: str, ch: str, **kw) -> str:
+    def _cmd(self, key: str, ch: str, **kw: Any) -> str:
         return self.CMD[key].format(ch=ch, **kw)
 
     def channel(self, ch: str) -> str:
@@ -44,6 +55,10 @@ class SourceMeter(Instrument):
         self.configure(self._cmd("output_on", ch))
         self.level_A[ch] = 0.0
         self.want_on[ch] = True
+
+    def current(self, ch: str) -> float:
+        """The current last set on the channel, A (0 if never)."""
+        return self.level_A.get(ch, 0.0)
 
     def source_current(self, ch: str, amps: float) -> None:
         """Set the sourced current, A; refused past the compliance limit before anything is sent."""

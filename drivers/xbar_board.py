@@ -16,10 +16,16 @@ and also queues the error for ERR?. pyserial opens a real port (`/dev/ttyUSB0`) 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import serial
 
 from drivers.retry import InstrumentFault
-from drivers.session import Instrument, InstrumentError, check_limit, resolve_resource
+from drivers.session import Instrument, InstrumentError, LimitError, VisaSession, check_limit, resolve_resource
+
+if TYPE_CHECKING:
+    from drivers.lab import InstrumentConfig, LabConfig
 
 
 class SerialPort:
@@ -46,6 +52,9 @@ class SerialPort:
 
 
 class XbarBoard(Instrument):
+    KIND = "xbar_board"
+    ROLE = "board"
+    MAX_V = 5.0  # pulse amplitude
     IDN_MATCH = "XBAR"
     ERROR_QUERY = "ERR?"
     NO_ERROR_PREFIXES = ("0,",)
@@ -56,14 +65,25 @@ class XbarBoard(Instrument):
         "pulse": "PULSE {row} {col} {v:.6g} {w:.6g}",
     }
 
-    def __init__(self, *args, max_pulse_V: float, max_pulse_width_s: float, read_voltage_V: float, **kwargs):
+    def __init__(self, *args: Any, max_pulse_V: float, max_pulse_width_s: float, read_voltage_V: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_pulse_V, self.max_pulse_width_s = max_pulse_V, max_pulse_width_s
         self.read_voltage_V = read_voltage_V
 
     @classmethod
-    def open_port(cls, resource: str, registry=None, baudrate: int = 115200, timeout_s: float = 5.0) -> SerialPort:
+    def open_port(cls, resource: str, registry: Path | None = None, baudrate: int = 115200,
+                  timeout_s: float = 5.0) -> SerialPort:
         return SerialPort(resolve_resource(resource, registry), baudrate, timeout_s)
+
+    @classmethod
+    def open_transport(cls, cfg: InstrumentConfig, session: VisaSession) -> SerialPort:
+        return cls.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
+
+    @classmethod
+    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
+        lim = lab.limits[name]  # the lab config requires both pulse limits of a board
+        return {"max_pulse_V": lim.max_pulse_V, "max_pulse_width_s": lim.max_pulse_width_s,
+                "read_voltage_V": lab.programming.read_voltage_V}
 
     def _ok(self, command: str, idempotent: bool = True) -> None:
         reply = self.query(command, idempotent=idempotent)
@@ -87,8 +107,6 @@ class XbarBoard(Instrument):
         """One SET (V > 0) or RESET (V < 0) pulse; refused past the safe limits before anything is sent."""
         check_limit(f"{self.name} pulse amplitude", volts, self.max_pulse_V, "V")
         if not 0 < width_s <= self.max_pulse_width_s:
-            from drivers.session import LimitError
-
             raise LimitError(f"{self.name} pulse width: {width_s:.3g} s outside (0, {self.max_pulse_width_s:.3g}] s")
         self.writes_unchecked += 1  # a pulse changes the device: its errors are read at the end of the step
         self.last_write = self.CMD["pulse"].format(row=row, col=col, v=volts, w=width_s)

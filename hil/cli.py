@@ -4,19 +4,57 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+# hil.cli is the top layer: it may import every other part of the project.
+from calibration import commands as calibration_commands
 from calibration.commands import CommandError
+from calibration.device_commands import cmd_characterize_devices
 from calibration.statistics import NoiseDataError
-from hil.core.config import FLAG_FIELDS, ConfigError, load_config, merge_trees
+from drivers.crossbar import make_bench_safe
+from drivers.lab import load_lab
+from hil.core.config import (
+    FLAG_FIELDS,
+    ConfigError,
+    FlagField,
+    RunConfig,
+    build_config,
+    data_defaults,
+    flag_fields,
+    load_config,
+    merge_trees,
+    refuse_on_bench,
+)
 from hil.data import DatasetError
+from hil.grid import GridError, parse_vary
+from hil.grid_run import grid_from_args, run_grid_sweep
+from hil.presets import load_preset, preset_names
+from hil.runner import Prepared, prepare, train_run
+from hil.store import RunStore, StoreError, atomic_write_text
+from hil.sweep import (
+    CHECKPOINT,
+    finish_sweep,
+    format_summary,
+    run_trials,
+    summarize,
+    sweep_recording,
+    write_summary_csv,
+    write_trials_csv,
+)
+from hil.threads import shared_budget
+from sim_backend.emulator import EmulatedLab
+from sim_backend.emulator.lab import RegistryInUse
 
 
 class UsageError(ValueError):
@@ -26,11 +64,11 @@ class UsageError(ValueError):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors and negative numbers in any float form (-1e-5) taken as values."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
-    def error(self, message: str):
+    def error(self, message: str) -> Any:  # NoReturn in argparse; exit() raises
         self.exit(2, f"hil: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -56,53 +94,40 @@ def _set_pair(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
+#: Flags whose text needs more than int(): list[int] fields read comma-separated lists.
+_LIST_PARSERS: dict[str, Callable[[str], list[int]]] = {"hidden": _layer_list}
+
+
+def _flag_kwargs(field: FlagField) -> dict[str, Any]:
+    """argparse settings for a config field, from its type: bool -> --x/--no-x, Literal -> choices, lists of ints
+    comma-separated; help from its description. Every value defaults to None: unset flags leave the config alone."""
+    kwargs: dict[str, Any] = {"dest": field.dest, "default": None, "help": field.help.replace("%", "%%")}
+    if field.metavar:
+        kwargs["metavar"] = field.metavar
+    ann = field.info.annotation
+    types = [t for t in (ann, *getattr(ann, "__args__", ())) if t is not type(None)]
+    choices = field.choices
+    if bool in types:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif choices is not None:
+        kwargs.update(choices=choices, type=type(choices[0]))
+    elif any(getattr(t, "__origin__", None) is list for t in types):
+        kwargs["type"] = _LIST_PARSERS.get(field.dest, _int_list)
+    else:
+        kwargs["type"] = next(t for t in (int, float, Path, str) if t in types)
+    return kwargs
+
+
 def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
-    """The RunConfig flags, shared by train and the sweeps. Each maps to one field (hil.core.config.FLAG_FIELDS)."""
+    """The RunConfig flags, shared by train and the sweeps: one per config field marked with `flag(...)` in
+    hil.core.config, which holds its name, type and help (README's table is generated from them too)."""
     g = _Group(p.add_argument_group("run options (override the config file)"), exclude)
-    g.add_argument("--config", type=Path, action="append", help="YAML file with a RunConfig; repeat to merge (later wins)")
+    g.add_argument("--config", type=Path, action="append", metavar="FILE",
+                   help="YAML file with a RunConfig (nested as the config fields; unknown keys are errors); repeat to "
+                   "merge (later wins)")
     add_preset_options(g)
-    g.add_argument("--name", help="run name (folder suffix)")
-    g.add_argument("--dataset", help="digits | mnist | kmnist | fashion-mnist | mnist1d")
-    g.add_argument("--data-dir", type=Path, help="folder with the IDX files")
-    g.add_argument("--download", action=argparse.BooleanOptionalAction, default=None, help="fetch through torchvision")
-    g.add_argument("--classes", type=_int_list, help="keep only these labels, e.g. 0,1")
-    g.add_argument("--image-size", type=int, help="average-pool images to this side length")
-    g.add_argument("--train-limit", type=int, help="use the first n training samples")
-    g.add_argument("--test-limit", type=int, help="use the first n test samples")
-    g.add_argument("--hidden", type=_layer_list, help="hidden layer sizes, e.g. 1024 or 256,128 (none: no hidden layer)")
-    g.add_argument("--gamma", type=float, help="input gain, V per unit input")
-    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="bias current sources")
-    g.add_argument("--bipolar", action=argparse.BooleanOptionalAction, default=None, help="half the diodes reversed")
-    g.add_argument("--init-scale", type=float, help="c: initial g uniform on [0, c/sqrt(fan_in)] S")
-    g.add_argument("--g-min", type=float, help="lowest conductance, S")
-    g.add_argument("--g-max", type=float, help="highest conductance, S")
-    g.add_argument("--sweeps", type=int, help="T: relaxation sweeps per phase")
-    g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None, help="free phase from the last state")
-    g.add_argument("--beta", type=float, help="nudge conductance, S")
-    g.add_argument("--eta", type=float, help="learning rate")
-    g.add_argument("--eta-layer-ratio", type=float, help="layer k of devices learns with eta*ratio^k (deep networks: ~3)")
-    g.add_argument("--centered", action=argparse.BooleanOptionalAction, default=None, help="centered EP (+-beta)")
-    g.add_argument("--sigma", type=float, help="read noise of one reading, V")
-    g.add_argument("--samples", type=int, help="N: readings averaged per node and state")
-    g.add_argument("--nplc", type=float, help="integration time per reading, power-line cycles (white noise / sqrt)")
-    g.add_argument("--line-frequency", type=float, help="mains frequency, 50 or 60 Hz")
-    g.add_argument("--overhead", type=float, help="time per reading beyond the aperture, s")
-    g.add_argument("--flicker", type=float, help="1/f noise: its flat Allan deviation, V")
-    g.add_argument("--drift", type=float, help="linear drift of every reading, V/s")
-    g.add_argument("--epochs", type=int, help="passes over the training set")
-    g.add_argument("--batch-size", type=int, help="samples per update")
-    g.add_argument("--seed", type=int, help="random seed")
-    g.add_argument("--replicas", type=int, help="R networks trained at once (simulator)")
-    g.add_argument("--device-model", metavar="PRESET|DEVICE.yaml",
-                   help="resistive device model: a preset (ideal, reram-es, reram-sb, ecram, ecram-mo, capacitor, "
-                   "idealized, gokmen-vlasov) or a device.yaml from `hil characterize --devices` (--device is the "
-                   "torch compute device)")
-    g.add_argument("--update-mode", help="exact | pulses | write-verify: how an update reaches the devices")
-    g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="snapshot checkpoint every K steps (0: epoch ends)")
-    g.add_argument("--checkpoint-every-s", type=float, metavar="S", help="snapshot checkpoint every S seconds (0: off)")
-    g.add_argument("--device", help="cpu | cuda | cuda:N | auto")
-    g.add_argument("--dtype", help="float32 | float64")
-    g.add_argument("--runs-dir", type=Path, help="where run folders go (default ./runs)")
+    for field in flag_fields():
+        g.add_argument(field.option, **_flag_kwargs(field))
     g.add_argument("--set", dest="set_pairs", type=_set_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="set any config field, e.g. --set noise.sigma=2e-5")
 
@@ -119,18 +144,15 @@ def _positive_int(text: str) -> int:
 
 def add_preset_options(g) -> None:
     """--preset (a named config beneath --config files and flags) and --threads (this process's CPU threads)."""
-    from hil.presets import preset_names
-
     g.add_argument("--preset", metavar="NAME", help=f"start from a named config ({', '.join(preset_names())}); "
                    "--config files and flags override it")
     g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: the cores "
-                   "shared fairly among the hil processes running here; OMP_NUM_THREADS also sets it)")
+                   "shared fairly among the hil processes running here; OMP_NUM_THREADS also sets it); with "
+                   "`sweep grid --executor ray`: the threads and CPUs of each chunk's task (default 1)")
 
 
 def preset_tree(args: argparse.Namespace) -> dict[str, Any]:
     """The --preset's config tree ({} without one)."""
-    from hil.presets import load_preset
-
     name = getattr(args, "preset", None)
     return load_preset(name) if name else {}
 
@@ -142,10 +164,10 @@ COMPUTE_COMMANDS = frozenset({"train", "sweep", "characterize"})
 class _Group:
     """An argument group that skips the flags a command defines its own way (e.g. --sigma in sweeps)."""
 
-    def __init__(self, group, exclude):
+    def __init__(self, group: argparse._ArgumentGroup, exclude: frozenset[str]) -> None:
         self.group, self.exclude = group, exclude
 
-    def add_argument(self, flag, *args, **kwargs):
+    def add_argument(self, flag: str, *args: Any, **kwargs: Any) -> None:
         if flag.lstrip("-").replace("-", "_") not in self.exclude:
             if "action" not in kwargs:
                 kwargs["action"] = _StoreOnce
@@ -196,15 +218,10 @@ def lab_run_defaults(path: Path | None) -> dict:
     """The `run:` section of a lab config: settings that fit that bench, beneath --config and flags."""
     if path is None:
         return {}
-    from drivers.lab import load_lab
-
     return load_lab(path).run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hil.runner import prepare, train_run
-    from hil.store import RunStore
-
     over = overrides_from(args)
     if args.trust_journal and not args.resume:
         raise UsageError("--trust-journal: only with --resume RUN_DIR (it chooses which devices a resume reads back)")
@@ -236,14 +253,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup(args: argparse.Namespace, default_name: str, check=None, connect: bool = True):
+def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConfig], object] | None = None,
+           connect: bool = True) -> tuple[RunConfig, Prepared, RunStore]:
     """Config, data and backend validated (a bench connected), then a fresh run folder: nothing is written for bad input.
 
     connect=False (sweeps): a --lab only supplies the bench's settings; training runs on the simulator.
     """
-    from hil.runner import prepare
-    from hil.store import RunStore
-
     over = overrides_from(args)
     lab = getattr(args, "lab", None)
     # The command's folder name and a --preset sit beneath a lab's run: section, config files and --name.
@@ -251,6 +266,8 @@ def _setup(args: argparse.Namespace, default_name: str, check=None, connect: boo
                                                           lab_run_defaults(lab)))
     if check:
         check(cfg)
+    if lab is not None and connect:
+        refuse_on_bench(cfg)  # before the device/replicas check: the refusal names every simulator-only setting
     prep = prepare(cfg, lab if connect else None)
     try:
         return cfg, prep, RunStore.create(cfg)
@@ -259,7 +276,7 @@ def _setup(args: argparse.Namespace, default_name: str, check=None, connect: boo
         raise
 
 
-def _check_sweep(args: argparse.Namespace):
+def _check_sweep(args: argparse.Namespace) -> None:
     if args.trials < 1:
         raise UsageError(f"--trials: need at least 1 (got {args.trials})")
     if not 0 < args.threshold <= 1:
@@ -273,34 +290,26 @@ def _check_sweep(args: argparse.Namespace):
 SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
 
 
-def _sweep_setup(args: argparse.Namespace, default_name: str):
-    import json
-
-    from hil.runner import prepare
-    from hil.store import RunStore, atomic_write_text
-
+def _sweep_setup(args: argparse.Namespace, default_name: str,
+                 check: Callable[[RunConfig], object] | None = None) -> tuple[RunConfig, Prepared, RunStore]:
+    """check(cfg): validates the command's settings against the resolved config before anything is written."""
     _check_sweep(args)
     if hasattr(args, "sigma_min"):
-        from calibration.commands import sigma_grid
-
-        sigma_grid(args)  # validate the grid before anything is written
+        calibration_commands.sigma_grid(args)  # validate the grid before anything is written
     if args.resume_from is not None:
         store = RunStore.open(args.resume_from)
         cfg = store.config()  # the resolved config it started with, not today's config files
+        if check:
+            check(cfg)
         prep = prepare(cfg)
         store.mark_running()
         return cfg, prep, store
-    cfg, prep, store = _setup(args, default_name, connect=False)
+    cfg, prep, store = _setup(args, default_name, check=check, connect=False)
     atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
     return cfg, prep, store
 
 
 def cmd_sweep_resume(args: argparse.Namespace) -> int:
-    import json
-
-    from hil.store import RunStore
-    from hil.sweep import CHECKPOINT
-
     folder = args.run_dir
     try:
         argv = json.loads((folder / SWEEP_COMMAND).read_text())["argv"]
@@ -317,21 +326,18 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     again = build_parser().parse_args(argv)
     again.argv, again.resume_from = argv, folder
     again.no_progress = again.no_progress or args.no_progress
+    if args.executor is not None:  # a grid sweep's chunks may finish on another executor: same chunks, same results
+        if not hasattr(again, "executor"):
+            raise UsageError(f"--executor: only a `hil sweep grid` folder has executors ({folder} is `hil {argv[0]} {argv[1]}`)")
+        again.executor, again.address = args.executor, args.address
+    elif args.address is not None:
+        raise UsageError("--address: with --executor ray")
     print(f"resuming: hil {' '.join(argv)}", flush=True)
-    return again.func(again)
+    result: int = again.func(again)
+    return result
 
 
 def cmd_sweep_table(args: argparse.Namespace) -> int:
-    from hil.sweep import (
-        finish_sweep,
-        format_summary,
-        run_trials,
-        summarize,
-        sweep_recording,
-        write_summary_csv,
-        write_trials_csv,
-    )
-
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
     cfg, prep, store = _sweep_setup(args, "sweep-table")
@@ -351,12 +357,10 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
 
 
 def cmd_characterize(args: argparse.Namespace) -> int:
-    from calibration.commands import cmd_characterize as run
-
     if args.devices:
         return _characterize_devices(args)
 
-    def check(cfg):
+    def check(cfg: RunConfig) -> None:
         n = cfg.noise
         if args.readings < 2:
             raise UsageError(f"--readings: need at least 2 readings per node for a spread (got {args.readings})")
@@ -369,17 +373,12 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     cfg, prep, store = _setup(args, "characterize", check)
     try:
         with store.recording():
-            return run(args, cfg, prep, store)
+            return calibration_commands.cmd_characterize(args, cfg, prep, store)
     finally:
         prep.backend.close()
 
 
 def _characterize_devices(args: argparse.Namespace) -> int:
-    from calibration.device_commands import cmd_characterize_devices
-    from drivers.lab import load_lab
-    from hil.core.config import build_config
-    from hil.store import RunStore
-
     if args.lab is None:
         raise UsageError("--devices: characterizes a bench's devices through its programming board; give --lab "
                          "LAB.yaml (for an emulated bench, start `hil emulate --lab LAB.yaml` first)")
@@ -394,38 +393,23 @@ def _characterize_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from calibration.commands import cmd_calibrate as run
-    from hil.core.config import build_config
-    from hil.store import RunStore
-
     if args.parallel_channels < 1:
         raise UsageError(f"--parallel-channels: at least 1 node read at a time (got {args.parallel_channels})")
     cfg = build_config({}, {"name": args.name or "calibrate", "runs_dir": str(args.runs_dir) if args.runs_dir else None})
-    return run(args, lambda: RunStore.create(cfg))
+    return calibration_commands.cmd_calibrate(args, lambda: RunStore.create(cfg))
 
 
 def cmd_sweep_sigma(args: argparse.Namespace) -> int:
-    from calibration.commands import cmd_sweep_sigma as run
-
     cfg, prep, store = _sweep_setup(args, "sweep-sigma")
-    return run(args, cfg, prep, store)
+    return calibration_commands.cmd_sweep_sigma(args, cfg, prep, store)
 
 
 def cmd_sweep_samples(args: argparse.Namespace) -> int:
-    from calibration.commands import cmd_sweep_samples as run
-
     cfg, prep, store = _sweep_setup(args, "sweep-samples")
-    return run(args, cfg, prep, store)
+    return calibration_commands.cmd_sweep_samples(args, cfg, prep, store)
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    import signal
-    import time
-
-    from drivers.lab import load_lab
-    from sim_backend.emulator import EmulatedLab
-    from sim_backend.emulator.lab import RegistryInUse
-
     lab = load_lab(args.lab)
     emu = EmulatedLab(lab).start()
     try:
@@ -444,7 +428,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     print("the emulated chip keeps its conductances between runs, as a real one does; restart hil emulate for a "
           "fresh chip", flush=True)
 
-    def stop(*_):
+    def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job may have inherited it ignored
@@ -463,9 +447,6 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def cmd_safe(args: argparse.Namespace) -> int:
-    from drivers.crossbar import make_bench_safe
-    from drivers.lab import load_lab
-
     lab = load_lab(args.lab)
     found, errors = make_bench_safe(lab, args.registry)
     for line in found:
@@ -478,8 +459,6 @@ def cmd_safe(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from hil.store import RunStore, StoreError
-
     root = args.runs_dir
     if not root.is_dir():
         raise UsageError(f"--runs-dir: no folder {root} (runs are made in ./runs unless --runs-dir says otherwise)")
@@ -525,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
-    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last journaled step (only --epochs may "
+                   "change)")
     t.add_argument("--trust-journal", action="store_true", help="bench resume: read back only the devices the "
                    "unfinished step touched (default: every device) before reprogramming those off")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -560,11 +540,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sn, exclude=frozenset({"sigma", "samples", "replicas"}))
     sn.set_defaults(func=cmd_sweep_samples)
 
+    _add_sweep_grid_parser(kinds)
+
     rs = kinds.add_parser("resume", help="continue a stopped sweep from its last finished epoch",
                           description="Continue a sweep that was interrupted or failed: the command it was started "
                           "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained.")
     rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's folder")
     rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rs.add_argument("--executor", action=_StoreOnce, choices=["inprocess", "ray"],
+                    help="grid sweeps: run the remaining chunks on this executor (default: the recorded one)")
+    rs.add_argument("--address", action=_StoreOnce, help="grid sweeps with --executor ray: the cluster's address")
     rs.set_defaults(func=cmd_sweep_resume)
 
     ch = sub.add_parser("characterize", help="read every node of a held state many times: sigma, correlation, Allan deviation",
@@ -572,7 +557,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "report per node sigma with its 95% interval, lag-1 correlation, effective N, and the "
                         "Allan floor and N_max. Writes characterize.json and allan.png. With --devices: pulse "
                         "trains on the bench's devices and the fitted device model (device.yaml).")
-    ch.add_argument("--backend", choices=["sim"], default="sim", help="sim: the simulated crossbar and its noise model")
     ch.add_argument("--lab", type=Path, metavar="LAB.yaml", help="characterize the bench this lab config describes")
     ch.add_argument("--readings", type=int, default=1000, help="readings per node (default 1000)")
     ch.add_argument("--show", type=int, default=10, help="nodes printed in the table (all are saved)")
@@ -631,15 +615,101 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
     threshold = 0.5
-    p.add_argument("--trials", type=int, default=trials, help=f"networks per point, seeds seed..seed+trials-1 (default {trials})")
-    p.add_argument("--threshold", type=float, default=threshold,
+    p.add_argument("--trials", action=_StoreOnce, type=int, default=trials, help=f"networks per point, seeds seed..seed+trials-1 (default {trials})")
+    p.add_argument("--threshold", action=_StoreOnce, type=float, default=threshold,
                    help=f"test accuracy that counts as converged, and that sigma_crit's mean accuracy reaches "
                    f"(default {threshold}; the paper used 0.9 on MNIST: put it between chance and your plateau)")
-    p.add_argument("--max-replicas", type=int, help="networks trained at once (default: what memory allows)")
+    p.add_argument("--max-replicas", action=_StoreOnce, type=int, help="networks trained at once (default: what memory allows)")
     p.add_argument("--lab", type=Path, metavar="LAB.yaml",
                    help="use this bench's settings (its lab config's run: section) so the result applies to it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(resume_from=None)
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """One command's parser, e.g. subcommand(build_parser(), "train")."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise KeyError(name)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _shown_default(value: Any) -> str:
+    if value is None or value == []:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return "`" + ",".join(str(v) for v in value) + "`"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"`{value}`" if isinstance(value, (str, Path)) else str(value)
+
+
+def flag_table() -> str:
+    """README's table of `hil train`'s flags, generated from its parser (tests/test_flags.py checks the README holds
+    it; print it with `python -c "from hil.cli import flag_table; print(flag_table())"`)."""
+    fields = {f.dest: f for f in flag_fields()}
+    sized = set(data_defaults({}))  # settings sized to the data where unset
+    rows = ["| flag | config field | default | meaning |", "|---|---|---|---|"]
+    for action in subcommand(build_parser(), "train")._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        field = fields.get(action.dest)
+        if isinstance(action, argparse.BooleanOptionalAction):
+            flag = ", ".join(f"`{o}`" for o in action.option_strings)
+        else:
+            metavar = f" {action.metavar}" if isinstance(action.metavar, str) else ""
+            flag = f"`{action.option_strings[0]}{metavar}`"
+        if field is None:
+            where, default = "", _shown_default(action.default or None) if action.dest != "set_pairs" else ""
+        else:
+            where = f"`{field.dotted}`"
+            default = "sized to the data*" if field.dotted in sized else _shown_default(field.info.default)
+        rows.append(f"| {_cell(flag)} | {where} | {_cell(default)} | {_cell((action.help or '').replace('%%', '%'))} |")
+    return "\n".join(rows) + "\n"
+
+
+# ---- hil sweep grid (issue 14): any config fields, in-process or on a Ray cluster ------------------------
+def cmd_sweep_grid(args: argparse.Namespace) -> int:
+    args.scalar_overrides = overrides_from(args)  # a --vary key may not also be set as a flag (no silent override)
+    cfg, prep, store = _sweep_setup(args, "sweep-grid", check=lambda cfg: grid_from_args(args, cfg))
+    return run_grid_sweep(args, cfg, prep, store)
+
+
+def _vary_pair(text: str):
+    try:
+        return parse_vary(text)
+    except GridError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_sweep_grid_parser(kinds) -> None:
+    gr = kinds.add_parser("grid", help="convergence rate over any config fields (Fig. 5 heat maps), in-process or Ray",
+                          description="Train --trials networks in every cell of the --vary grid; per cell the "
+                          "convergence rate (final test accuracy >= --threshold), mean and best accuracy. Writes "
+                          "table.csv, trials.csv and convergence_heatmap.png (one panel per sigma).")
+    gr.add_argument("--vary", action="append", type=_vary_pair, metavar="KEY=V1,V2,...",
+                    help="a dotted config field and its values, e.g. ep.beta=0.5,1 or network.init_scale=0.5,0.7; "
+                    "ep.eta_eff=... sets eta = eta_eff*beta per cell; repeat for each key (each key once)")
+    gr.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
+                    help="read noise, V; repeat for each value (the heat maps' panels; same as --vary noise.sigma=)")
+    _sweep_options(gr, trials=8)
+    ex = gr.add_argument_group("executor")
+    ex.add_argument("--executor", action=_StoreOnce, choices=["inprocess", "ray"], default="inprocess",
+                    help="inprocess: chunks one after the other here (default); ray: each chunk a Ray task")
+    ex.add_argument("--address", action=_StoreOnce, help="Ray: the address of a running cluster (default: start a local one)")
+    ex.add_argument("--ray-cpus", action=_StoreOnce, type=int, help="Ray: CPUs of the local cluster it starts (default: all)")
+    ex.add_argument("--gpu-fraction", action=_StoreOnce, type=float, default=0.25,
+                    help="Ray with CUDA: share of a GPU one chunk reserves (default 0.25)")
+    ex.add_argument("--max-retries", action=_StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
+    add_run_options(gr, exclude=frozenset({"sigma", "replicas"}))
+    gr.set_defaults(func=cmd_sweep_grid)
 
 
 def _version() -> str:
@@ -658,7 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.no_progress = True  # a progress bar is for a terminal; in a redirected log it is noise
     try:
         with _sigterm_as_interrupt(), _thread_budget(args):
-            return args.func(args)
+            code: int = args.func(args)
+            return code
     except (ConfigError, DatasetError, UsageError, CommandError, NoiseDataError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2
@@ -675,28 +746,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextmanager
-def _thread_budget(args: argparse.Namespace):
+def _thread_budget(args: argparse.Namespace) -> Iterator[None]:
     """A computing command takes its share of the cores among the hil processes on this machine (hil.threads)."""
     if args.command not in COMPUTE_COMMANDS:
         yield
         return
-    from hil.threads import shared_budget
-
     with shared_budget(getattr(args, "threads", None)):
         yield
 
 
 @contextmanager
-def _sigterm_as_interrupt():
+def _sigterm_as_interrupt() -> Iterator[None]:
     """`kill` (SIGTERM) stops a command the way Ctrl-C does: a bench shut down safely, the run marked interrupted."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def stop(*_):
+    def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
     before = signal.signal(signal.SIGTERM, stop)

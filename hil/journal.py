@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ class StepJournal:
         db.execute("COMMIT")
 
     def end_step(self, step: int, correct: float | None = None, loss: float | None = None,
-                 devices: list[tuple] = (), targets: list[tuple[int, np.ndarray]] = ()) -> None:
+                 devices: Sequence[tuple] = (), targets: Sequence[tuple[int, np.ndarray]] = ()) -> None:
         """The step finished: its programmed devices (layer, row, col, target, verified, pulses) and targets."""
         db = self.db
         db.execute("BEGIN")

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import torch
-
-from hil.core.backend import CrossbarBackend
-from hil.core.config import ConfigError, DevicesConfig, NoiseConfig, RunConfig
+from drivers.crossbar import InstrumentCrossbar
+from drivers.lab import load_lab
+from hil.core.backend import BenchAccounting, CrossbarBackend, Programmable, StepJournaling
+from hil.core.config import ConfigError, RunConfig, refuse_on_bench
 from hil.data import Dataset, load_dataset
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder, bench_plan
@@ -59,42 +59,24 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
         return prepare_bench(cfg, lab_path, registry, initialize=initialize)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data).to(device)
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
     backend = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes)
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
 
-def simulated_only_settings(cfg: RunConfig) -> list[str]:
-    """The simulated noise and device settings that differ from their defaults: they mean nothing on a bench."""
-    noise, devices = NoiseConfig(), DevicesConfig()
-    return ([f"noise.{k}" for k in ("sigma", "nplc", "line_frequency_hz", "overhead_s", "flicker_floor_V",
-                                    "drift_V_per_s") if getattr(cfg.noise, k) != getattr(noise, k)]
-            + [f"devices.{k}" for k in DevicesConfig.model_fields
-               if k in cfg.devices.model_fields_set and getattr(cfg.devices, k) != getattr(devices, k)])
-
-
 def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
-    from drivers.crossbar import InstrumentCrossbar
-    from drivers.lab import load_lab
-
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
-    simulated = simulated_only_settings(cfg)
-    if simulated:
-        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise or devices; a bench has its "
-                          "own (its timing is the lab config's timing: section; measure its noise with hil "
-                          "characterize --lab and its devices with hil characterize --lab --devices)")
+    refuse_on_bench(cfg)  # the simulator-only fields are marked in hil.core.config
     lab = load_lab(lab_path)
     data = load_dataset(cfg.data)
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
     sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
     # The constructor refuses a run the bench cannot carry out safely before it connects to anything.
     backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes, bias=cfg.network.bias,
                                  g_min=cfg.network.g_min, g_max=cfg.network.g_max, beta=cfg.ep.beta,
-                                 centered=cfg.ep.centered, dtype=dtype, registry=registry,
+                                 centered=cfg.ep.centered, dtype=cfg.torch_dtype, registry=registry,
                                  read_all=initialize)  # a resume reads the chip back when it reconciles
     if initialize:
         start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
@@ -116,21 +98,25 @@ def train_run(
     (every device read back, or with trust_journal only those the unfinished step touched)."""
     out = out or sys.stdout
     trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress)
-    if hasattr(prep.backend, "log"):
-        prep.backend.log.attach(store.path / "commands.jsonl")
-    bench = ({"trips": prep.backend.round_trips, "board": prep.backend.board_transactions}
-             if hasattr(prep.backend, "round_trips") else None)
+    backend = prep.backend
+    # A bench: its instrument traffic is counted per epoch and every command logged in the run folder.
+    bench = backend if isinstance(backend, BenchAccounting) else None
+    counted = {"trips": 0, "board": 0}
+    if bench is not None:
+        bench.log.attach(store.path / "commands.jsonl")
+        counted = {"trips": bench.round_trips, "board": bench.board_transactions}
+    journaled = backend if isinstance(backend, StepJournaling) else None
     start, in_epoch = 1, None
     journal = StepJournal(store.path / "journal.sqlite", durable=bench is not None)
     if resume:
         state = store.load_checkpoint()
         try:
-            start = trainer.load_state(state, conductances=bench is None) + 1
+            start = trainer.load_state(state, conductances=journaled is None) + 1
             in_epoch = state.get("in_epoch")  # a mid-epoch snapshot: continue that epoch where it stood
-            if bench is not None:  # the journal carries the run past the snapshot, and the chip is checked
+            if journaled is not None:  # the journal carries the run past the snapshot, and the chip is checked
                 plan = bench_plan(state, journal, trainer)
                 in_epoch, trainer.step_count = plan["in_epoch"], plan["step_count"]
-                found = prep.backend.reconcile(plan["weights"], plan["pending"],
+                found = journaled.reconcile(plan["weights"], plan["pending"],
                                                devices=plan["touched"] if trust_journal else None)
                 print(f"reconciled the chip with the journal (step {plan['step_count']}): {found['checked']} devices "
                       f"read back{' (those the unfinished step touched)' if trust_journal else ''}, {found['off']} off by "
@@ -155,15 +141,14 @@ def train_run(
     def record(m: EpochMetrics) -> None:
         if bench is not None:  # VISA round trips and wall time per training sample, this epoch (evaluation included)
             n = len(prep.data.x_train)
-            trips, bench["trips"] = prep.backend.round_trips - bench["trips"], prep.backend.round_trips
-            board, bench["board"] = prep.backend.board_transactions - bench["board"], prep.backend.board_transactions
+            trips, counted["trips"] = bench.round_trips - counted["trips"], bench.round_trips
+            board, counted["board"] = bench.board_transactions - counted["board"], bench.board_transactions
             m.extra.update(round_trips_per_training_sample=round(trips / n, 2),
                            board_transactions_per_training_sample=round(board / n, 2),
                            ms_per_training_sample=round(1e3 * m.seconds / n, 2),
-                           pulses=prep.backend.stats["pulses"], stuck_devices=prep.backend.stats["stuck"],
-                           retries=prep.backend.retries, faults_logged=len(prep.backend.log.faults))
-        if hasattr(prep.backend, "programming_stats"):  # pulsed devices: pulses and programming time per update
-            m.extra.update(prep.backend.programming_stats())
+                           retries=bench.retries, faults_logged=len(bench.log.faults))
+        if isinstance(backend, Programmable):  # pulsed devices, a bench: pulses and programming time
+            m.extra.update(backend.programming_stats())
         store.append_metrics(m.row())
         store.save_checkpoint(trainer.state(m.epoch))
         recorder.epoch_checkpoint(m.epoch)
@@ -182,16 +167,17 @@ def train_run(
         journal.close()
         prep.backend.close()
     # A bench's fault totals at the very end: the shutdown after the last epoch's metrics line may retry too.
-    totals = ({"retries": prep.backend.retries, "faults_logged": len(prep.backend.log.faults)}
-              if bench is not None else {})
+    totals = {"retries": bench.retries, "faults_logged": len(bench.log.faults)} if bench is not None else {}
     store.set_status("completed", epochs=prep.cfg.train.epochs, **totals)
     last = history[-1] if history else None
     if last and bench is not None:
         e = last.extra
+        pulses = (f"; {e['pulses']} programming pulses in all, {e['stuck_devices']} stuck"
+                  if "pulses" in e and "stuck_devices" in e else "")
         print(f"bench: {e['round_trips_per_training_sample']:.1f} VISA round trips, "
               f"{e['board_transactions_per_training_sample']:.1f} programming-board transactions and "
-              f"{e['ms_per_training_sample']:.0f} ms per training sample (last epoch, evaluation included); "
-              f"{e['pulses']} programming pulses in all, {e['stuck_devices']} stuck", file=out)
+              f"{e['ms_per_training_sample']:.0f} ms per training sample (last epoch, evaluation included)"
+              f"{pulses}", file=out)
     if last:
         print(f"final test accuracy {100 * sum(last.test_acc) / len(last.test_acc):.1f}%; "
               f"metrics, checkpoint and accuracy.png in {Path(store.path)}", file=out)

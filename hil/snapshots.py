@@ -10,6 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
+
+from hil.core.backend import StepJournaling
 from hil.journal import StepJournal
 
 
@@ -31,17 +34,17 @@ class StepRecorder:
     def begin(self, epoch: int, pos: int, batch) -> None:
         step = self.offset + self.trainer.step_count
         self.journal.begin_step(step, epoch, pos, batch.numpy())
-        if hasattr(self.backend, "on_programmed"):  # a bench: each programmed device journaled as it is done
+        if isinstance(self.backend, StepJournaling):  # a bench: each programmed device journaled as it is done
             self.backend.on_programmed = lambda d: self.journal.record_devices(step, [d])
 
     def end(self, epoch: int, pos: int, correct, loss) -> None:
         step = self.offset + self.trainer.step_count - 1
-        devices = self.backend.drain_programmed() if hasattr(self.backend, "drain_programmed") else []
-        targets = self.backend.step_targets() if hasattr(self.backend, "step_targets") else []
+        # A bench journals each device as it is programmed (`begin`), and here the step's targets.
+        targets = self.backend.step_targets() if isinstance(self.backend, StepJournaling) else []
         # The step's free-phase counts only where reading them costs nothing (CPU tensors).
         c = float(correct.sum()) if self.on_cpu else None
         l = float(loss.sum()) if self.on_cpu else None
-        self.journal.end_step(step, c, l, devices, targets)
+        self.journal.end_step(step, c, l, targets=targets)
         self._since += 1
         now = time.monotonic()
         if ((self.every_steps and self._since >= self.every_steps)
@@ -64,8 +67,6 @@ def bench_plan(state: dict, journal: StepJournal, trainer) -> dict:
     Returns weights and pending (normalized S, per layer, float64), step_count, in_epoch (or None: start the
     epoch after `state['epoch']`), and touched: the devices [(layer, row, col)] the unfinished step programmed.
     """
-    import torch
-
     weights = [w.detach().to(torch.float64).clone() for w in state["weights"]]
     pending = ([p.detach().to(torch.float64).clone() for p in state["pending"]] if "pending" in state
                else [torch.zeros_like(w) for w in weights])

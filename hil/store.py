@@ -23,6 +23,7 @@ import torch
 
 from hil.core.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
 from hil.core.process import pid_alive
+from hil.plotting import save_figure, subplots
 
 
 class StoreError(RuntimeError):
@@ -183,14 +184,9 @@ class RunStore:
 
     # ---- plot --------------------------------------------------------------
     def plot_accuracy(self) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         rows = self.metrics()
         path = self.path / "accuracy.png"
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=110)
+        fig, ax = subplots(figsize=(5, 3.5), dpi=110)
         ep = [r["epoch"] for r in rows]
         for key, label in (("train_acc", "train"), ("test_acc", "test")):
             ax.plot(ep, [100 * _mean(r[key]) for r in rows], marker="o", label=label)
@@ -229,18 +225,6 @@ def _remove_quietly(path: Path) -> None:
         path.rmdir()
     except OSError:
         pass
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Lay out, write atomically (a reader never sees half a PNG) and close a matplotlib figure."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.tight_layout()
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def _mean(v):

@@ -47,7 +47,7 @@ class Trial:
 def replica_bytes(cfg: RunConfig, n_in: int, n_out: int) -> int:
     nodes = [2 * n_in, *cfg.network.hidden, n_out]
     elems = sum(a * b for a, b in zip(nodes[:-1], nodes[1:]))
-    return elems * (8 if cfg.dtype == "float64" else 4) * 2  # weights + a weight-sized margin for transients
+    return elems * cfg.torch_dtype.itemsize * 2  # weights + a weight-sized margin for transients
 
 
 def default_max_replicas(cfg: RunConfig, n_in: int, n_out: int, device: torch.device) -> int:

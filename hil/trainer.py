@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from hil import threads
-from hil.core.backend import CrossbarBackend, NodeStats, Resumable, input_voltages
+from hil.core.backend import CrossbarBackend, HasPendingChanges, NodeStats, Resumable, input_voltages
 from hil.core.config import RunConfig
 from hil.core.ep import ep_update, reading_weights
 from hil.data import Dataset
@@ -57,15 +57,6 @@ class EpochMetrics:
         }
 
 
-def one_hot(y: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Target voltages: 1 V on the label's output node, 0 V elsewhere.
-
-    Rows of an identity matrix rather than F.one_hot, which reads the labels' range back to the
-    host (a device synchronisation per step on CUDA).
-    """
-    return torch.eye(n, dtype=dtype, device=y.device)[y]
-
-
 class Trainer:
     """Trains any `CrossbarBackend` with EP.
 
@@ -91,7 +82,7 @@ class Trainer:
         self.data = data
         self.R = backend.replicas
         self.device = data.x_train.device
-        self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+        self.dtype = cfg.torch_dtype
         self.n_out = backend.layer_sizes[-1]
         self.measured_sizes = list(backend.layer_sizes[1:])
         self.samples = samples if samples is not None else cfg.noise.samples
@@ -257,7 +248,7 @@ class Trainer:
         if isinstance(self.backend, Resumable):
             state["random"] = self.backend.random_state()
         state["torch_rng"] = torch.get_rng_state()
-        if hasattr(self.backend, "pending"):  # a bench's sub-tolerance changes not yet programmed
+        if isinstance(self.backend, HasPendingChanges):  # a bench's sub-tolerance changes not yet programmed
             state["pending"] = [p.detach().cpu().clone() for p in self.backend.pending]
         return state
 
@@ -265,6 +256,8 @@ class Trainer:
         """A checkpoint in the middle of an epoch: `state` of the last finished epoch plus where this one stands
         (position, data order, free-phase correct counts and losses so far, seconds so far)."""
         e = self.in_epoch
+        if e is None:
+            raise RuntimeError("snapshot: no epoch is in training (call it from a step hook)")
         state = self.state(e["epoch"] - 1)
         state["in_epoch"] = {"epoch": e["epoch"], "pos": e["pos"], "order": e["order"].clone(),
                              "correct": e["correct"].cpu().clone(), "loss": e["loss"].cpu().clone(),

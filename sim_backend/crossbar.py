@@ -28,11 +28,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from hil.core.backend import ConductanceUpdate, LowRankDelta, NodeStats, input_voltages
-from sim_backend.noise import ReadNoise
+from hil.core.backend import (
+    ConductanceUpdate,
+    CrossbarBackend,
+    LowRankDelta,
+    NodeStats,
+    Programmable,
+    Resumable,
+    input_voltages,
+)
+from hil.core.config import DevicesConfig, NetworkConfig, RelaxConfig, RunConfig
+from sim_backend.devices.programming import PulseProgrammer
+from sim_backend.noise import ReadNoise, WhiteReadNoise
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,39 +76,40 @@ class SimCrossbar:
     def __init__(
         self,
         layer_sizes: Sequence[int],
+        network: NetworkConfig,
+        relax: RelaxConfig,
+        noise: WhiteReadNoise,
         *,
-        input_gain: float,
+        devices: DevicesConfig | None = None,
         replicas: int = 1,
         seeds: Sequence[int] | None = None,
-        bias: bool = False,
-        bipolar: bool = False,
-        init_scale: float = 1.0,
-        g_min: float = 0.0,
-        g_max: float | None = None,
-        sweeps: int = 5,
-        warm_start: bool = False,
-        sigma: float | Sequence[float] = 0.0,
-        noise_model: dict | None = None,
         noise_seed: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        devices=None,
     ):
+        """layer_sizes: [inputs, *network.hidden, outputs]; network, relax: the run's sections (gain, diodes,
+        device range; sweeps); noise: the read-noise model of the readings, on `device` with one sigma per replica;
+        devices: how updates reach the devices (None or `exact`: added exactly); seeds: one per replica (initial
+        conductances); noise_seed: the readings' generator (default: from the seeds)."""
         if len(layer_sizes) < 2 or any(int(s) < 1 for s in layer_sizes):
             raise ValueError(f"layer_sizes: need at least [inputs, outputs], all >= 1 (got {list(layer_sizes)})")
-        if sweeps < 1:
-            raise ValueError(f"sweeps: must be >= 1 (got {sweeps})")
+        if [int(s) for s in layer_sizes[1:-1]] != list(network.hidden):
+            raise ValueError(f"network.hidden: {network.hidden} differs from the hidden sizes of layer_sizes "
+                             f"{list(layer_sizes)}")
+        if noise.sigma.numel() != int(replicas):
+            raise ValueError(f"noise: its sigma has {noise.sigma.numel()} values, need one per replica ({replicas})")
         self.layer_sizes = [int(s) for s in layer_sizes]
         self.node_sizes = [2 * self.layer_sizes[0]] + self.layer_sizes[1:]
         self.replicas = int(replicas)
         self.seeds = list(seeds) if seeds is not None else list(range(self.replicas))
         if len(self.seeds) != self.replicas:
             raise ValueError(f"seeds: need one per replica ({self.replicas}), got {len(self.seeds)}")
-        self.input_gain = float(input_gain)
-        self.g_min = float(g_min)
-        self.g_max = None if g_max is None else float(g_max)
-        self.sweeps = int(sweeps)
-        self.warm_start = bool(warm_start)
+        self.input_gain = float(network.input_gain)
+        self.g_min = float(network.g_min)
+        self.g_max = None if network.g_max is None else float(network.g_max)
+        self.sweeps = int(relax.sweeps)
+        self.warm_start = bool(relax.warm_start)
+        init_scale, bipolar = network.init_scale, network.bipolar
         self.device = torch.device(device) if not isinstance(device, str) else resolve_device(device)
         self.dtype = dtype
         # Checks that read a device value back to the host (a synchronisation per step on a GPU) run at
@@ -108,8 +120,7 @@ class SimCrossbar:
             # Strict float32: TF32 matmuls would add ~1e-3 relative error, larger than the signals EP reads.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        # noise_model: nplc, line_frequency_hz, overhead_s, flicker_floor_V, drift_V_per_s (see ReadNoise)
-        self.noise = ReadNoise(sigma, self.replicas, self.device, dtype, **(noise_model or {}))
+        self.noise = noise
         self._gen = torch.Generator(device=self.device)
         self._gen.manual_seed(noise_seed if noise_seed is not None else (hash(tuple(self.seeds)) & 0x7FFFFFFF))
 
@@ -121,7 +132,8 @@ class SimCrossbar:
             for j in range(L)
         ]
         self.biases = (
-            [torch.zeros(self.replicas, k, device=self.device, dtype=dtype) for k in self.node_sizes[1:]] if bias else None
+            [torch.zeros(self.replicas, k, device=self.device, dtype=dtype) for k in self.node_sizes[1:]]
+            if network.bias else None
         )
         # Diode bounds per hidden layer: ReLU nodes in [0, inf), the bipolar half in (-inf, 0].
         self._lo, self._hi = [], []
@@ -134,20 +146,14 @@ class SimCrossbar:
             self._lo.append(lo)
             self._hi.append(hi)
         self.bipolar = bool(bipolar)
-        # devices (a hil.core.config.DevicesConfig): how updates reach the devices. None or `exact`: added exactly.
-        self.programmer = None
+        # devices: how updates reach the devices. None or `exact`: added exactly.
+        self.programmer: PulseProgrammer | None = None
         if devices is not None and devices.update != "exact":
-            from sim_backend.devices.programming import PulseProgrammer
-
             if self.g_max is None:
                 raise ValueError(f"g_max: the device model {devices.model!r} needs the device range [g_min, g_max]")
-            self.programmer = PulseProgrammer(
-                devices.resolved(), self.weights, mode=devices.update, g_min=self.g_min, g_max=self.g_max,
-                seeds=self.seeds, rounding=devices.rounding, max_pulses=devices.max_pulses,
-                tolerance_steps=devices.tolerance_steps, verify_max_pulses=devices.verify_max_pulses,
-                verify_max_reversals=devices.verify_max_reversals,
-                pulse_period_s=devices.pulse_period_s, verify_read_s=devices.verify_read_s,
-                seed=noise_seed if noise_seed is not None else 0, host_checks=self.host_checks)
+            self.programmer = PulseProgrammer(devices, self.weights, g_min=self.g_min, g_max=self.g_max,
+                                              seeds=self.seeds, seed=noise_seed if noise_seed is not None else 0,
+                                              host_checks=self.host_checks)
         self._den: list[torch.Tensor] | None = None  # stale after programming; see _sums()
         # The batch size of the drive GEMM that gave the node sums (None: summed directly). Sums are kept only for
         # clamps of that batch size, so they are the same numbers whatever ran before (e.g. a resumed run's first
@@ -160,28 +166,49 @@ class SimCrossbar:
         self.voltages: list[torch.Tensor] = []
 
     @classmethod
-    def from_config(cls, cfg, n_inputs: int, n_outputs: int, *, sigma=None, seeds=None, replicas=None) -> SimCrossbar:
-        """Build from a `hil.core.config.RunConfig` (sigma and seeds may be given per replica)."""
+    def from_config(cls, cfg: RunConfig, n_inputs: int, n_outputs: int, *,
+                    sigma: float | Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+                    replicas: int | None = None) -> SimCrossbar:
+        """Build from a `hil.core.config.RunConfig` (sigma, V, and seeds may be given per replica)."""
         r = replicas or cfg.train.replicas
-        return cls(
-            [n_inputs, *cfg.network.hidden, n_outputs],
-            input_gain=cfg.network.input_gain,
-            replicas=r,
-            seeds=seeds if seeds is not None else [cfg.train.seed + i for i in range(r)],
-            bias=cfg.network.bias,
-            bipolar=cfg.network.bipolar,
-            init_scale=cfg.network.init_scale,
-            g_min=cfg.network.g_min,
-            g_max=cfg.network.g_max,
-            sweeps=cfg.relax.sweeps,
-            warm_start=cfg.relax.warm_start,
-            sigma=cfg.noise.sigma if sigma is None else sigma,
-            noise_model=cfg.noise.model_dump(exclude={"sigma", "samples"}),
-            noise_seed=cfg.train.seed,
-            device=cfg.device,
-            dtype=torch.float64 if cfg.dtype == "float64" else torch.float32,
-            devices=cfg.devices,
-        )
+        device = resolve_device(cfg.device)
+        return cls([n_inputs, *cfg.network.hidden, n_outputs], cfg.network, cfg.relax,
+                   ReadNoise.from_config(cfg.noise, r, device, cfg.torch_dtype, sigma=sigma), devices=cfg.devices,
+                   replicas=r, seeds=seeds if seeds is not None else [cfg.train.seed + i for i in range(r)],
+                   noise_seed=cfg.train.seed, device=device, dtype=cfg.torch_dtype)
+
+    @classmethod
+    def from_settings(
+        cls,
+        layer_sizes: Sequence[int],
+        *,
+        input_gain: float,
+        replicas: int = 1,
+        seeds: Sequence[int] | None = None,
+        bias: bool = False,
+        bipolar: bool = False,
+        init_scale: float = 1.0,
+        g_min: float = 0.0,
+        g_max: float | None = None,
+        sweeps: int = 5,
+        warm_start: bool = False,
+        sigma: float | Sequence[float] = 0.0,
+        noise_seed: int | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> SimCrossbar:
+        """A bare network from scalar settings, without a RunConfig (tests, scripts, the emulated bench's chip):
+        the network and relax sections are built (and validated) from them, the read noise is white (sigma, V)."""
+        if len(layer_sizes) < 2:
+            raise ValueError(f"layer_sizes: need at least [inputs, outputs], all >= 1 (got {list(layer_sizes)})")
+        if sweeps < 1:
+            raise ValueError(f"sweeps: must be >= 1 (got {sweeps})")
+        network = NetworkConfig(hidden=[int(s) for s in layer_sizes[1:-1]], input_gain=input_gain, bias=bias,
+                                bipolar=bipolar, init_scale=init_scale, g_min=g_min, g_max=g_max)
+        dev = torch.device(device) if not isinstance(device, str) else resolve_device(device)
+        return cls(layer_sizes, network, RelaxConfig(sweeps=sweeps, warm_start=warm_start),
+                   ReadNoise(sigma, replicas, dev, dtype), replicas=replicas, seeds=seeds, noise_seed=noise_seed,
+                   device=dev, dtype=dtype)
 
     # ---- bookkeeping -------------------------------------------------------
     @property
@@ -283,14 +310,15 @@ class SimCrossbar:
             if not isinstance(self._beta, torch.Tensor) and self._beta < 0:
                 # A -beta larger than a node's conductance has no equilibrium: NaN, never a wrong voltage.
                 den[-1] = torch.where(den[-1] > 0, den[-1], math.nan)
+        first = drive if const[0] is None else const[0]  # never None: it holds the drive (and, if L = 1, the pull)
         for _ in range(self.sweeps):
             for l in range(1, L + 1):
                 c = const[l - 1]
                 if l == 1:
                     if L == 1:
-                        V[0] = c / den[0]  # no hidden layer: the outputs see only the inputs
+                        V[0] = first / den[0]  # no hidden layer: the outputs see only the inputs
                         continue
-                    num = torch.baddbmm(c, V[1], W[1].transpose(1, 2))
+                    num = torch.baddbmm(first, V[1], W[1].transpose(1, 2))
                 else:
                     num = torch.bmm(V[l - 2], W[l - 1]) if c is None else torch.baddbmm(c, V[l - 2], W[l - 1])
                     if l < L:
@@ -374,3 +402,9 @@ class SimCrossbar:
 
     def close(self) -> None:
         """Nothing to make safe in a simulation; kept for the protocol."""
+
+
+if TYPE_CHECKING:  # mypy checks here that the simulator meets the whole contract and its capabilities
+
+    def _meets_the_contract(sim: SimCrossbar) -> tuple[CrossbarBackend, Resumable, Programmable]:
+        return sim, sim, sim

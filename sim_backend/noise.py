@@ -31,9 +31,10 @@ from collections.abc import Sequence
 import torch
 
 from hil.core.backend import NodeStats
+from hil.core.config import NoiseConfig
 
 
-def _per_replica(value, replicas: int, name: str) -> torch.Tensor:
+def _per_replica(value: float | Sequence[float] | torch.Tensor, replicas: int, name: str) -> torch.Tensor:
     s = torch.as_tensor(value, dtype=torch.float64).flatten()
     if s.numel() == 1:
         s = s.expand(replicas)
@@ -47,7 +48,8 @@ def _per_replica(value, replicas: int, name: str) -> torch.Tensor:
 class WhiteReadNoise:
     """White Gaussian read noise of standard deviation sigma (V), per replica."""
 
-    def __init__(self, sigma: float | Sequence[float], replicas: int, device, dtype):
+    def __init__(self, sigma: float | Sequence[float] | torch.Tensor, replicas: int, device: torch.device | str,
+                 dtype: torch.dtype):
         s = _per_replica(sigma, replicas, "sigma")
         self.sigma = s.to(device=device, dtype=dtype)
         self.silent = bool((s == 0).all())
@@ -74,13 +76,13 @@ class WhiteReadNoise:
             return NodeStats(voltages)
         n, r = weights.shape
         chunk = max(1, self.CHUNK_ELEMENTS // max(voltages.numel(), 1))
-        s1 = s2 = None
+        s1 = s2 = torch.zeros(())  # replaced by the first chunk's sums (n >= 1)
         for k0 in range(0, n, chunk):  # a loop over reading chunks (time), not over nodes
             e = self.deviations(voltages, min(chunk, n - k0), generator)
             w = weights[k0:k0 + chunk].to(voltages.dtype).view(-1, r, 1, 1)
             we = w * e
             a, b = we.sum(0), (we * e).sum(0)
-            s1, s2 = (a, b) if s1 is None else (s1 + a, s2 + b)
+            s1, s2 = (a, b) if k0 == 0 else (s1 + a, s2 + b)
         # Deviations from the noiseless voltage: the variance is not a small difference of large squares.
         return NodeStats(voltages + s1, s2 - s1 * s1 if n > 1 else None)
 
@@ -100,10 +102,10 @@ class ReadNoise(WhiteReadNoise):
 
     def __init__(
         self,
-        sigma: float | Sequence[float],
+        sigma: float | Sequence[float] | torch.Tensor,
         replicas: int,
-        device,
-        dtype,
+        device: torch.device | str,
+        dtype: torch.dtype,
         *,
         nplc: float = 1.0,
         line_frequency_hz: float = 50.0,
@@ -129,6 +131,14 @@ class ReadNoise(WhiteReadNoise):
         self.pole_sd = self.flicker_floor_V * math.sqrt(math.log(r) / (2 * math.log(2)))
         self._state: torch.Tensor | None = None  # (poles, R, B, nodes)
         self.silent = self.silent and self.flicker_floor_V == 0 and self.drift_V_per_s == 0
+
+    @classmethod
+    def from_config(cls, noise: NoiseConfig, replicas: int, device: torch.device | str, dtype: torch.dtype, *,
+                    sigma: float | Sequence[float] | None = None) -> ReadNoise:
+        """The read noise a NoiseConfig describes; sigma (V, one value or one per replica) replaces noise.sigma."""
+        return cls(noise.sigma if sigma is None else sigma, replicas, device, dtype, nplc=noise.nplc,
+                   line_frequency_hz=noise.line_frequency_hz, overhead_s=noise.overhead_s,
+                   flicker_floor_V=noise.flicker_floor_V, drift_V_per_s=noise.drift_V_per_s)
 
     def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         if self.silent:

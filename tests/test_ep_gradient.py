@@ -34,7 +34,7 @@ def plain_relax(weights, biases, x_in, sweeps, lo=None):
 
 def make_net(centered_seed=0):
     torch.manual_seed(centered_seed)
-    net = SimCrossbar(SIZES, input_gain=3.0, seeds=[7], bias=True, sweeps=400, dtype=torch.float64)
+    net = SimCrossbar.from_settings(SIZES, input_gain=3.0, seeds=[7], bias=True, sweeps=400, dtype=torch.float64)
     with torch.no_grad():
         for b in net.biases:
             b.copy_(0.2 * torch.randn_like(b))

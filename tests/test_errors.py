@@ -111,12 +111,12 @@ CASES = {
     "config-name-invalid": (lambda t, f, p: ["train", *TINY, "--config", str(write(p / "c.yaml", "name: 'a b'\n"))],
                             2, "name:"),
     # data files
-    **{f"data-{how}": ((lambda how: lambda t, f, p: damaged_data(f, p, how))(how), 2, msg) for how, msg in [
+    **{f"data-{how}": ((lambda t, f, p, how=how: damaged_data(f, p, how)), 2, msg) for how, msg in [
         ("truncated-gz", "damaged gzip"), ("not-gzip", "damaged gzip"), ("wrong-magic", "not an unsigned-byte IDX"),
         ("truncated-body", "the header says"), ("truncated-header", "truncated inside its header"),
         ("missing", "train-images-idx3-ubyte"), ("count-mismatch", "differ in count")]},
     # checkpoints
-    **{f"checkpoint-{how}": ((lambda how: lambda t, f, p: damaged_checkpoint(t, p, how))(how), 1, msg) for how, msg in [
+    **{f"checkpoint-{how}": ((lambda t, f, p, how=how: damaged_checkpoint(t, p, how)), 1, msg) for how, msg in [
         ("garbage", "damaged or not a checkpoint"), ("truncated", "damaged or not a checkpoint"),
         ("empty", "damaged or not a checkpoint"), ("a-list", "not a checkpoint"), ("no-weights", "does not fit"),
         ("other-network", "does not fit")]},

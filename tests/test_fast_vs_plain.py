@@ -1,17 +1,13 @@
 """The fast simulator path and a plain implementation from the equations agree (float64, 100 steps)."""
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from plain_ep import PlainEP  # noqa: E402
-
-from hil.core.config import build_config  # noqa: E402
-from hil.data import load_dataset  # noqa: E402
-from hil.trainer import Trainer, one_hot  # noqa: E402
-from sim_backend.crossbar import SimCrossbar  # noqa: E402
+from hil.core.config import build_config
+from hil.core.ep import one_hot
+from hil.data import load_dataset
+from hil.trainer import Trainer
+from sim_backend.crossbar import SimCrossbar
+from sim_backend.reference import PlainEP
 
 
 def test_fast_and_plain_paths_give_the_same_conductances():

@@ -311,7 +311,7 @@ def test_conductance_nudge_matches_the_simulator(tmp_path):
         free = bench.measure(1)[0, 0]
         bench.nudge(t, 1.0)
         nudged = bench.measure(1)[0, 0]
-        sim = SimCrossbar([16, 8, 2], input_gain=16.0, sweeps=200, dtype=torch.float64)
+        sim = SimCrossbar.from_settings([16, 8, 2], input_gain=16.0, sweeps=200, dtype=torch.float64)
         sim.load_conductances([w.clone() for w in bench.weights])
         sim.clamp(x)
         sim.relax()

@@ -27,7 +27,7 @@ def sd_consistent(values: torch.Tensor, sd: float) -> bool:
 @pytest.mark.parametrize("n", [1, 4, 16])
 def test_reading_and_mean_standard_deviation(n):
     sigma = 2e-3
-    net = SimCrossbar([8, 16, 4], input_gain=3.0, replicas=2, seeds=[0, 1], sigma=sigma, noise_seed=123,
+    net = SimCrossbar.from_settings([8, 16, 4], input_gain=3.0, replicas=2, seeds=[0, 1], sigma=sigma, noise_seed=123,
                       dtype=torch.float64)
     net.clamp(torch.rand(64, 8, dtype=torch.float64))
     net.relax()
@@ -50,7 +50,7 @@ def test_statistical_check_has_power():
 
 
 def test_sigma_per_replica_and_zero_noise():
-    net = SimCrossbar([4, 6, 2], input_gain=1.0, replicas=3, seeds=[0, 1, 2], sigma=[0.0, 1e-3, 1e-2],
+    net = SimCrossbar.from_settings([4, 6, 2], input_gain=1.0, replicas=3, seeds=[0, 1, 2], sigma=[0.0, 1e-3, 1e-2],
                       dtype=torch.float64)
     net.clamp(torch.rand(200, 4, dtype=torch.float64))
     net.relax()
@@ -61,8 +61,8 @@ def test_sigma_per_replica_and_zero_noise():
 
 def test_bad_noise_values_raise():
     with pytest.raises(ValueError, match="sigma"):
-        SimCrossbar([4, 6, 2], input_gain=1.0, sigma=-1.0)
-    net = SimCrossbar([4, 6, 2], input_gain=1.0)
+        SimCrossbar.from_settings([4, 6, 2], input_gain=1.0, sigma=-1.0)
+    net = SimCrossbar.from_settings([4, 6, 2], input_gain=1.0)
     net.clamp(torch.rand(2, 4))
     with pytest.raises(ValueError, match="n: readings"):
         net.measure(0)

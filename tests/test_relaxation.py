@@ -38,7 +38,7 @@ def millman_residual(net, x, targets=None, beta=0.0):
 @pytest.mark.parametrize("nudged", [False, True])
 def test_every_node_satisfies_millman(bipolar, bias, nudged):
     torch.manual_seed(1)
-    net = SimCrossbar([10, 12, 8, 4], input_gain=5.0, replicas=3, seeds=[1, 2, 3], bias=bias,
+    net = SimCrossbar.from_settings([10, 12, 8, 4], input_gain=5.0, replicas=3, seeds=[1, 2, 3], bias=bias,
                       bipolar=bipolar, sweeps=200, dtype=torch.float64)
     if bias:
         for b in net.biases:
@@ -57,7 +57,7 @@ def test_every_node_satisfies_millman(bipolar, bias, nudged):
 def test_millman_without_hidden_layers_and_with_any_nudge(sizes, beta):
     """No hidden layer (inputs straight to outputs), a negative (centered) nudge, and one beta per output."""
     torch.manual_seed(2)
-    net = SimCrossbar(sizes, input_gain=5.0, replicas=2, seeds=[1, 2], bias=True, sweeps=200, dtype=torch.float64)
+    net = SimCrossbar.from_settings(sizes, input_gain=5.0, replicas=2, seeds=[1, 2], bias=True, sweeps=200, dtype=torch.float64)
     for b in net.biases:
         b.normal_(0, 0.1)
     x = torch.rand(5, 10, dtype=torch.float64)
@@ -75,7 +75,7 @@ def test_millman_without_hidden_layers_and_with_any_nudge(sizes, beta):
 
 def test_few_sweeps_leave_a_measurable_residual():
     """The residual check can fail: one sweep on a deep net does not settle the lower layers."""
-    net = SimCrossbar([10, 12, 8, 4], input_gain=5.0, seeds=[1], sweeps=1, dtype=torch.float64)
+    net = SimCrossbar.from_settings([10, 12, 8, 4], input_gain=5.0, seeds=[1], sweeps=1, dtype=torch.float64)
     x = torch.rand(5, 10, dtype=torch.float64)
     net.clamp(x)
     net.relax()
@@ -83,7 +83,7 @@ def test_few_sweeps_leave_a_measurable_residual():
 
 
 def test_hidden_diodes_and_bipolar_signs():
-    net = SimCrossbar([10, 12, 4], input_gain=5.0, seeds=[4], bipolar=True, sweeps=50, dtype=torch.float64)
+    net = SimCrossbar.from_settings([10, 12, 4], input_gain=5.0, seeds=[4], bipolar=True, sweeps=50, dtype=torch.float64)
     net.clamp(torch.rand(16, 10, dtype=torch.float64))
     net.relax()
     h = net.voltages[0]
@@ -94,7 +94,7 @@ def test_hidden_diodes_and_bipolar_signs():
 def test_conductances_stay_in_device_range():
     from hil.core.backend import ConductanceUpdate
 
-    net = SimCrossbar([4, 5, 3], input_gain=1.0, seeds=[0], g_min=0.01, g_max=0.2)
+    net = SimCrossbar.from_settings([4, 5, 3], input_gain=1.0, seeds=[0], g_min=0.01, g_max=0.2)
     big = [torch.full_like(w, 10.0) for w in net.weights]
     net.program(ConductanceUpdate(big))
     assert all(torch.all(w == 0.2) for w in net.weights)

@@ -29,8 +29,8 @@ def test_hil_safe_after_a_crash(tmp_path, capsys):
         left_on = emu.outputs()
         assert left_on
         # The crash: the process loses its sessions without shutting anything down.
-        bench.session.close()
-        bench.closed = True
+        bench.instruments.session.close()
+        bench.instruments.closed = True
         assert emu.outputs() == left_on
 
         capsys.readouterr()

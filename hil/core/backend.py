@@ -10,9 +10,10 @@ the trainer does not need to know.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -66,12 +67,11 @@ class ConductanceUpdate:
         summing past ~3e38 (float32) would be flagged wrongly; voltages that large mean the
         network has diverged anyway.
         """
-        total = None
-        for w in self.weights:
-            c = w.checksum() if isinstance(w, LowRankDelta) else w.flatten(1).sum(1)
-            total = c if total is None else total + c
-        for b in self.biases or []:
-            total = total + b.flatten(1).sum(1)
+        sums = [w.checksum() if isinstance(w, LowRankDelta) else w.flatten(1).sum(1) for w in self.weights]
+        sums += [b.flatten(1).sum(1) for b in self.biases or []]
+        total = sums[0]
+        for c in sums[1:]:
+            total = total + c
         return torch.isfinite(total)
 
     def masked(self, keep: torch.Tensor) -> ConductanceUpdate:
@@ -117,14 +117,32 @@ class NodeStats:
 
 @runtime_checkable
 class CrossbarBackend(Protocol):
-    """What the EP trainer drives. Implemented by `sim_backend.SimCrossbar` and `drivers.InstrumentCrossbar`."""
+    """What the EP trainer drives. Implemented by `sim_backend.SimCrossbar` and `drivers.InstrumentCrossbar`.
 
-    #: logical layer sizes [inputs, hidden..., outputs]; the crossbar has 2*inputs input nodes.
-    layer_sizes: Sequence[int]
-    #: number of independent networks (1 on a bench)
-    replicas: int
-    #: input gain gamma, V per unit input
-    input_gain: float
+    What a caller reads is a read-only property here; what only some backends have is one of the small
+    capability protocols below (`Resumable`, `Programmable`, `HasPendingChanges`, `BenchAccounting`,
+    `StepJournaling`), checked with isinstance, never with hasattr or a private field.
+    """
+
+    @property
+    def layer_sizes(self) -> Sequence[int]:
+        """Logical layer sizes [inputs, hidden..., outputs]; the crossbar has 2*inputs input nodes."""
+
+    @property
+    def measured_sizes(self) -> Sequence[int]:
+        """Nodes per measured layer (hidden..., outputs): the last axis of `measure` split layer by layer."""
+
+    @property
+    def replicas(self) -> int:
+        """Number of independent networks (1 on a bench)."""
+
+    @property
+    def input_gain(self) -> float:
+        """Input gain gamma, V per unit input."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating point type of the readings and conductances it returns."""
 
     def clamp(self, x: torch.Tensor) -> None:
         """Apply input voltages gamma*[x, -x]; x is (B, inputs) or (R, B, inputs), unitless in [0, 1]."""
@@ -167,6 +185,71 @@ class Resumable(Protocol):
 
     def load_random_state(self, state: dict) -> None:
         """Restore what `random_state` returned."""
+
+
+@runtime_checkable
+class Programmable(Protocol):
+    """A backend whose programming has costs worth reporting (pulsed devices, a bench's write-verify)."""
+
+    def programming_stats(self) -> dict:
+        """Programming counts and times for the epoch's metrics row (a flat dict of JSON numbers, e.g. pulses
+        per update, programming seconds per update); empty when there is nothing to report."""
+
+
+@runtime_checkable
+class HasPendingChanges(Protocol):
+    """A backend holding changes too small to program yet (a bench's sub-tolerance remainders), which a
+    checkpoint must keep so that a resumed run programs them as the uninterrupted one would."""
+
+    @property
+    def pending(self) -> Sequence[torch.Tensor]:
+        """Per layer, the change not yet programmed, normalized S, shaped like the conductances."""
+
+
+class CommandLog(Protocol):
+    """The part of a bench's command log the application uses."""
+
+    #: failed exchanges (timeouts, garbage, dropped connections) so far, one record each
+    faults: list
+
+    def attach(self, path: Path) -> None:
+        """Append every exchange from now on to this JSON-lines file."""
+
+
+@runtime_checkable
+class BenchAccounting(Protocol):
+    """A bench: it counts its instrument traffic and keeps a log of every command."""
+
+    @property
+    def round_trips(self) -> int:
+        """VISA queries so far (DACs, SMUs, switches)."""
+
+    @property
+    def board_transactions(self) -> int:
+        """Command/reply pairs with the programming boards so far."""
+
+    @property
+    def retries(self) -> int:
+        """Queries retried after a transient fault so far."""
+
+    @property
+    def log(self) -> CommandLog:
+        """The command log."""
+
+
+@runtime_checkable
+class StepJournaling(Protocol):
+    """A backend whose programming is journaled device by device, so a stopped run can be reconciled."""
+
+    #: called with (layer, row, col, target, verified, pulses) in normalized S as each device is programmed
+    on_programmed: Callable[[tuple], None] | None
+
+    def step_targets(self) -> list[tuple[int, Any]]:
+        """Per layer, the last update's target conductances (normalized S, flattened)."""
+
+    def reconcile(self, expected: Sequence[torch.Tensor], pending: Sequence[torch.Tensor] | None = None,
+                  devices: Sequence[tuple[int, int, int]] | None = None) -> dict:
+        """Make the hardware hold `expected` (read back every device, or only `devices`); returns what it found."""
 
 
 def input_voltages(x: torch.Tensor, gamma: float) -> torch.Tensor:

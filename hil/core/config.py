@@ -11,17 +11,41 @@ to the bench's microsiemens and volts), currents in amperes (A).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from hil.core.devices.config import DeviceModelConfig
+from hil.core.devices.store import resolve_device_model
 
 DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist", "mnist1d")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
+
+
+def flag(name: str | None = None, *, metavar: str | None = None, simulated_only: bool = False,
+         choices: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """A field's marker (its json_schema_extra) making it a `hil` run option: `--name` (default: the field's
+    name, dashed), its help the first sentence of the field's description. simulated_only: it describes the
+    simulator (its noise, devices or replicas) and a bench run refuses it (`refuse_on_bench`). choices: the
+    allowed values of a float field (type checkers allow no float Literal)."""
+    return {"flag": name or True, "metavar": metavar, "simulated_only": simulated_only,
+            "choices": list(choices) if choices else None}
+
+
+LINE_FREQUENCIES_HZ = (50.0, 60.0)  # mains
+
+#: A marker for a field (or a whole section) that describes the simulator only, with no flag of its own.
+SIMULATED_ONLY: dict[str, Any] = {"simulated_only": True}
 
 
 class _Strict(BaseModel):
@@ -31,36 +55,37 @@ class _Strict(BaseModel):
 class NetworkConfig(_Strict):
     """The layered resistive network (Kendall et al. 2020; Scellier et al. 2023)."""
 
-    hidden: list[int] = Field(
+    hidden: list[int] = Field(json_schema_extra=flag(),
         default=[128],
-        description="Hidden layer sizes (nodes). The input size comes from the dataset "
+        description="Hidden layer sizes, nodes per layer (as a flag: comma-separated, e.g. 256,128; none: no hidden "
+        "layer). The input size comes from the dataset "
         "(doubled to [x, -x] in the crossbar) and the output size from its classes.",
     )
-    input_gain: float = Field(
+    input_gain: float = Field(json_schema_extra=flag("gamma"),
         default=64.0, gt=0,
         description="gamma: input voltage per unit of input, V. Inputs are clamped at "
         "gamma*[x, -x]. Hidden voltages scale as gamma*sqrt(sum x^2)/fan_in; 64 suits "
         "the 8x8 digits, the paper uses 500 for 28x28 images.",
     )
-    bias: bool = Field(default=False, description="Add a trainable current source (A) at every hidden and output node.")
-    bipolar: bool = Field(
+    bias: bool = Field(json_schema_extra=flag(), default=False, description="Add a trainable current source (A) at every hidden and output node.")
+    bipolar: bool = Field(json_schema_extra=flag(),
         default=False,
         description="Half of each hidden layer gets reversed diodes (V <= 0) instead of ReLU (V >= 0).",
     )
-    init_scale: float = Field(
+    init_scale: float = Field(json_schema_extra=flag(),
         default=0.7, gt=0,
         description="c: initial conductances are uniform on [0, c/sqrt(fan_in)] S. Node voltages "
         "do not depend on c (Millman's ratio is scale-free); c sets how strong the nudge beta is "
         "against the ~c*sqrt(fan_in)/2 S already at each output node, and how large a relative "
         "step eta makes. 0.7 lets the paper's setting pass 80% after one Fashion-MNIST epoch.",
     )
-    g_min: float = Field(
+    g_min: float = Field(json_schema_extra=flag(),
         default=1e-3, ge=0,
         description="Lowest device conductance, S; updates saturate here. Real devices never reach 0 (RRAM spans "
         "about 1-100 uS); above 0 it keeps every node's total conductance positive, so no node floats (0/0, a "
         "non-finite update) when training drives all its devices down. 1e-3 S is 1/18 to 1/62 of the initial "
         "scale c/sqrt(fan_in) of the input layer (28x28 images to the 8x8 digits).")
-    g_max: float | None = Field(default=None, description="Highest device conductance, S (None: unbounded).")
+    g_max: float | None = Field(json_schema_extra=flag(), default=None, description="Highest device conductance, S (unset: unbounded).")
 
     @model_validator(mode="after")
     def _check(self) -> NetworkConfig:
@@ -76,8 +101,8 @@ class NetworkConfig(_Strict):
 class RelaxConfig(_Strict):
     """How the network settles (Millman's theorem, exact block updates per layer)."""
 
-    sweeps: int = Field(default=5, ge=1, description="T: sweeps over the layers per phase.")
-    warm_start: bool = Field(
+    sweeps: int = Field(json_schema_extra=flag(), default=5, ge=1, description="T: sweeps over the layers per phase.")
+    warm_start: bool = Field(json_schema_extra=flag(),
         default=False,
         description="Start each free phase from the previous state (as a bench does) instead of 0 V. "
         "Default off: each sample then settles the same way whatever came before it.",
@@ -87,10 +112,10 @@ class RelaxConfig(_Strict):
 class EPConfig(_Strict):
     """The Equilibrium Propagation learning rule (paper eqs. 7, 9, 10)."""
 
-    beta: float = Field(default=1.0, gt=0, description="Nudge conductance tying each output to its target, S.")
-    eta: float = Field(default=1e-2, gt=0, description="Learning rate (S per V^2 of squared-drop change). The paper uses 1e-3 with gamma=500.")
-    centered: bool = Field(default=False, description="Centered EP: nudge with +beta and -beta instead of 0 and +beta.")
-    eta_layer_ratio: float = Field(
+    beta: float = Field(json_schema_extra=flag(), default=1.0, gt=0, description="Nudge conductance tying each output to its target, S.")
+    eta: float = Field(json_schema_extra=flag(), default=1e-2, gt=0, description="Learning rate (S per V^2 of squared-drop change). The paper uses 1e-3 with gamma=500.")
+    centered: bool = Field(json_schema_extra=flag(), default=False, description="Centered EP: nudge with +beta and -beta instead of 0 and +beta.")
+    eta_layer_ratio: float = Field(json_schema_extra=flag(),
         default=1.0, gt=0,
         description="Each layer of devices, counted from the inputs, learns this many times faster than the one "
         "below it: layer k uses eta * ratio^k. Signals attenuate through resistive layers, so deep networks want "
@@ -100,30 +125,37 @@ class EPConfig(_Strict):
 class NoiseConfig(_Strict):
     """Measurement uncertainty: every read is V + sigma*xi, xi ~ N(0, 1)."""
 
-    sigma: float = Field(default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
-    samples: int = Field(default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
-    nplc: float = Field(default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
+    sigma: float = Field(json_schema_extra=flag(simulated_only=True), default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
+    samples: int = Field(json_schema_extra=flag(), default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
+    nplc: float = Field(json_schema_extra=flag(simulated_only=True), default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
                         "scales as sigma/sqrt(nplc) (sigma is the noise at 1 PLC).")
-    line_frequency_hz: Literal[50.0, 60.0] = Field(default=50.0, description="Mains frequency: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
-    overhead_s: float = Field(default=1e-3, ge=0, description="Time per reading beyond the aperture (trigger, A/D, transfer), s.")
-    flicker_floor_V: float = Field(default=0.0, ge=0, description="1/f noise: its flat Allan deviation, V (0: none).")
-    drift_V_per_s: float = Field(default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
+    line_frequency_hz: float = Field(json_schema_extra=flag("line_frequency", simulated_only=True, choices=LINE_FREQUENCIES_HZ), default=50.0, description="Mains frequency, Hz: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
+    overhead_s: float = Field(json_schema_extra=flag("overhead", simulated_only=True), default=1e-3, ge=0, description="Time per reading beyond the aperture (trigger, A/D, transfer), s.")
+    flicker_floor_V: float = Field(json_schema_extra=flag("flicker", simulated_only=True), default=0.0, ge=0, description="1/f noise: its flat Allan deviation, V (0: none).")
+    drift_V_per_s: float = Field(json_schema_extra=flag("drift", simulated_only=True), default=0.0, description="Slow linear drift of every reading, V/s (0: none).")
+
+    @field_validator("line_frequency_hz")
+    @classmethod
+    def _mains(cls, hz: float) -> float:
+        if hz not in LINE_FREQUENCIES_HZ:  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
+            raise ValueError("the mains frequency is 50 or 60 Hz")
+        return hz
 
 
 class DevicesConfig(_Strict):
     """The resistive devices and how an update reaches them (sim_backend/devices)."""
 
-    model: str = Field(
+    model: str = Field(json_schema_extra=flag("device_model", metavar="PRESET|DEVICE.yaml"),
         default="ideal",
-        description="Device model: a preset (ideal, reram-es, reram-sb, ecram, ecram-mo, capacitor, idealized, "
+        description="Resistive device model: a preset (ideal, reram-es, reram-sb, ecram, ecram-mo, capacitor, idealized, "
         "gokmen-vlasov) or the path of a device.yaml (e.g. from `hil characterize --devices`). Its normalized "
         "range maps onto [network.g_min, network.g_max] S.",
     )
-    update: Literal["exact", "pulses", "write-verify"] | None = Field(
+    update: Literal["exact", "pulses", "write-verify"] | None = Field(json_schema_extra=flag("update_mode"),
         default=None,
-        description="exact: every change programmed exactly (needs the ideal model); pulses: open loop, the change "
-        "becomes a pulse count through the device response; write-verify: closed loop to a tolerance. "
-        "Default: exact for the ideal model, pulses otherwise.",
+        description="How an update reaches the devices: exact (every change programmed exactly; needs the ideal "
+        "model), pulses (open loop: the change becomes a pulse count through the device response) or write-verify "
+        "(closed loop to a tolerance); unset: exact for the ideal model, pulses otherwise.",
     )
     rounding: Literal["accumulate", "stochastic"] = Field(
         default="accumulate",
@@ -142,8 +174,6 @@ class DevicesConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _known(cls, spec: str) -> str:
-        from hil.core.devices.store import resolve_device_model
-
         resolve_device_model(spec)  # a preset or a readable device.yaml, else one error naming it
         return spec
 
@@ -159,24 +189,23 @@ class DevicesConfig(_Strict):
             raise ValueError(f"update {self.update!r} needs a pulsed device model (model is {self.model!r})")
         return self
 
-    def resolved(self):
+    def resolved(self) -> DeviceModelConfig:
         """The DeviceModelConfig this section names."""
-        from hil.core.devices.store import resolve_device_model
-
         return resolve_device_model(self.model)
 
 
 class DataConfig(_Strict):
-    dataset: Literal["digits", "mnist", "kmnist", "fashion-mnist", "mnist1d"] = Field(
+    dataset: Literal["digits", "mnist", "kmnist", "fashion-mnist", "mnist1d"] = Field(json_schema_extra=flag(),
         default="digits", description="digits (8x8, embedded in scikit-learn), mnist, kmnist or fashion-mnist (IDX "
         "files), or mnist1d (40-point signals, generated by the mnist1d package and cached under data_dir)."
     )
-    data_dir: Path | None = Field(default=None, description="Folder with the IDX files (flat or torchvision layout).")
-    download: bool = Field(default=False, description="Fetch missing files through torchvision, if it imports.")
-    classes: list[int] | None = Field(default=None, description="Keep only these labels (relabelled 0..k-1).")
-    image_size: int | None = Field(default=None, ge=1, description="Average-pool images down to this side length, pixels.")
-    train_limit: int | None = Field(default=None, ge=1, description="Use only the first n training samples.")
-    test_limit: int | None = Field(default=None, ge=1, description="Use only the first n test samples.")
+    data_dir: Path | None = Field(json_schema_extra=flag(), default=None, description="Folder with the IDX files, flat or torchvision layout (DIR/FashionMNIST/raw); Debian's "
+                                      "/usr/share/datasets/fashion-mnist is found by itself.")
+    download: bool = Field(json_schema_extra=flag(), default=False, description="Fetch missing files through torchvision, if it imports.")
+    classes: list[int] | None = Field(json_schema_extra=flag(), default=None, description="Keep only these labels, e.g. 0,1 (relabelled 0..k-1; unset: all).")
+    image_size: int | None = Field(json_schema_extra=flag(), default=None, ge=1, description="Average-pool images down to this side length, pixels (unset: full size).")
+    train_limit: int | None = Field(json_schema_extra=flag(), default=None, ge=1, description="Use only the first n training samples (unset: all).")
+    test_limit: int | None = Field(json_schema_extra=flag(), default=None, ge=1, description="Use only the first n test samples (unset: all).")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -186,33 +215,50 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(default=10, ge=1, description="Passes over the training set.")
-    batch_size: int = Field(default=4, ge=1, description="Samples per conductance update.")
+    epochs: int = Field(json_schema_extra=flag(), default=10, ge=1, description="Passes over the training set.")
+    batch_size: int = Field(json_schema_extra=flag(), default=4, ge=1, description="Samples per conductance update.")
     eval_batch_size: int = Field(default=256, ge=1, description="Samples per evaluation pass (simulator only).")
-    seed: int = Field(default=0, ge=0, description="Seed for the initial conductances, data order and noise.")
-    replicas: int = Field(default=1, ge=1, description="R independent networks trained at once (simulator).")
-    checkpoint_every_steps: int = Field(default=100, ge=0, description="Snapshot checkpoint (conductances, data "
+    seed: int = Field(json_schema_extra=flag(), default=0, ge=0, description="Seed for the initial conductances, data order and noise.")
+    replicas: int = Field(json_schema_extra=flag(simulated_only=True), default=1, ge=1, description="R independent networks trained at once, seeds seed..seed+R-1 (simulator only).")
+    checkpoint_every_steps: int = Field(json_schema_extra=flag(metavar="K"), default=100, ge=0, description="Snapshot checkpoint (conductances, data "
                                         "order, RNG states) every K training steps; 0: only at epoch ends.")
-    checkpoint_every_s: float = Field(default=600.0, ge=0, description="Snapshot checkpoint every S seconds of "
+    checkpoint_every_s: float = Field(json_schema_extra=flag(metavar="S"), default=600.0, ge=0, description="Snapshot checkpoint every S seconds of "
                                       "training, s; 0: no time-based snapshots.")
+
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype a config's `dtype` names (float32 or float64): the one place that maps them."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ConfigError(f"dtype: float32 or float64 (got {name!r})") from None
 
 
 class RunConfig(_Strict):
     """Everything that defines one training run. Load with `load_config`."""
 
-    name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name, used in the run folder name.")
+    name: str = Field(json_schema_extra=flag(), default="run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name, used in the run folder name.")
     network: NetworkConfig = NetworkConfig()
     relax: RelaxConfig = RelaxConfig()
     ep: EPConfig = EPConfig()
     noise: NoiseConfig = NoiseConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
-    devices: DevicesConfig = DevicesConfig()
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="cpu, cuda, cuda:N or auto.")
-    dtype: Literal["float32", "float64"] = Field(default="float32", description="Floating point precision of the simulator.")
-    runs_dir: Path = Field(default=Path("runs"), description="Where run folders are created.")
+    devices: DevicesConfig = Field(default=DevicesConfig(), json_schema_extra=SIMULATED_ONLY)  # a bench has its own
+    device: str = Field(json_schema_extra=flag(), default="cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="Torch compute device of the simulator: cpu, cuda, cuda:N or auto (not the "
+                        "resistive devices: those are devices.model).")
+    dtype: Literal["float32", "float64"] = Field(json_schema_extra=flag(), default="float32", description="Floating point precision of the simulator.")
+    runs_dir: Path = Field(json_schema_extra=flag(), default=Path("runs"), description="Folder the run folders are created in.")
     #: dotted keys that build_config sized to the data (not set by the user): a lab's settings may replace them
     _sized_to_data: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The simulator's and the readings' floating point type (`dtype` as a torch dtype)."""
+        return torch_dtype(self.dtype)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -222,48 +268,98 @@ class RunConfig(_Strict):
         return self
 
 
-# CLI flag -> dotted config field. One place, so README, CLI and tests agree.
-FLAG_FIELDS: dict[str, str] = {
-    "name": "name",
-    "dataset": "data.dataset",
-    "data_dir": "data.data_dir",
-    "download": "data.download",
-    "classes": "data.classes",
-    "image_size": "data.image_size",
-    "train_limit": "data.train_limit",
-    "test_limit": "data.test_limit",
-    "hidden": "network.hidden",
-    "gamma": "network.input_gain",
-    "bias": "network.bias",
-    "bipolar": "network.bipolar",
-    "init_scale": "network.init_scale",
-    "g_min": "network.g_min",
-    "g_max": "network.g_max",
-    "sweeps": "relax.sweeps",
-    "warm_start": "relax.warm_start",
-    "beta": "ep.beta",
-    "eta": "ep.eta",
-    "eta_layer_ratio": "ep.eta_layer_ratio",
-    "centered": "ep.centered",
-    "sigma": "noise.sigma",
-    "samples": "noise.samples",
-    "nplc": "noise.nplc",
-    "line_frequency": "noise.line_frequency_hz",
-    "overhead": "noise.overhead_s",
-    "flicker": "noise.flicker_floor_V",
-    "drift": "noise.drift_V_per_s",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "seed": "train.seed",
-    "replicas": "train.replicas",
-    "device_model": "devices.model",
-    "update_mode": "devices.update",
-    "checkpoint_every_steps": "train.checkpoint_every_steps",
-    "checkpoint_every_s": "train.checkpoint_every_s",
-    "device": "device",
-    "dtype": "dtype",
-    "runs_dir": "runs_dir",
-}
+@dataclass(frozen=True)
+class FlagField:
+    """A config field that is a `hil` run option (marked with `flag(...)`): the one source of its flag and help."""
+
+    dest: str  # argparse dest: the flag without dashes, e.g. "gamma"
+    dotted: str  # the config field, e.g. "network.input_gain"
+    info: FieldInfo
+    metavar: str | None
+    simulated_only: bool
+
+    @property
+    def option(self) -> str:
+        return "--" + self.dest.replace("_", "-")
+
+    @property
+    def help(self) -> str:
+        """The description's first sentence (the rest, the why, is for the config reference and the code)."""
+        text = " ".join((self.info.description or "").split())
+        first = re.match(r"(.+?\.)(?=\s+[A-Z]|$)", text)
+        sentence = (first.group(1) if first else text).removesuffix(".")
+        # lower case like argparse's own help, but not a symbol or an acronym (N:, R networks, EP)
+        return sentence[0].lower() + sentence[1:] if re.match(r"[A-Z][a-z]+\b", sentence) else sentence
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        """A Literal's values (also inside `Literal[...] | None`), or the marker's choices."""
+        extra = self.info.json_schema_extra if isinstance(self.info.json_schema_extra, dict) else {}
+        listed = extra.get("choices")
+        if isinstance(listed, list):
+            return tuple(listed)
+        ann = self.info.annotation
+        for part in (ann, *get_args(ann)):
+            if getattr(part, "__origin__", None) is Literal:
+                return get_args(part)
+        return None
+
+
+def _walk(model: type[BaseModel], prefix: str = "", inherited: bool = False) -> Iterator[tuple[str, FieldInfo, bool]]:
+    """(dotted name, field, simulated_only) of every leaf field; a section's simulated_only marker covers its fields."""
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        simulated = inherited or bool(extra.get("simulated_only"))
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _walk(ann, f"{prefix}{name}.", simulated)
+        else:
+            yield f"{prefix}{name}", info, simulated
+
+
+def flag_fields() -> list[FlagField]:
+    """The run options, in config order: every field marked with `flag(...)`."""
+    found = []
+    for dotted, info, simulated in _walk(RunConfig):
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        name = extra.get("flag")
+        if name:
+            dest = name if isinstance(name, str) else dotted.rsplit(".", 1)[-1]
+            metavar = extra.get("metavar")
+            found.append(FlagField(dest, dotted, info, metavar if isinstance(metavar, str) else None, simulated))
+    return found
+
+
+#: run option (argparse dest) -> dotted config field, derived from the fields' markers.
+FLAG_FIELDS: dict[str, str] = {f.dest: f.dotted for f in flag_fields()}
+
+#: The fields a bench cannot honour (it has its own noise and devices and runs one network), from the markers.
+SIMULATED_ONLY_FIELDS: tuple[str, ...] = tuple(dotted for dotted, _, simulated in _walk(RunConfig) if simulated)
+
+
+def simulated_only_settings(cfg: RunConfig) -> list[str]:
+    """The simulator-only settings this config sets to other than their defaults (set and different: a run's saved
+    config.yaml spells out every default, and a device model's own update mode is not the user's)."""
+    default = RunConfig()
+    given = []
+    for dotted in SIMULATED_ONLY_FIELDS:
+        section, _, leaf = dotted.rpartition(".")
+        mine, base = (getattr(cfg, section), getattr(default, section)) if section else (cfg, default)
+        if leaf in mine.model_fields_set and getattr(mine, leaf) != getattr(base, leaf):
+            given.append(dotted)
+    return given
+
+
+def refuse_on_bench(cfg: RunConfig) -> None:
+    """Raise ConfigError naming every simulator-only setting the config gives: on a bench it would be ignored."""
+    simulated = simulated_only_settings(cfg)
+    if simulated:
+        options = {f.dotted: f.option for f in flag_fields()}
+        flags = ", ".join(options[d] for d in simulated if d in options)
+        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise, devices or replicas; a bench "
+                          f"has its own and runs one network: drop {'them (' + flags + ')' if flags else 'them'} (its "
+                          "timing is the lab config's timing: section; measure its noise with hil characterize --lab "
+                          "and its devices with hil characterize --lab --devices)")
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -109,10 +109,19 @@ def ep_update(
         raise ValueError(f"beta: must be > 0 (got {beta})")
     span = 2.0 * beta if centered else beta
     etas = [eta * layer_ratio**k for k in range(len(phase0))]
-    deltas = [input_layer_delta(x_in, phase0[0], phase1[0], -etas[0] / (2.0 * span))]
+    deltas: list[LowRankDelta | torch.Tensor] = [input_layer_delta(x_in, phase0[0], phase1[0], -etas[0] / (2.0 * span))]
     for k in range(1, len(phase0)):
         deltas.append(hidden_layer_delta(phase0[k - 1], phase1[k - 1], phase0[k], phase1[k], -etas[k] / (2.0 * span)))
     bias = None
     if biases:
         bias = [(e / span) * (p1.mean - p0.mean).mean(1) for e, p0, p1 in zip(etas, phase0, phase1)]
     return ConductanceUpdate(deltas, bias)
+
+
+def one_hot(y: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Target voltages: 1 V on the label's output node, 0 V elsewhere.
+
+    Rows of an identity matrix rather than F.one_hot, which reads the labels' range back to the
+    host (a device synchronisation per step on CUDA).
+    """
+    return torch.eye(n, dtype=dtype, device=y.device)[y]

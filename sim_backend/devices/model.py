@@ -50,7 +50,8 @@ class DeviceArray:
         seeds = list(seeds) if seeds is not None else list(range(R))
         if len(seeds) != R:
             raise ValueError(f"seeds: need one per replica ({R}), got {len(seeds)}")
-        self.model, self.shape = model, (R, m, n)
+        self.model = model
+        self.shape: tuple[int, ...] = (R, m, n)
         self.device, self.dtype = torch.device(device), dtype
         self.g_min, self.g_max = float(g_min), float(g_max)
         p = model
@@ -91,16 +92,17 @@ class DeviceArray:
             coeffs = [unit * up_i, unit * down_i, z0, z1]
         scales = (0, 1) if p.kind == "exp" else (0, 1, 2, 3)  # a stuck device does not move
         coeffs = [torch.where(stuck, 0.0, c) if i in scales and c is not None else c for i, c in enumerate(coeffs)]
-        to = dict(device=self.device, dtype=dtype)
         # The response parameters side by side per device, (R, m, n, P), so that gathering the pulsed
         # devices' parameters reads one cache line per device; the named tensors are views into it.
-        self._stack = torch.stack([lo, hi, *(c for c in coeffs if c is not None)], dim=-1).to(**to)
+        self._stack = torch.stack([lo, hi, *(c for c in coeffs if c is not None)], dim=-1).to(self.device, dtype)
         self._bind(self._stack)
-        self.stuck = stuck.to(self.device)
-        self.stuck_high = stuck_high.to(self.device)
-        self.nu = (p.drift_nu * (1 + p.drift_nu_dtod * xi[4]).clamp_min(0.0)).to(**to) if p.drift_nu > 0 else None
-        self.read_sd_S = ((p.read_noise_std * self.dw_S * (1 + p.read_noise_dtod * xi[5]).clamp_min(0.0)).to(**to)
-                          if p.read_noise_std > 0 else None)
+        self.stuck: torch.Tensor | None = stuck.to(self.device)  # None in a subset that needs no write noise (take)
+        self.stuck_high: torch.Tensor | None = stuck_high.to(self.device)
+        self.nu: torch.Tensor | None = (
+            (p.drift_nu * (1 + p.drift_nu_dtod * xi[4]).clamp_min(0.0)).to(self.device, dtype) if p.drift_nu > 0 else None)
+        self.read_sd_S: torch.Tensor | None = (
+            (p.read_noise_std * self.dw_S * (1 + p.read_noise_dtod * xi[5]).clamp_min(0.0)).to(self.device, dtype)
+            if p.read_noise_std > 0 else None)
 
     def take(self, index: torch.Tensor) -> DeviceArray:
         """The devices at these flat indices (into the (R, m, n) array) as a 1-D array of the same model (CPU)."""
@@ -122,12 +124,17 @@ class DeviceArray:
         """Name the columns of a parameter stack (..., P): lo_S, hi_S, then the step coefficients."""
         cols = iter(stack.unbind(-1))
         self.lo_S, self.hi_S = next(cols), next(cols)
-        self.coeffs = ([next(cols), None, next(cols), None] if self.model.kind == "constant"
-                       else [next(cols) for _ in range(4)])
+        # c0, c2 always; c1, c3 (the slopes in g, or the exp model's z coefficients) not for the constant step
+        self.c0 = next(cols)
+        self.c1: torch.Tensor | None = None if self.model.kind == "constant" else next(cols)
+        self.c2 = next(cols)
+        self.c3: torch.Tensor | None = None if self.model.kind == "constant" else next(cols)
 
     # ---- state -----------------------------------------------------------------
     def initial_state(self, g_S: torch.Tensor) -> torch.Tensor:
         """g kept inside each device's bounds, stuck devices at theirs (in place)."""
+        if self.stuck is None or self.stuck_high is None:
+            raise RuntimeError("initial_state: a subset of devices (take) has no stuck map; use the whole array")
         g_S.clamp_(self.lo_S, self.hi_S)
         return torch.where(self.stuck, torch.where(self.stuck_high, self.hi_S, self.lo_S), g_S, out=g_S)
 
@@ -135,17 +142,16 @@ class DeviceArray:
     def mean_step(self, g_S: torch.Tensor, up: torch.Tensor | bool) -> torch.Tensor:
         """Signed mean change of one pulse (S) at conductance g: SET where up, RESET elsewhere."""
         up = torch.as_tensor(up, device=g_S.device)
-        c = self.coeffs
+        if self.c1 is None or self.c3 is None:  # constant step
+            return torch.where(up, self.c0, -self.c2) + 0 * g_S
         if self.model.kind == "exp":
             p = self.model
-            z = c[2] + c[3] * g_S
-            y_up = (1 - p.A_up * torch.exp(p.gamma_exp_up * z)).clamp_min(0.0) * c[0]
-            y_dn = (1 - p.A_down * torch.exp(-p.gamma_exp_down * z)).clamp_min(0.0) * c[1]
+            z = self.c2 + self.c3 * g_S
+            y_up = (1 - p.A_up * torch.exp(p.gamma_exp_up * z)).clamp_min(0.0) * self.c0
+            y_dn = (1 - p.A_down * torch.exp(-p.gamma_exp_down * z)).clamp_min(0.0) * self.c1
             return torch.where(up, y_up, -y_dn)
-        c0 = torch.where(up, c[0], -c[2])
-        if c[1] is None:  # constant step
-            return c0 + 0 * g_S
-        c1 = torch.where(up, c[1], -c[3])
+        c0 = torch.where(up, self.c0, -self.c2)
+        c1 = torch.where(up, self.c1, -self.c3)
         return torch.addcmul(c0, c1, g_S)
 
     def apply_pulses(self, g_S: torch.Tensor, n: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -159,7 +165,7 @@ class DeviceArray:
         up = n > 0
         k = n.abs()
         if self.model.kind == "constant":
-            size = torch.where(up, self.coeffs[0], self.coeffs[2])  # |m|
+            size = torch.where(up, self.c0, self.c2)  # |m|
         else:
             m = self.mean_step(g_S, up)
             half = torch.addcmul(g_S, (k - 1).clamp_min_(0.0).mul_(0.5), m).clamp_(self.lo_S, self.hi_S)
@@ -174,7 +180,8 @@ class DeviceArray:
                     out: torch.Tensor | None = None) -> torch.Tensor:
         """What the devices conduct: g plus fresh write noise where written (elsewhere `out`'s old value), S."""
         noisy = g_S + self.write_sd_S * torch.randn(g_S.shape, generator=gen, device=g_S.device, dtype=g_S.dtype)
-        noisy = torch.where(self.stuck, g_S, noisy)
+        if self.stuck is not None:  # a stuck device keeps what it holds
+            noisy = torch.where(self.stuck, g_S, noisy)
         return torch.where(written, noisy, g_S if out is None else out)
 
     def read(self, g_S: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:

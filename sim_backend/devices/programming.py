@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from hil.core.backend import LowRankDelta
-from hil.core.devices.config import DeviceModelConfig
+from hil.core.config import DevicesConfig
 from sim_backend.devices.model import DeviceArray
 
 
@@ -50,19 +50,17 @@ def _put(t: torch.Tensor, sel: torch.Tensor | None, value: torch.Tensor) -> None
 class PulseProgrammer:
     """Programs R replicas of a layered crossbar's conductances through a pulsed device model."""
 
-    def __init__(self, model: DeviceModelConfig, weights: Sequence[torch.Tensor], *, mode: str, g_min: float,
-                 g_max: float, seeds: Sequence[int], rounding: str = "accumulate", max_pulses: int = 64,
-                 tolerance_steps: float = 1.0, verify_max_pulses: int = 30, verify_max_reversals: int = 3,
-                 pulse_period_s: float = 1e-5,
-                 verify_read_s: float = 1e-4, seed: int = 0, host_checks: bool = False):
+    def __init__(self, devices: DevicesConfig, weights: Sequence[torch.Tensor], *, g_min: float, g_max: float,
+                 seeds: Sequence[int], seed: int = 0, host_checks: bool = False):
+        """devices: the model, update mode and limits; weights: the conductances (S) the devices start at, on
+        [g_min, g_max] S; seeds: one per replica (device-to-device variation); seed: the write-noise generator's."""
+        model, mode, rounding = devices.resolved(), devices.update, devices.rounding
         if mode not in ("pulses", "write-verify"):
             raise ValueError(f"devices.update: {mode!r} is not a pulsed mode (pulses, write-verify)")
-        if rounding not in ("accumulate", "stochastic"):
-            raise ValueError(f"devices.rounding: accumulate or stochastic (got {rounding!r})")
         self.mode, self.rounding = mode, rounding
-        self.max_pulses, self.verify_max_pulses = int(max_pulses), int(verify_max_pulses)
-        self.verify_max_reversals = int(verify_max_reversals)
-        self.pulse_period_s, self.verify_read_s = float(pulse_period_s), float(verify_read_s)
+        self.max_pulses, self.verify_max_pulses = devices.max_pulses, devices.verify_max_pulses
+        self.verify_max_reversals = devices.verify_max_reversals
+        self.pulse_period_s, self.verify_read_s = devices.pulse_period_s, devices.verify_read_s
         self.g_min, self.g_max = float(g_min), float(g_max)
         self.host_checks = host_checks
         W0 = weights[0]
@@ -72,7 +70,7 @@ class PulseProgrammer:
             arr.initial_state(W)
         self.per_replica = [W[0].numel() for W in weights]
         self.dw_S = self.arrays[0].dw_S
-        self.tol_S = tolerance_steps * self.dw_S
+        self.tol_S = devices.tolerance_steps * self.dw_S
         # What the devices hold, when what they conduct differs from it (write noise): kept apart.
         self.hidden = [W.clone() for W in weights] if model.write_noise_std > 0 else None
         # Drift (model.drift_nu > 0): what each device conducted right after its last write, and when that was
@@ -135,7 +133,7 @@ class PulseProgrammer:
         """
         self._now = float(now_s)
         for j, (W_now, delta) in enumerate(zip(weights, deltas)):
-            W = self.written[j] if self.drifting else W_now
+            W = self.written[j] if self.written is not None else W_now  # drifting: what was written
             if self.mode == "write-verify":
                 self._write_verify(j, W, delta)
             elif self.residual is not None:
@@ -145,19 +143,19 @@ class PulseProgrammer:
                 n = torch.trunc(rv).clamp_(-self.max_pulses, self.max_pulses)
                 _put(r, sel, (rv - n).clamp_(-1.0, 1.0))  # beyond the cap: dropped
                 self._pulse(j, W, sel, n)
-            else:
+            elif self.change is not None:  # stochastic rounding
                 d = self._add(self.change[j].zero_(), delta, 1 / self.dw_S)  # in steps
                 d.add_(torch.rand(d.shape, generator=self.gen, device=d.device, dtype=d.dtype)).floor_()
                 n_all = d.clamp_(-self.max_pulses, self.max_pulses)
                 sel = self._select(j, n_all, 1.0)
                 self._pulse(j, W, sel, _take(n_all, sel))
-            if self.drifting:  # G(t) = G_written ((t + t0)/t0)^-nu, t since each device's last write
+            if self.t_prog is not None:  # drift: G(t) = G_written ((t + t0)/t0)^-nu, t since each device's last write
                 W_now.copy_(self.arrays[j].drift(W, (self._now - self.t_prog[j]).clamp_min_(0.0)))
         self._updates += 1
 
     def _stamp(self, j: int, sel: torch.Tensor | None, written: torch.Tensor) -> None:
         """Drift: the devices written now restart their clock."""
-        if self.drifting:
+        if self.t_prog is not None:
             _put(self.t_prog[j], sel, torch.where(written, self._now, _take(self.t_prog[j], sel)))
 
     def _pulse(self, j: int, W: torch.Tensor, sel: torch.Tensor | None, n: torch.Tensor) -> None:
@@ -172,6 +170,8 @@ class PulseProgrammer:
         self._stamp(j, sel, n != 0)
 
     def _write_verify(self, j: int, W: torch.Tensor, delta) -> None:
+        if self.residual is None:
+            raise RuntimeError("write-verify: no residual kept (the programmer was built for stochastic pulses)")
         pend = self._add(self.residual[j], delta)
         sel = self._select(j, pend, self.tol_S)  # only these can be due (the clamp only shortens)
         arr = self.arrays[j] if sel is None else self.arrays[j].take(sel)

@@ -1,17 +1,38 @@
-"""What every emulated instrument has: a name on the bench, the bench, its own clock and fault injector."""
+"""What every emulated instrument has: a name on the bench, the bench, its own clock and fault injector.
+
+An emulated instrument class declares the lab-config kind it emulates (`KIND`); that registers it, and the
+emulated lab starts the class registered for each instrument's kind (`emulated_class`).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from drivers.registry import KindRegistry
 from sim_backend.emulator.clock import EmulatedClock
 from sim_backend.emulator.faults import FAULT_CURRENT_A, FaultInjector
+
+if TYPE_CHECKING:
+    from drivers.lab import ChannelLimits
+    from sim_backend.emulator.bench import EmulatedBench
 
 
 class EmulatedInstrument:
     IDN = ""
     #: the SMU channel a trip_compliance fault hits when none is named (None: not a source-measure unit)
     FIRST_CHANNEL: str | None = None
+    #: the lab-config kind this class emulates; declaring it registers the class
+    KIND: ClassVar[str | None] = None
+    #: the address its driver opens, given the TCP port it listens on (a serial driver takes a socket:// URL)
+    RESOURCE: ClassVar[str] = "TCPIP0::127.0.0.1::{port}::SOCKET"
 
-    def __init__(self, name: str, bench, limits=None):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("KIND")
+        if kind is not None:
+            EMULATED.register(kind, cls)
+
+    def __init__(self, name: str, bench: EmulatedBench, limits: ChannelLimits | None = None):
         self.name, self.bench, self.limits = name, bench, limits
         self.clock = EmulatedClock(bench.lab.emulator.time_scale)
         self.faults = FaultInjector()
@@ -34,10 +55,19 @@ class EmulatedInstrument:
         """Power off and on: every setting and the error queue back to the power-on state."""
         raise NotImplementedError
 
-    def handle(self, line: str) -> str | None:
+    def handle(self, line: str) -> str | bytes | None:
         """One received line -> the reply line, or None."""
         raise NotImplementedError
 
     def outputs(self) -> dict:
         """What is on: {channel: state} for every output that is on or not at 0."""
         return {}
+
+
+#: every emulated instrument class that declares a KIND
+EMULATED: KindRegistry[type[EmulatedInstrument]] = KindRegistry("emulated instrument", "sim_backend.emulator")
+
+
+def emulated_class(kind: str) -> type[EmulatedInstrument]:
+    """The emulated instrument of a lab-config kind (ValueError naming the known kinds if none declares it)."""
+    return EMULATED.lookup(kind)

@@ -8,7 +8,9 @@ import threading
 import numpy as np
 import torch
 
+from hil.core.devices import resolve_device_model
 from sim_backend.crossbar import SimCrossbar
+from sim_backend.devices import DeviceArray
 from sim_backend.emulator.sources import Source, Unknown, solve
 
 
@@ -21,7 +23,7 @@ class EmulatedBench:
         u, em = lab.units, lab.emulator
         self.vu, self.gu = u.voltage_unit_V, u.conductance_unit_S
         sizes = lab.layer_sizes
-        self.net = SimCrossbar(sizes, input_gain=1.0, seeds=[em.seed], bias=True, sweeps=em.settle_sweeps,
+        self.net = SimCrossbar.from_settings(sizes, input_gain=1.0, seeds=[em.seed], bias=True, sweeps=em.settle_sweeps,
                                warm_start=True, dtype=torch.float64)
         self.rng = np.random.default_rng(em.seed + 17)
         # Devices start spread over the lower half of the device range (a fresh chip).
@@ -35,22 +37,22 @@ class EmulatedBench:
         # Wiring from the lab config.
         self.dac_to_input: dict[tuple[str, str], int] = {}
         for i, node in enumerate(lab.nodes.inputs):
-            self.dac_to_input[tuple(node.plus.split("/"))] = i
-            self.dac_to_input[tuple(node.minus.split("/"))] = sizes[0] + i
+            self.dac_to_input[node.plus] = i
+            self.dac_to_input[node.minus] = sizes[0] + i
         self.direct: dict[tuple[str, str], tuple[int, int]] = {}   # smu channel -> (layer, node), no route
         self.routed: dict[tuple[str, str], dict[tuple[str, str], tuple[int, int]]] = {}  # smu -> (switch, xpoint) -> node
         layers = [*lab.nodes.hidden, lab.nodes.outputs]
         for l, layer in enumerate(layers):
             for i, node in enumerate(layer):
-                smu = tuple(node.read.split("/"))
+                smu = node.read
                 if node.route:
-                    self.routed.setdefault(smu, {})[tuple(node.route.split("/", 1))] = (l, i)
+                    self.routed.setdefault(smu, {})[node.route] = (l, i)
                 else:
                     self.direct[smu] = (l, i)
         self.closed_routes: dict[str, set[str]] = {}   # switch name -> closed crosspoints
         self.dac_levels: dict[tuple[str, str], float] = {}
         # Nudge resistors (conductance mode): output i -> (its DAC source, its crosspoint), resistor in normalized S.
-        self.nudge_wiring = [(tuple(n.nudge_source.split("/")), tuple(n.nudge_route.split("/", 1)))
+        self.nudge_wiring = [(n.nudge_source, n.nudge_route)
                              for n in lab.nodes.outputs] if lab.nudge.mode == "conductance" else []
         self.nudge_g = (lab.nudge.conductance_S or 0.0) / self.gu
         self.sources: dict[tuple[str, str], Source] = {}
@@ -71,12 +73,9 @@ class EmulatedBench:
 
     def _use_device_model(self, lab) -> None:
         """emulator.device_model: the simulator's pulsed devices (sim_backend/devices) on [g_min_S, g_max_S]."""
-        self.device_arrays = None
+        self.device_arrays: list[DeviceArray] | None = None
         if lab.emulator.device_model is None:
             return
-        from hil.core.devices import resolve_device_model
-        from sim_backend.devices import DeviceArray
-
         p = lab.programming
         model = resolve_device_model(lab.emulator.device_model)
         self.device_arrays = [DeviceArray(model, W.shape, g_min=p.g_min_S, g_max=p.g_max_S, seeds=[lab.emulator.seed],
@@ -187,7 +186,7 @@ class EmulatedBench:
             solve(unknowns, self.node_voltage, settle)
         else:
             settle()   # only 0 A current sources (voltmeters): nothing to solve
-        self.solved = {u.key: u for u in unknowns if u.source is not None}
+        self.solved = {u.key: u for u in unknowns if u.source is not None and u.key is not None}
         for key, u in self.solved.items():
             self.compliance[key] = u.compliance
         for key, src in self.floating.items():
@@ -248,6 +247,7 @@ class EmulatedBench:
 
     def _model_pulse(self, layer: int, i: int, j: int, volts: float) -> None:
         """One SET (volts > 0) or RESET of the device model, the same code the simulator pulses with."""
+        assert self.device_arrays is not None  # only called with a device model
         idx = self._flat(layer, i, j)
         dev = self.device_arrays[layer].take(idx)
         held = self.device_held_S[layer].view(-1)

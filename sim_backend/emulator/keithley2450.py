@@ -124,6 +124,7 @@ ELEMENTS = {"READING": "value", "READ": "value", "SOURCE": "source", "SOUR": "so
 
 
 class Emulated2450(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
+    KIND = "keithley2450"
     IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,04412345,1.7.12b"
     FIRST_CHANNEL = "1"
     TABLE = TABLE
@@ -151,7 +152,7 @@ class Emulated2450(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
     # ---- settings and physics ----
     def reset(self) -> None:
         super().reset()
-        self.sweep = None
+        self.sweep: tuple[str, list[float], int, str] | None = None
         self.buffers = {"defbuffer1": ReadingBuffer(100000), "defbuffer2": ReadingBuffer(10)}
         self.push_source("1", self.state(1))
 

@@ -260,6 +260,7 @@ class Status(Bound):
 
 
 class Emulated2600(SmuChannelPhysics, TspInstrument):
+    KIND = "keithley2600"
     MODEL, SERIAL, VERSION = "2636B", "4123456", "4.0.4"
     FIRST_CHANNEL = "a"
     CHANNELS = ("a", "b")

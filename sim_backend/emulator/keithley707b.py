@@ -79,6 +79,7 @@ class Channel(Bound):
 
 
 class Emulated707B(TspInstrument):
+    KIND = "keithley707b"
     MODEL, SERIAL, VERSION = "707B", "04123456", "1.7.0"
 
     def __init__(self, name, bench, limits=None):

@@ -72,6 +72,7 @@ TABLE = [
 
 
 class EmulatedB2900(ScpiSourceRanges, ScpiInstrument, EmulatedInstrument):
+    KIND = "keysight_b2900"
     IDN = "Keysight Technologies,B2902A,MY51140123,3.4.2011.5100"
     FIRST_CHANNEL = "1"
     TABLE = TABLE

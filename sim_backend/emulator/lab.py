@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from hil.core.process import pid_alive
+from sim_backend.emulator.base import EmulatedInstrument, emulated_class
 from sim_backend.emulator.bench import EmulatedBench
 from sim_backend.emulator.faults import GARBAGE, Fault, FaultInjector
-from sim_backend.emulator.instruments import EMULATED
 
 
 class RegistryInUse(RuntimeError):
@@ -64,6 +64,8 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    instrument: EmulatedInstrument
+    lock: threading.RLock
 
 
 class EmulatedLab:
@@ -79,7 +81,8 @@ class EmulatedLab:
 
     def start(self) -> EmulatedLab:
         for name, cfg in self.lab.instruments.items():
-            inst = EMULATED[cfg.kind](name, self.bench, self.lab.limits.get(name))
+            cls = emulated_class(cfg.kind)
+            inst = cls(name, self.bench, self.lab.limits.get(name))
             inst.faults = FaultInjector([f.model_dump() for f in self.lab.emulator.faults.get(name, [])])
             server = _Server(("127.0.0.1", 0), _Handler)
             server.instrument = inst
@@ -90,8 +93,7 @@ class EmulatedLab:
             self.instruments[name] = inst
             self.servers[name] = server
             self._threads.append(t)
-            self.resources[name] = (f"socket://127.0.0.1:{port}" if cfg.kind == "xbar_board"
-                                    else f"TCPIP0::127.0.0.1::{port}::SOCKET")
+            self.resources[name] = cls.RESOURCE.format(port=port)
         return self
 
     def write_registry(self, path: Path) -> Path:

@@ -58,6 +58,7 @@ TABLE = [
 
 
 class EmulatedQDac2(ScpiInstrument, EmulatedInstrument):
+    KIND = "qdac2"
     IDN = "QDevil,QDAC-II,12,13-1.57"
     TABLE = TABLE
     SUFFIXES = tuple(range(1, 25))

@@ -25,7 +25,10 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim_backend.emulator.clock import EmulatedClock
 
 ERROR_TEXT = {
     -100: "Command error", -101: "Invalid character", -102: "Syntax error", -104: "Data type error",
@@ -215,7 +218,14 @@ class Command:
 
 
 class State:
-    """The settings of one channel (or of the instrument), as attributes."""
+    """The settings of one channel (or of the instrument), as attributes (named by each instrument's TABLE)."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a setting not set yet: its attributes come from the TABLE at run time (typed as Any).
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
 
 
 # ---- splitting a program message ---------------------------------------------------------------------------
@@ -299,6 +309,8 @@ class ScpiInstrument:
     ERROR_FORMAT = '{code},"{text}"'
     NUMBER_FORMAT = ".6E"
     ERROR_QUEUE_SIZE = 10
+    #: the instrument's clock (the EmulatedInstrument it is mixed into provides it)
+    clock: EmulatedClock
 
     _compiled: dict[type, list] = {}
 
@@ -406,7 +418,7 @@ class ScpiInstrument:
         if not head.startswith(":") and path:
             nodes = path + nodes
         full = ":" + ":".join(nodes)
-        for regex, entry in self.table():
+        for regex, entry in self.table():  # noqa: B007 - the matching entry is used after the loop
             m = regex.match(full)
             if m:
                 break

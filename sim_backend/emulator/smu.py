@@ -7,6 +7,11 @@ emulated time a reading takes lives in the instrument's clock (`clock.EmulatedCl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim_backend.emulator.bench import EmulatedBench
+    from sim_backend.emulator.clock import EmulatedClock
 
 
 @dataclass
@@ -52,6 +57,11 @@ class SmuChannelPhysics:
     compliance while sourcing current), ilim (A, while sourcing voltage), output (bool), sense_func
     ("VOLT"/"CURR"), nplc. The instrument provides self.name, self.bench, self.clock.
     """
+
+    # provided by the EmulatedInstrument this is mixed into
+    name: str
+    bench: EmulatedBench
+    clock: EmulatedClock
 
     OVERHEAD_S = 1e-3   # per reading beyond the aperture (A/D, autozero, trigger); each manual's timing spec
     #: source ranges (V, A) and the programming resolution as a fraction of the range (each instrument's specs)

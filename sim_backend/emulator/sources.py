@@ -74,23 +74,30 @@ def solve(unknowns: list[Unknown], voltage: Callable[[tuple[int, int]], float],
         for u in unknowns:
             before = u.current_A
             if u.other is not None:   # a short: V(node) = V(other)
-                f = lambda a, u=u: (at(u, a), voltage(u.node) - voltage(u.other))[1]
-                _bracketed(u, f, -short_span_A, short_span_A, tol_V)
-            elif u.source.func == "CURR":
+                def short(a: float, u: Unknown = u, o: tuple[int, int] = u.other) -> float:
+                    at(u, a)
+                    return voltage(u.node) - voltage(o)
+                _bracketed(u, short, -short_span_A, short_span_A, tol_V)
+            else:
                 s = u.source
-                u.compliance = False
-                at(u, s.level)
-                v = voltage(u.node)
-                if abs(v) > s.limit:   # compliance: the SMU holds the node at the limit, sourcing or sinking
-                    target = s.limit if v > 0 else -s.limit   # whatever current that takes
-                    f = lambda a, u=u, t=target: (at(u, a), voltage(u.node) - t)[1]
-                    span = max(abs(s.level), short_span_A)
-                    _bracketed(u, f, -span, span, tol_V)
-                    u.compliance = True
-            else:                      # VOLT: the current that holds the node at the level, within the limit
-                s = u.source
-                f = lambda a, u=u, t=s.level: (at(u, a), voltage(u.node) - t)[1]
-                u.compliance = not _bracketed(u, f, -s.limit, s.limit, tol_V)
+                assert s is not None  # an unknown is a short or a source
+                if s.func == "CURR":
+                    u.compliance = False
+                    at(u, s.level)
+                    v = voltage(u.node)
+                    if abs(v) > s.limit:   # compliance: the SMU holds the node at the limit, sourcing or sinking
+                        target = s.limit if v > 0 else -s.limit   # whatever current that takes
+                        def at_limit(a: float, u: Unknown = u, t: float = target) -> float:
+                            at(u, a)
+                            return voltage(u.node) - t
+                        span = max(abs(s.level), short_span_A)
+                        _bracketed(u, at_limit, -span, span, tol_V)
+                        u.compliance = True
+                else:                      # VOLT: the current that holds the node at the level, within the limit
+                    def at_level(a: float, u: Unknown = u, t: float = s.level) -> float:
+                        at(u, a)
+                        return voltage(u.node) - t
+                    u.compliance = not _bracketed(u, at_level, -s.limit, s.limit, tol_V)
             worst = max(worst, abs(u.current_A - before))
         if len(unknowns) <= 1 or worst <= 1e-15:
             break

@@ -280,7 +280,7 @@ class TspInstrument(EmulatedInstrument):
             return common
         return self.run_chunk(line)
 
-    def run_chunk(self, chunk: str, name: str | None = None, run: bool = True) -> str | None:
+    def run_chunk(self, chunk: str, name: str | None = None, run: bool = True) -> str | bytes | None:
         """Run (or, for a named loadscript, define as a global function) a Lua chunk; its printed output."""
         self._out = []
         try:

@@ -11,6 +11,8 @@ from sim_backend.emulator.scpi import ERROR_TEXT
 class EmulatedXbarBoard(EmulatedInstrument):
     """The serial programming board's line protocol (drivers/xbar_board.py documents it)."""
 
+    KIND = "xbar_board"
+    RESOURCE = "socket://127.0.0.1:{port}"  # pyserial opens the raw socket (drivers/xbar_board.py)
     IDN = "XBAR,EMU-1,0001,1.0"
 
     def __init__(self, *args, **kwargs):

@@ -1,6 +1,7 @@
-"""A plain EP implementation written straight from the equations, for comparison only.
+"""The plain reference implementation of EP that the fast simulator path (sim_backend.crossbar with
+hil.core.ep) is checked against (tests/test_fast_vs_plain.py) and timed against (benchmarks/throughput.py).
 
-What a user would write first: every sweep recomputes every layer's input
+Written straight from the equations, as a user would write it first: every sweep recomputes every layer's input
 (including the big x_in @ W0) and every node's conductance sum; the update
 builds each device's squared voltage drop in both phases and subtracts them.
 Vectorized over the batch, R = 1, no caching, no factoring.
@@ -8,21 +9,31 @@ Vectorized over the batch, R = 1, no caching, no factoring.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from sim_backend.crossbar import initial_conductances
 
 
 class PlainEP:
-    def __init__(self, layer_sizes, *, gamma, beta, eta, sweeps, seed, init_scale, g_min=0.0, g_max=None,
-                 dtype=torch.float32, device="cpu"):
+    """One replica of a ReLU network trained by positive EP, every quantity recomputed from scratch.
+
+    gamma: input gain, V; beta: nudge conductance, S; eta: learning rate; sweeps: T; seed, init_scale: the same
+    initial conductances as `SimCrossbar` (S); g_min, g_max: the device range, S.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], *, gamma: float, beta: float, eta: float, sweeps: int, seed: int,
+                 init_scale: float, g_min: float = 0.0, g_max: float | None = None,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         nodes = [2 * layer_sizes[0], *layer_sizes[1:]]
         self.W = [initial_conductances(nodes[j], nodes[j + 1], [seed], init_scale, j)[0].clamp(g_min, g_max)
                   .to(device, dtype) for j in range(len(nodes) - 1)]
         self.gamma, self.beta, self.eta, self.T = gamma, beta, eta, sweeps
         self.g_min, self.g_max = g_min, g_max
 
-    def relax(self, x_in, V, target=None):
+    def relax(self, x_in: torch.Tensor, V: list[torch.Tensor], target: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Sweep T times over the layers; V[0] is x_in, V[l] layer l's node voltages (B, nodes), V."""
         W, L = self.W, len(self.W)
         for _ in range(self.T):
             for l in range(1, L + 1):
@@ -38,7 +49,8 @@ class PlainEP:
                 V[l] = num / den if l == L else torch.relu(num / den)
         return V
 
-    def step(self, x, t):
+    def step(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One EP update on inputs x (B, inputs) and target voltages t (B, outputs); returns the free outputs."""
         x_in = self.gamma * torch.cat([x, -x], -1)
         zeros = [x_in] + [torch.zeros(x.shape[0], w.shape[1], dtype=x.dtype, device=x.device) for w in self.W]
         free = self.relax(x_in, list(zeros))

@@ -1,0 +1,153 @@
+"""`hil sweep grid`: train a --vary grid's chunks on an executor, recording each chunk as it finishes.
+
+The folder's sweep-checkpoint.pt holds the chunk plan and every finished chunk's accuracies (written before
+the first chunk starts), so `hil sweep resume` trains only the chunks not finished, whichever executor ran
+the rest. Results do not depend on the executor: the same chunks, the same seeds, the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hil.executors import ChunkResult, make_executor
+from hil.grid import (
+    ETA_EFF,
+    Chunk,
+    Grid,
+    GridError,
+    check_vary,
+    format_grid_summary,
+    heatmap_axes,
+    summarize_cells,
+    write_grid_table_csv,
+    write_grid_trials_csv,
+)
+from hil.plotting import plot_grid_heatmaps
+from hil.store import atomic_torch_save, atomic_write_text, load_tensors
+from hil.sweep import CHECKPOINT, SweepResumeError, default_max_replicas, finish_sweep
+from sim_backend.crossbar import resolve_device
+
+GRID_KIND = "grid"
+
+
+def plan_chunks(grid: Grid, max_replicas: int | None, n_in: int, n_out: int) -> list[Chunk]:
+    """Chunks of at most max_replicas (default: what memory allows for each group's network) replicas."""
+    caps = [max_replicas or default_max_replicas(cfg, n_in, n_out, resolve_device(cfg.device)) for cfg in grid.configs]
+    if any(torch.device(resolve_device(c.device)).type == "cuda" for c in grid.configs) and max_replicas is None:
+        caps = [min(caps)] * len(caps)  # free GPU memory varies: one cap, recorded in the checkpoint, for all
+    return grid.chunks(caps)
+
+
+class GridRecorder:
+    """Records finished chunks: accuracies into the trials, trials.csv, the checkpoint, one progress line."""
+
+    def __init__(self, folder: Path, grid: Grid, chunks: Sequence[Chunk], out=None):
+        self.folder, self.grid, self.chunks, self.out = Path(folder), grid, list(chunks), out
+        self.done: dict[int, dict[str, Any]] = {}
+        self.t0 = time.perf_counter()
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": GRID_KIND, "signature": [list(s) for s in self.grid.signature()],
+                "chunks": [list(c.trials) for c in self.chunks], "done": {str(k): v for k, v in self.done.items()}}
+
+    def save(self) -> None:
+        atomic_torch_save(self.folder / CHECKPOINT, self.state())
+
+    def apply(self, chunk: Chunk, accs: Sequence[Sequence[float]], diverged: Sequence[bool]) -> None:
+        for i, acc, bad in zip(chunk.trials, accs, diverged):
+            t = self.grid.trials[i]
+            t.test_acc, t.diverged = [float(a) for a in acc], bool(bad)
+        self.done[chunk.index] = {"test_acc": [list(map(float, a)) for a in accs], "diverged": [bool(b) for b in diverged]}
+
+    def __call__(self, chunk: Chunk, result: ChunkResult) -> None:
+        self.apply(chunk, result.test_acc, result.diverged)
+        write_grid_trials_csv(self.folder / "trials.csv", self.grid.keys, self.grid.trials)
+        self.save()
+        finals = [0.0 if bad else acc[-1] for acc, bad in zip(result.test_acc, result.diverged)]
+        group = ", ".join(f"{k}={v}" for k, v in self.grid.groups[chunk.group]) or "base config"
+        minutes = (time.perf_counter() - self.t0) / 60
+        print(f"  chunk {len(self.done)}/{len(self.chunks)} done ({group}; {len(chunk.trials)} networks): mean final "
+              f"test accuracy {100 * statistics.fmean(finals):.1f}% ({minutes:.1f} min)",
+              file=self.out or sys.stdout, flush=True)
+
+
+def resume_recorder(folder: Path, grid: Grid) -> GridRecorder:
+    """The recorder of an interrupted grid sweep: its chunk plan and finished chunks, checked against the grid."""
+    state = load_tensors(Path(folder) / CHECKPOINT, "resume")
+    if state.get("kind") != GRID_KIND or state.get("signature") != [list(s) for s in grid.signature()]:
+        raise SweepResumeError(f"resume: {folder / CHECKPOINT} holds a different sweep (the cells, trials or seed "
+                               "differ from the recorded command)")
+    chunks = []
+    for k, idx in enumerate(state["chunks"]):
+        gi = grid.group_of[idx[0]]
+        chunks.append(Chunk(k, gi, grid.configs[gi].model_dump(mode="json"), list(idx),
+                            [grid.trials[i].sigma for i in idx], [grid.trials[i].samples for i in idx],
+                            [grid.trials[i].seed for i in idx]))
+    rec = GridRecorder(folder, grid, chunks)
+    for key, res in state["done"].items():
+        rec.apply(chunks[int(key)], res["test_acc"], res["diverged"])
+    return rec
+
+
+def grid_from_args(args, cfg) -> Grid:
+    """The grid of a `hil sweep grid` command line over its base config (every cell validated)."""
+    vary = check_vary(args.vary or [])
+    if args.sigmas:
+        if "noise.sigma" in vary:
+            raise GridError("--sigma and --vary noise.sigma: both list the read noise; give one")
+        if any(not (s >= 0) for s in args.sigmas):
+            raise GridError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
+        vary = {"noise.sigma": sorted(args.sigmas)} | vary  # sigma first: the heat maps' panels
+    if not vary:
+        raise GridError("sweep grid: nothing varied; give --vary KEY=V1,V2,... (and/or --sigma)")
+    given = set(getattr(args, "scalar_overrides", {}))
+    clash = [k for k in vary if k in given or (k == ETA_EFF and "ep.eta" in given)]
+    if clash:
+        raise GridError(f"--vary {clash[0]}: also set by a flag, --set or (for eta_eff) --eta; give it once")
+    return Grid(cfg, vary, args.trials)
+
+
+def run_grid_sweep(args, cfg, prep, store) -> int:
+    """The body of `hil sweep grid` once the folder exists (cli.cmd_sweep_grid)."""
+    grid = grid_from_args(args, cfg)
+    data = prep.data
+    executor = make_executor(args.executor, address=args.address, num_cpus=args.ray_cpus, threads=args.threads or 1,
+                             gpu_fraction=args.gpu_fraction, max_retries=args.max_retries,
+                             progress=not args.no_progress)
+    with store.recording():
+        if args.resume_from is not None:
+            rec = resume_recorder(store.path, grid)
+        else:
+            rec = GridRecorder(store.path, grid, plan_chunks(grid, args.max_replicas, data.n_inputs, data.n_classes))
+            rec.save()  # the plan first: an interrupted sweep resumes even before its first chunk finished
+        todo = [c for c in rec.chunks if c.index not in rec.done]
+        print(f"grid sweep: {cfg.data.dataset}, {len({t.cell for t in grid.trials})} cells x {args.trials} trials = "
+              f"{len(grid.trials)} networks in {len(rec.chunks)} chunks ({len(todo)} to train) on the "
+              f"{executor.name} executor, {cfg.train.epochs} epoch(s); folder {store.path}", flush=True)
+        write_grid_trials_csv(store.path / "trials.csv", grid.keys, grid.trials)
+        executor.run(todo, rec)
+        rows = summarize_cells(grid.trials, args.threshold)
+        write_grid_trials_csv(store.path / "trials.csv", grid.keys, grid.trials)
+        write_grid_table_csv(store.path / "table.csv", grid.keys, rows)
+        atomic_write_text(store.path / "grid.json", json.dumps(
+            {"vary": {k: v for k, v in grid.vary.items()}, "trials": args.trials, "threshold": args.threshold,
+             "executor": args.executor}, indent=1) + "\n")
+        axes = heatmap_axes(grid.keys)
+        if axes is not None:
+            panel, xy = axes
+            plot_grid_heatmaps(store.path / "convergence_heatmap.png", rows, panel, xy, args.threshold,
+                               store.path.name)
+    finish_sweep(store)
+    print(format_grid_summary(grid.keys, rows, args.threshold))
+    shown = "convergence_heatmap.png, " if axes is not None else ""
+    print(f"saved {shown}table.csv and trials.csv in {store.path}" +
+          ("" if axes is not None else " (no heat map: it shows at most two keys besides noise.sigma)"))
+    return 0

@@ -1,0 +1,104 @@
+"""`hil sweep grid`: cells over any config fields, per-cell table, heat maps, clear errors, resume by chunks."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from hil.cli import main
+
+SMALL = ["--trials", "2", "--epochs", "2", "--train-limit", "300", "--test-limit", "100", "--max-replicas", "4",
+         "--no-progress"]
+GRID = ["sweep", "grid", "--vary", "ep.beta=0.5,1", "--vary", "ep.eta_eff=0.01,0.03", "--sigma", "0",
+        "--sigma", "0.02", *SMALL]
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def test_grid_writes_cells_table_trials_and_heat_map(tmp_path, capsys):
+    assert main([*GRID, "--runs-dir", str(tmp_path)]) == 0
+    (folder,) = list(tmp_path.iterdir())
+    table = _rows(folder / "table.csv")
+    cells = {(float(r["noise.sigma"]), float(r["ep.beta"]), float(r["ep.eta_eff"])) for r in table}
+    assert cells == {(s, b, e) for s in (0.0, 0.02) for b in (0.5, 1.0) for e in (0.01, 0.03)}
+    assert all(int(r["trials"]) == 2 and float(r["sigma_V"]) == float(r["noise.sigma"]) for r in table)
+    quiet = [r for r in table if float(r["sigma_V"]) == 0]
+    loud = [r for r in table if float(r["sigma_V"]) == 0.02]
+    assert min(float(r["mean_test_acc"]) for r in quiet) > max(float(r["mean_test_acc"]) for r in loud)
+    assert all(0 <= float(r["convergence_rate"]) <= 1 and float(r["best_test_acc"]) >= float(r["mean_test_acc"])
+               for r in table)
+    trials = _rows(folder / "trials.csv")
+    assert len(trials) == 16 and {t["seed"] for t in trials} == {"0", "1"}
+    assert all(t["epochs_done"] == "2" for t in trials)
+    png = (folder / "convergence_heatmap.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert "rate" in capsys.readouterr().out
+
+
+def test_eta_eff_sets_eta_per_cell():
+    from hil.core.config import build_config
+    from hil.grid import Grid, check_vary
+
+    grid = Grid(build_config({}, {}), check_vary([("ep.beta", [0.5, 2.0]), ("ep.eta_eff", [0.01, 0.03])]), 1)
+    etas = {(c.ep.beta, round(c.ep.eta, 12)) for c in grid.configs}
+    assert etas == {(0.5, 0.005), (0.5, 0.015), (2.0, 0.02), (2.0, 0.06)}
+
+
+def test_unknown_field_is_one_clear_error(tmp_path, capsys):
+    assert main(["sweep", "grid", "--vary", "ep.betta=1,2", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ep.betta" in err and "not a config field" in err and len(err.strip().splitlines()) == 1
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written for bad input
+
+
+def test_a_bad_value_names_the_cell_and_field(tmp_path, capsys):
+    assert main(["sweep", "grid", "--vary", "ep.beta=1,-1", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ep.beta=-1" in err and "ep.beta" in err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--vary", "ep.beta=0.5,1", "--vary", "ep.beta=2"], "ep.beta: given twice"),
+    (["--vary", "ep.beta=0.5,1", "--beta", "2"], "also set by a flag"),
+    (["--vary", "ep.eta_eff=0.01,0.02", "--eta", "0.1"], "ep.eta_eff"),
+    (["--vary", "noise.sigma=0,0.01", "--sigma", "0"], "--sigma and --vary noise.sigma"),
+    (["--vary", "ep.eta=0.01", "--vary", "ep.eta_eff=0.01"], "vary one"),
+])
+def test_a_key_given_twice_is_refused(tmp_path, capsys, argv, named):
+    assert main(["sweep", "grid", *argv, "--runs-dir", str(tmp_path)]) == 2
+    assert named in capsys.readouterr().err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_repeated_scalar_flag_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main(["sweep", "grid", "--vary", "ep.beta=1,2", "--trials", "2", "--trials", "3", "--runs-dir", str(tmp_path)])
+    assert ex.value.code == 2 and "given twice" in capsys.readouterr().err
+
+
+def test_resume_after_interruption_gives_the_same_table(tmp_path, monkeypatch):
+    """Ctrl-C after two of four chunks; `hil sweep resume` trains the other two: the same table and trials."""
+    import hil.grid_run as grid_run
+
+    whole = ["sweep", "grid", "--vary", "ep.beta=0.5,1", "--sigma", "0", "--sigma", "0.02", "--trials", "2",
+             "--epochs", "2", "--train-limit", "300", "--test-limit", "100", "--max-replicas", "2", "--no-progress"]
+    assert main([*whole, "--runs-dir", str(tmp_path / "whole")]) == 0
+    original = grid_run.GridRecorder.__call__
+
+    def stop_after_two(self, chunk, result):
+        original(self, chunk, result)
+        if len(self.done) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid_run.GridRecorder, "__call__", stop_after_two)
+    assert main([*whole, "--runs-dir", str(tmp_path / "cut")]) == 130
+    (cut,) = list((tmp_path / "cut").iterdir())
+    assert sorted(t["epochs_done"] for t in _rows(cut / "trials.csv")) == ["0"] * 4 + ["2"] * 4
+    monkeypatch.setattr(grid_run.GridRecorder, "__call__", original)
+    assert main(["sweep", "resume", str(cut), "--no-progress", "--executor", "inprocess"]) == 0
+    (done,) = list((tmp_path / "whole").iterdir())
+    assert _rows(cut / "table.csv") == _rows(done / "table.csv")
+    assert _rows(cut / "trials.csv") == _rows(done / "trials.csv")
