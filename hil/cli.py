@@ -39,6 +39,7 @@ from hil.core.config import (
 from hil.data import DatasetError
 from hil.grid import GridError, parse_vary
 from hil.grid_run import grid_from_args, run_grid_sweep
+from hil.presets import load_preset, preset_names
 from hil.runner import Prepared, prepare, train_run
 from hil.store import RunStore, StoreError, atomic_write_text
 from hil.sweep import (
@@ -51,6 +52,7 @@ from hil.sweep import (
     write_summary_csv,
     write_trials_csv,
 )
+from hil.threads import shared_budget
 from sim_backend.emulator import EmulatedLab
 from sim_backend.emulator.lab import RegistryInUse
 
@@ -123,10 +125,40 @@ def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozen
     g.add_argument("--config", type=Path, action="append", metavar="FILE",
                    help="YAML file with a RunConfig (nested as the config fields; unknown keys are errors); repeat to "
                    "merge (later wins)")
+    add_preset_options(g)
     for field in flag_fields():
         g.add_argument(field.option, **_flag_kwargs(field))
     g.add_argument("--set", dest="set_pairs", type=_set_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="set any config field, e.g. --set noise.sigma=2e-5")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def add_preset_options(g) -> None:
+    """--preset (a named config beneath --config files and flags) and --threads (this process's CPU threads)."""
+    g.add_argument("--preset", metavar="NAME", help=f"start from a named config ({', '.join(preset_names())}); "
+                   "--config files and flags override it")
+    g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: the cores "
+                   "shared fairly among the hil processes running here; OMP_NUM_THREADS also sets it); with "
+                   "`sweep grid --executor ray`: the threads and CPUs of each chunk's task (default 1)")
+
+
+def preset_tree(args: argparse.Namespace) -> dict[str, Any]:
+    """The --preset's config tree ({} without one)."""
+    name = getattr(args, "preset", None)
+    return load_preset(name) if name else {}
+
+
+#: Commands that compute (and so take a share of the cores, hil.threads); the others mostly wait.
+COMPUTE_COMMANDS = frozenset({"train", "sweep", "characterize"})
 
 
 class _Group:
@@ -195,8 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--trust-journal: only with --resume RUN_DIR (it chooses which devices a resume reads back)")
     if args.resume:
         changed = sorted(set(over) - {"train.epochs"})
-        if changed or args.config:
-            raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or '--config'})")
+        if changed or args.config or args.preset:
+            raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or ('--config' if args.config else '--preset')})")
         store = RunStore.open(args.resume)
         pid = store.running_elsewhere()
         if pid is not None:
@@ -229,8 +261,9 @@ def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConf
     """
     over = overrides_from(args)
     lab = getattr(args, "lab", None)
-    # The command's folder name sits beneath a lab's run: section, config files and --name.
-    cfg = load_config(args.config, over, base=merge_trees({"name": default_name}, lab_run_defaults(lab)))
+    # The command's folder name and a --preset sit beneath a lab's run: section, config files and --name.
+    cfg = load_config(args.config, over, base=merge_trees(merge_trees({"name": default_name}, preset_tree(args)),
+                                                          lab_run_defaults(lab)))
     if check:
         check(cfg)
     if lab is not None and connect:
@@ -672,7 +705,6 @@ def _add_sweep_grid_parser(kinds) -> None:
                     help="inprocess: chunks one after the other here (default); ray: each chunk a Ray task")
     ex.add_argument("--address", action=_StoreOnce, help="Ray: the address of a running cluster (default: start a local one)")
     ex.add_argument("--ray-cpus", action=_StoreOnce, type=int, help="Ray: CPUs of the local cluster it starts (default: all)")
-    ex.add_argument("--threads", action=_StoreOnce, type=int, default=1, help="Ray: torch threads (and CPUs reserved) per chunk (default 1)")
     ex.add_argument("--gpu-fraction", action=_StoreOnce, type=float, default=0.25,
                     help="Ray with CUDA: share of a GPU one chunk reserves (default 0.25)")
     ex.add_argument("--max-retries", action=_StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
@@ -695,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "no_progress") and not sys.stderr.isatty():
         args.no_progress = True  # a progress bar is for a terminal; in a redirected log it is noise
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _thread_budget(args):
             code: int = args.func(args)
             return code
     except (ConfigError, DatasetError, UsageError, CommandError, NoiseDataError) as err:
@@ -711,6 +743,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {err.filename}" if err.filename else ""
         print(f"hil: error: {err.strerror or err.__class__.__name__}:{where}", file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _thread_budget(args: argparse.Namespace) -> Iterator[None]:
+    """A computing command takes its share of the cores among the hil processes on this machine (hil.threads)."""
+    if args.command not in COMPUTE_COMMANDS:
+        yield
+        return
+    with shared_budget(getattr(args, "threads", None)):
+        yield
 
 
 @contextmanager

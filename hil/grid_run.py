@@ -119,7 +119,7 @@ def run_grid_sweep(args, cfg, prep, store) -> int:
     """The body of `hil sweep grid` once the folder exists (cli.cmd_sweep_grid)."""
     grid = grid_from_args(args, cfg)
     data = prep.data
-    executor = make_executor(args.executor, address=args.address, num_cpus=args.ray_cpus, threads=args.threads,
+    executor = make_executor(args.executor, address=args.address, num_cpus=args.ray_cpus, threads=args.threads or 1,
                              gpu_fraction=args.gpu_fraction, max_retries=args.max_retries,
                              progress=not args.no_progress)
     with store.recording():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from hil import threads
 from hil.core.backend import CrossbarBackend, HasPendingChanges, NodeStats, Resumable, input_voltages
 from hil.core.config import RunConfig
 from hil.core.ep import ep_update, reading_weights
@@ -200,6 +201,7 @@ class Trainer:
         bar = tqdm(steps, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress,
                    initial=start, total=-(-n // bs))
         for pos in bar:
+            threads.rebalance()  # this process's share of the cores, as other hil processes start and stop
             idx = order[pos * bs:(pos + 1) * bs]
             if hooks is not None:
                 hooks.begin(epoch, pos, order_cpu[pos * bs:(pos + 1) * bs])
