@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from hil import threads
+from hil import idle_wait_policy, threads
 from hil.cli import main
 from hil.threads import ThreadBudget, fair_share, shared_budget
 
@@ -118,14 +118,18 @@ def test_threads_flag_refuses_zero(capsys):
     assert "--threads" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_importing_hil_sets_a_passive_wait_policy_unless_the_user_chose(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
+def test_a_busy_machine_gets_a_passive_wait_policy_an_idle_one_the_default():
+    assert idle_wait_policy(2.1, 2) == "PASSIVE"  # the load already fills both cores
+    assert idle_wait_policy(1.6, 2) == "PASSIVE"
+    assert idle_wait_policy(0.4, 2) is None  # alone: libgomp's short spin is faster
+    assert idle_wait_policy(3.0, 16) is None
+
+
+def test_importing_hil_keeps_a_wait_policy_the_user_chose():
+    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"}
     out = subprocess.run([sys.executable, "-c", "import hil, os; print(os.environ['OMP_WAIT_POLICY'])"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert out == expected
+    assert out == "ACTIVE"
 
 
 def test_an_unwritable_registry_still_counts_this_process(tmp_path, no_user_threads, sleeper, capsys, monkeypatch):
