@@ -198,7 +198,12 @@ class Instrument:
         """The driver of instrument `name`, its connection open (not yet identified or reset), with `reopen` set:
         a fresh connection to the same instrument, through which the fault policy reconnects (drivers/retry.py)."""
         cfg = lab.instruments[name]
-        drv = cls(name, cls.open_transport(cfg, session), session.log, strict=lab.strict, **cls.settings(lab, name))
+        transport = cls.open_transport(cfg, session)
+        try:
+            drv = cls(name, transport, session.log, strict=lab.strict, **cls.settings(lab, name))
+        except BaseException:
+            transport.close()  # a driver that refuses its settings leaves no connection open
+            raise
         drv.reopen = lambda: cls.open_transport(cfg, session)
         return drv
 

@@ -91,7 +91,10 @@ def _set_pair(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. noise.sigma=1e-5), got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key.strip()}: the value {value!r} is not readable YAML") from None
 
 
 #: Flags whose text needs more than int(): list[int] fields read comma-separated lists.
@@ -333,7 +336,8 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     elif args.address is not None:
         raise UsageError("--address: with --executor ray")
     print(f"resuming: hil {' '.join(argv)}", flush=True)
-    result: int = again.func(again)
+    with shared_budget(getattr(again, "threads", None)):  # the recorded --threads, if the sweep had one
+        result: int = again.func(again)
     return result
 
 

@@ -17,6 +17,7 @@ import gzip
 import os
 import random
 import struct
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,13 +205,13 @@ def _load_mnist1d(data_dir: Path | None):
         try:
             with np.load(path) as f:
                 arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError, zlib.error) as err:
+        except (OSError, ValueError, KeyError, zlib.error, zipfile.BadZipFile) as err:
             print(f"mnist1d: {path} unreadable ({err.__class__.__name__}); generating it again")
     if arrays is None:
         arrays = _generate_mnist1d()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp.npz")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # per process: two may generate at once
             np.savez_compressed(tmp, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
             tmp.replace(path)  # atomic: a process reading the cache never sees half a file
         except OSError as err:  # a read-only data dir: the data still loads, only the cache is missing

@@ -67,12 +67,10 @@ class InProcessExecutor:
 
     name = "inprocess"
 
-    def __init__(self, progress: bool = False, threads: int | None = None):
-        self.progress, self.threads = progress, threads
+    def __init__(self, progress: bool = False):
+        self.progress = progress  # thread count: this process's share (hil.threads)
 
     def run(self, chunks: Sequence[Chunk], on_done: Callable[[Chunk, ChunkResult], None]) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
         cache: dict[str, Dataset] = {}
         for chunk in chunks:
             cfg = RunConfig.model_validate(chunk.config)

@@ -23,6 +23,8 @@ from hil.sweep import PointSummary, Trial, summarize, write_csv
 
 #: Fields the simulator varies per replica: cells differing only in these share one run (group).
 PER_REPLICA = ("noise.sigma", "noise.samples")
+#: Fields the data-sized defaults (gamma, eta, diodes) depend on: the input count and the depth.
+DATA_SHAPING = ("data.dataset", "data.image_size", "network.hidden")
 #: eta/beta, as the paper defines the learning rate: not a RunConfig field, it sets ep.eta per cell.
 ETA_EFF = "ep.eta_eff"
 
@@ -31,15 +33,31 @@ class GridError(ConfigError):
     """A --vary that cannot define a grid (unknown field, key given twice, bad value); printed as one line."""
 
 
+def _split_top_level(raw: str) -> list[str]:
+    """Split on the commas outside brackets: `[64,32],[64]` -> `[64,32]`, `[64]` (list-valued fields)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(raw):
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(raw[start:i])
+            start = i + 1
+    parts.append(raw[start:])
+    return parts
+
+
 def parse_vary(text: str) -> tuple[str, list[Any]]:
     """`KEY=V1,V2,...` -> (KEY, [values]); each value read as YAML (1e-3 a float, 16 an int, true a bool)."""
     if "=" not in text:
         raise GridError(f"--vary: expected KEY=V1,V2,... (e.g. ep.beta=0.5,1), got {text!r}")
     key, raw = (s.strip() for s in text.split("=", 1))
-    parts = [p.strip() for p in raw.split(",")]
+    parts = [p.strip() for p in _split_top_level(raw)]
     if not key or not raw or any(not p for p in parts):
         raise GridError(f"--vary {text}: expected KEY=V1,V2,... with no empty value")
-    values = [yaml.safe_load(p) for p in parts]
+    try:
+        values = [yaml.safe_load(p) for p in parts]
+    except yaml.YAMLError:
+        raise GridError(f"--vary {text}: a value is not readable (lists in brackets: network.hidden=[64],[64,32])") from None
     if len(set(map(repr, values))) != len(values):
         raise GridError(f"--vary {key}: a value is listed twice ({raw})")
     return key, values
@@ -106,6 +124,13 @@ class Grid:
     def __init__(self, base: RunConfig, vary: dict[str, list[Any]], trials: int):
         self.base, self.vary, self.trials_per_cell = base, dict(vary), trials
         self.keys = list(vary)
+        resizing = [k for k in self.keys if k in DATA_SHAPING]
+        sized = sorted(base._sized_to_data)
+        if resizing and sized:
+            # a cell would keep settings sized to the base's data and depth: say so rather than train mis-sized cells
+            raise GridError(f"--vary {', '.join(resizing)}: {', '.join(sized)} were sized to the base's data and depth "
+                            "(hil.core.config.data_defaults); set them (e.g. --gamma, --eta, --bipolar/--no-bipolar) "
+                            "or vary them too")
         self.group_keys = [k for k in self.keys if k not in PER_REPLICA]
         self.groups: list[tuple[tuple[str, Any], ...]] = [
             tuple(zip(self.group_keys, combo)) for combo in itertools.product(*(vary[k] for k in self.group_keys))]

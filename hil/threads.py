@@ -160,7 +160,10 @@ def shared_budget(explicit: int | None = None, folder: Path | None = None) -> It
     but the process still registers, so the others leave room for it.
     """
     global _active
-    if _active is not None:  # a command run from inside another (e.g. `hil sweep resume`): one registration
+    if _active is not None:  # a command run from inside another (e.g. `hil sweep resume`): one registration,
+        if explicit is not None:  # but the inner command's recorded --threads applies
+            _active.explicit = explicit
+            _active.apply()
         yield _active
         return
     budget = ThreadBudget(folder, explicit=explicit)

@@ -47,6 +47,26 @@ def test_eta_eff_sets_eta_per_cell():
     assert etas == {(0.5, 0.005), (0.5, 0.015), (2.0, 0.02), (2.0, 0.06)}
 
 
+def test_list_values_vary_and_a_bad_one_is_one_line(tmp_path, capsys):
+    from hil.grid import parse_vary
+
+    assert parse_vary("network.hidden=[64,32],[64]") == ("network.hidden", [[64, 32], [64]])
+    with pytest.raises(SystemExit):
+        main(["sweep", "grid", "--vary", "network.hidden=[64,32", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "not readable" in err and "Traceback" not in err
+
+
+def test_varying_the_depth_refuses_settings_sized_to_the_base(tmp_path, capsys):
+    """A deeper cell would keep the gain, eta and diodes sized for the base's single layer."""
+    argv = ["sweep", "grid", "--vary", "network.hidden=[16],[16,8]", "--trials", "1", "--epochs", "1",
+            "--no-progress", "--runs-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "network.input_gain" in err and "sized" in err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 def test_unknown_field_is_one_clear_error(tmp_path, capsys):
     assert main(["sweep", "grid", "--vary", "ep.betta=1,2", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -94,6 +94,15 @@ def test_shared_budget_sets_torch_threads_rebalances_and_restores(tmp_path, no_u
     assert torch.get_num_threads() == before
 
 
+def test_a_command_run_inside_another_applies_its_own_threads(tmp_path, no_user_threads, monkeypatch):
+    """`hil sweep resume` runs the recorded command inside its own budget: the recorded --threads still counts."""
+    monkeypatch.setattr(threads, "machine_cores", lambda: 2)
+    with shared_budget(folder=tmp_path):
+        assert torch.get_num_threads() == 2
+        with shared_budget(1):
+            assert torch.get_num_threads() == 1
+
+
 def test_hil_train_registers_while_it_runs_and_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setenv(threads.DIR_ENV, str(tmp_path / "reg"))
     seen = []
