@@ -52,6 +52,18 @@ def accuracies(run: Path):
     return [(r["epoch"], r["train_acc"], r["test_acc"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
 
+def programmed_times(run: Path, shapes) -> list[torch.Tensor]:
+    """Per layer, how often the run's journal says each device was programmed (updates after initialization)."""
+    counts = [torch.zeros(shape, dtype=torch.float64) for shape in shapes]
+    db = sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True)
+    try:
+        for layer, i, j, n in db.execute("SELECT layer, row, col, COUNT(*) FROM devices GROUP BY layer, row, col"):
+            counts[layer][0, i, j] = n
+    finally:
+        db.close()
+    return counts
+
+
 def weights(run: Path):
     return torch.load(run / "checkpoint.pt", weights_only=True)["weights"]
 
@@ -105,13 +117,19 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
         reconciled = json.loads((run / "run.json").read_text())["reconciled"]
         assert reconciled["max_after_S"] <= lab.programming.tolerance_S, (where, reconciled)
         # Write-verify stops anywhere within +-tol of its target, so a device reprogrammed by the resume and the
-        # same device in the uninterrupted run start the remaining steps up to tol apart, and each later
-        # programming of it adds up to 2 tol more: nearly every device ends within tol, none past 4 tol (8 steps).
-        off = torch.cat([(a.double() - b.double()).abs().flatten() for a, b in zip(weights(straight), weights(run))])
-        within = (off <= tol).double().mean().item()
-        assert within >= 0.9, f"{where}: {(off > tol).sum().item()} of {off.numel()} devices off by more than tol"
-        assert off.max().item() <= 4 * tol, f"{where}: a conductance {off.max().item():.3g} normalized S away"
-        spread.append((within, off.max().item() / tol))
+        # same device in the uninterrupted run start the remaining steps up to 2 tol apart, and each later
+        # programming of it (at the same steps in both runs: a device is due when its pending change reaches
+        # tol) moves the gap by up to 2 tol more: nearly every device ends within tol, and none further than
+        # 2 tol per time the uninterrupted run programmed it, plus one.
+        off = [(a.double() - b.double()).abs() for a, b in zip(weights(straight), weights(run))]
+        flat = torch.cat([o.flatten() for o in off])
+        within = (flat <= tol).double().mean().item()
+        assert within >= 0.9, f"{where}: {(flat > tol).sum().item()} of {flat.numel()} devices off by more than tol"
+        times = programmed_times(straight, [o.shape for o in off])
+        for o, n in zip(off, times):
+            worst = (o / (2 * tol * (1 + n))).max().item()
+            assert worst <= 1.0, f"{where}: a conductance {o.max().item():.3g} normalized S away ({worst:.2f} of its bound)"
+        spread.append((within, flat.max().item() / tol))
     print("fraction within tol, worst offset in tol units, per kill:", spread)
 
 
