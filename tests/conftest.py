@@ -1,3 +1,5 @@
+import sqlite3
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -85,3 +87,19 @@ class Sizes(TorchDispatchMode):
             if fresh and isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
+
+
+def journal_count(run, sql: str) -> int:
+    """A COUNT query on a run's journal, read while the run may still write it (WAL lets a reader in);
+    0 while the journal does not exist yet or is locked."""
+    path = run / "journal.sqlite"
+    if not path.is_file():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(db.execute(sql).fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return 0

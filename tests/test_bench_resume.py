@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import journal_count
 
 from drivers.lab import LabConfig
 from hil.cli import main
@@ -38,14 +39,7 @@ def train_args(lab, runs):
 
 
 def journal_devices(run: Path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM devices").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.OperationalError:
-        return 0
+    return journal_count(run, "SELECT COUNT(*) FROM devices")
 
 
 def accuracies(run: Path):

@@ -9,7 +9,7 @@ import sys
 import time
 
 import torch
-from conftest import write_fashion_like
+from conftest import journal_count, write_fashion_like
 
 from hil.cli import main
 from hil.core.devices import resolve_device_model, save_device_model
@@ -135,20 +135,8 @@ def test_resume_with_pulsed_devices_is_bit_identical(tmp_path):
 
 
 def journal_done(run) -> int:
-    """Finished steps in the run's journal (read while the run writes it: WAL lets a reader in)."""
-    import sqlite3
-
-    p = run / "journal.sqlite"
-    if not p.is_file():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM steps WHERE done = 1").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.OperationalError:
-        return 0
+    """Finished steps in the run's journal (read while the run writes it)."""
+    return journal_count(run, "SELECT COUNT(*) FROM steps WHERE done = 1")
 
 
 def test_sigkill_at_random_steps_resumes_mid_epoch_bit_identical(tmp_path):
