@@ -183,8 +183,8 @@ def _refuse_repeat(action: argparse.Action, parser, namespace, option_string) ->
     """A setting given twice is an error: silently keeping the last value hides a typo in a long command."""
     seen = namespace.__dict__.setdefault("_given_once", {})
     if action.dest in seen:
-        parser.error(f"argument {option_string}: given twice ({seen[action.dest]} and {option_string}); "
-                     "give each setting once")
+        both = "" if seen[action.dest] == option_string else f" (as {seen[action.dest]} and {option_string})"
+        parser.error(f"argument {option_string}: given twice{both}; give each setting once")
     seen[action.dest] = option_string
 
 
@@ -207,13 +207,20 @@ TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_laye
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    over = {}
+    """The settings given on the command line, flags and --set pairs, as dotted keys. A key given twice (two
+    --set, or --set and its flag) is an error, as a repeated flag is: which one wins would be a guess."""
+    over, given = {}, {}
     for flag, dotted in FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
             over[dotted] = str(value) if isinstance(value, Path) else value
+            given[dotted] = "--" + flag.replace("_", "-")
     for key, value in args.set_pairs:
+        if key in given:
+            also = "given twice" if given[key].startswith("--set") else f"also given as {given[key]}"
+            raise UsageError(f"--set {key}: {also}; give each setting once")
         over[key] = value
+        given[key] = f"--set {key}"
     return over
 
 
@@ -279,7 +286,26 @@ def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConf
         raise
 
 
+#: Fields a sweep sets per network itself, per sweep kind (from its --sigma points, --samples-list, the
+#: chunking), which a --set would not reach. A grid varies sigma only when asked (its own check refuses a clash).
+SWEEP_SETS = {"sigma": {"noise.sigma": "--sigma", "train.replicas": "--max-replicas"},
+              "table": {"noise.sigma": "--sigma", "train.replicas": "--max-replicas"},
+              "samples": {"noise.sigma": "--sigma", "noise.samples": "--samples-list", "train.replicas": "--max-replicas"},
+              "grid": {"train.replicas": "--max-replicas"}}
+
+
 def _check_sweep(args: argparse.Namespace) -> None:
+    sigmas = getattr(args, "sigmas", None) or []
+    twice = sorted({s for s in sigmas if sigmas.count(s) > 1})
+    if twice:  # the same networks trained twice would count twice in the convergence rate
+        raise UsageError(f"--sigma: {', '.join(f'{s:g}' for s in twice)} given twice; give each value once")
+    samples = getattr(args, "samples_list", None) or []
+    if len(set(samples)) != len(samples):
+        raise UsageError(f"--samples-list: a value is given twice ({','.join(map(str, samples))})")
+    sets = SWEEP_SETS.get(getattr(args, "sweep_kind", ""), {})
+    for key, _ in getattr(args, "set_pairs", []):
+        if key in sets:
+            raise UsageError(f"--set {key}: the sweep sets it per network ({sets[key]})")
     if args.trials < 1:
         raise UsageError(f"--trials: need at least 1 (got {args.trials})")
     if not 0 < args.threshold <= 1:
@@ -481,16 +507,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
         except (StoreError, ValueError):
             print(f"{path.name:<{width}}  {'unreadable':<11}")
             continue
+        sweep = (path / SWEEP_COMMAND).is_file()  # a sweep's results are in its CSV files, not metrics.jsonl
         acc = rows[-1].get("test_acc") if rows else None
         if isinstance(acc, list):  # replicas: the mean
             acc = sum(acc) / len(acc) if acc else None
         shown = f"{100 * acc:7.1f}%" if isinstance(acc, (int, float)) else f"{'-':>8}"
-        where = f"bench {Path(st['lab']).name}" if st.get("lab") else ""
+        epochs = "-" if sweep else str(len(rows))
+        notes = ["sweep: table.csv, trials.csv"] if sweep and status == "completed" else []
+        if st.get("lab"):
+            notes.append(f"bench {Path(st['lab']).name}")
+        resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"
         if status == "crashed":
-            where = (where + "; " if where else "") + f"pid {st.get('pid')} gone: hil train --resume {path}"
-        elif status in ("failed", "interrupted") and st.get("error"):
-            where = (where + "; " if where else "") + str(st["error"])[:80]
-        print(f"{path.name:<{width}}  {status:<11}  {len(rows):>6}  {shown}  {where}".rstrip())
+            notes.append(f"pid {st.get('pid')} gone: {resume}")
+        elif status == "interrupted":
+            notes.append(f"resume: {resume}")
+        elif status == "failed" and st.get("error"):
+            notes.append(str(st["error"])[:80])
+        print(f"{path.name:<{width}}  {status:<11}  {epochs:>6}  {shown}  {'; '.join(notes)}".rstrip())
     return 0
 
 
@@ -517,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(t)
     t.set_defaults(func=cmd_train)
 
-    sw = sub.add_parser("sweep", help="train many networks at once over sigma or N (simulator)")
+    sw = sub.add_parser("sweep", help="train many networks at once: over sigma, N or any config fields (simulator)")
     kinds = sw.add_subparsers(dest="sweep_kind", required=True, metavar="KIND")
     tb = kinds.add_parser("table", help="Table I: per sigma, convergence rate and mean of the five best accuracies",
                           description="Train --trials networks at every --sigma (as replicas at once) and print, per "
@@ -532,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Train --trials networks at each sigma; report mean and best test accuracy, "
                           "sigma_crit (largest sigma whose mean accuracy reaches --threshold, interpolated) and sigma_opt.")
     _sigma_grid_options(ss)
-    _sweep_options(ss, trials=8)
+    _sweep_options(ss, trials=8, critical=True)
     add_run_options(ss, exclude=frozenset({"sigma", "replicas"}))
     ss.set_defaults(func=cmd_sweep_sigma)
 
@@ -540,13 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Run the sigma sweep for every N in --samples-list at once and compare sigma_crit.")
     sn.add_argument("--samples-list", type=_int_list, default=[1, 4], help="N values, e.g. 1,4,16 (default 1,4)")
     _sigma_grid_options(sn)
-    _sweep_options(sn, trials=8)
+    _sweep_options(sn, trials=8, critical=True)
     add_run_options(sn, exclude=frozenset({"sigma", "samples", "replicas"}))
     sn.set_defaults(func=cmd_sweep_samples)
 
     _add_sweep_grid_parser(kinds)
 
-    rs = kinds.add_parser("resume", help="continue a stopped sweep from its last finished epoch",
+    rs = kinds.add_parser("resume", help="continue a stopped sweep from its last snapshot",
                           description="Continue a sweep that was interrupted or failed: the command it was started "
                           "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained.")
     rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's folder")
@@ -617,12 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sweep_options(p: argparse.ArgumentParser, trials: int = 30) -> None:
+def _sweep_options(p: argparse.ArgumentParser, trials: int = 30, critical: bool = False) -> None:
+    """critical: the sweep finds sigma_crit, where the mean accuracy falls to --threshold."""
     threshold = 0.5
     p.add_argument("--trials", action=_StoreOnce, type=int, default=trials, help=f"networks per point, seeds seed..seed+trials-1 (default {trials})")
+    what = "counts as converged, and that sigma_crit's mean accuracy reaches" if critical else "counts as converged"
     p.add_argument("--threshold", action=_StoreOnce, type=float, default=threshold,
-                   help=f"test accuracy that counts as converged, and that sigma_crit's mean accuracy reaches "
-                   f"(default {threshold}; the paper used 0.9 on MNIST: put it between chance and your plateau)")
+                   help=f"final test accuracy that {what} (default {threshold}; the paper used 0.9 on MNIST: put it "
+                   "between chance and your plateau)")
     p.add_argument("--max-replicas", action=_StoreOnce, type=int, help="networks trained at once (default: what memory allows)")
     p.add_argument("--lab", type=Path, metavar="LAB.yaml",
                    help="use this bench's settings (its lab config's run: section) so the result applies to it")

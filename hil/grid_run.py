@@ -129,9 +129,11 @@ def run_grid_sweep(args, cfg, prep, store) -> int:
             rec = GridRecorder(store.path, grid, plan_chunks(grid, args.max_replicas, data.n_inputs, data.n_classes))
             rec.save()  # the plan first: an interrupted sweep resumes even before its first chunk finished
         todo = [c for c in rec.chunks if c.index not in rec.done]
-        print(f"grid sweep: {cfg.data.dataset}, {len({t.cell for t in grid.trials})} cells x {args.trials} trials = "
+        dataset = "datasets varied" if "data.dataset" in grid.vary else cfg.data.dataset
+        epochs = "epochs varied" if "train.epochs" in grid.vary else f"{cfg.train.epochs} epoch(s)"
+        print(f"grid sweep: {dataset}, {len({t.cell for t in grid.trials})} cells x {args.trials} trials = "
               f"{len(grid.trials)} networks in {len(rec.chunks)} chunks ({len(todo)} to train) on the "
-              f"{executor.name} executor, {cfg.train.epochs} epoch(s); folder {store.path}", flush=True)
+              f"{executor.name} executor, {epochs}; folder {store.path}", flush=True)
         write_grid_trials_csv(store.path / "trials.csv", grid.keys, grid.trials)
         executor.run(todo, rec)
         rows = summarize_cells(grid.trials, args.threshold)
@@ -148,6 +150,7 @@ def run_grid_sweep(args, cfg, prep, store) -> int:
     finish_sweep(store)
     print(format_grid_summary(grid.keys, rows, args.threshold))
     shown = "convergence_heatmap.png, " if axes is not None else ""
+    others = len([k for k in grid.keys if k != "noise.sigma"])
     print(f"saved {shown}table.csv and trials.csv in {store.path}" +
-          ("" if axes is not None else " (no heat map: it shows at most two keys besides noise.sigma)"))
+          ("" if axes is not None else f" (no heat map: it shows at most two varied keys besides noise.sigma, here {others})"))
     return 0

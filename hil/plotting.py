@@ -40,6 +40,13 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
+def tick(value) -> str:
+    """A heat map's tick label: 0.001 as 0.001, a layer list (64, 32) as [64,32]."""
+    if isinstance(value, tuple):
+        return "[" + ",".join(map(str, value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def plot_grid_heatmaps(path: Path, rows: Sequence, panel_key: str | None, xy: Sequence[str], threshold: float,
                        title: str = "") -> Path:
     """Convergence rate of a grid sweep as heat maps (paper Fig. 5): one panel per value of panel_key (sigma),
@@ -66,9 +73,8 @@ def plot_grid_heatmaps(path: Path, rows: Sequence, panel_key: str | None, xy: Se
             if np.isfinite(v):
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
                         color="white" if v < 0.5 else "black")
-        ax.set_xticks(range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs], fontsize=7)
-        ax.set_yticks(range(len(ys)), [f"{v:g}" if isinstance(v, float) else str(v) for v in ys] if y_key else [],
-                      fontsize=7)
+        ax.set_xticks(range(len(xs)), [tick(v) for v in xs], fontsize=7)
+        ax.set_yticks(range(len(ys)), [tick(v) for v in ys] if y_key else [], fontsize=7)
         ax.set_xlabel(x_key, fontsize=8)
         if y_key:
             ax.set_ylabel(y_key, fontsize=8)

@@ -223,7 +223,7 @@ def write_trials_csv(path: Path, results: Sequence[Trial]) -> None:
     """One row per network. final_test_acc is the last finished epoch's; epochs_done says how many."""
     write_csv(path, ["sigma_V", "samples", "trial", "seed", "diverged", "final_test_acc", "test_acc_per_epoch",
                      "epochs_done"],
-              ([t.sigma, t.samples, t.trial, t.seed, int(t.diverged), t.final, " ".join(f"{a:.4f}" for a in t.test_acc),
+              ([t.sigma, t.samples, t.trial, t.seed, int(t.diverged), f"{t.final:.4f}", " ".join(f"{a:.4f}" for a in t.test_acc),
                 len(t.test_acc)] for t in results))
 
 

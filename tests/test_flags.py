@@ -84,6 +84,19 @@ def test_flags_convert_by_the_field_type():
     assert args.gamma == -3.0 and args.set_pairs == [("noise.sigma", 2.0e-5)] and args.sigma is None
 
 
+@pytest.mark.parametrize("args,said", [
+    (["--set", "ep.beta=1", "--beta", "2"], "--set ep.beta: also given as --beta"),
+    (["--gamma", "1", "--set", "network.input_gain=2"], "--set network.input_gain: also given as --gamma"),
+    (["--set", "ep.beta=1", "--set", "ep.beta=2"], "--set ep.beta: given twice"),
+])
+def test_a_setting_given_by_set_and_again_is_refused(args, said, tmp_path, capsys):
+    """Which of two values wins would be a guess (before, --set won whatever the order)."""
+    assert main(["train", *args, "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0], err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args,field", [(["--dataset", "cifar"], "--dataset"), (["--dtype", "float16"], "--dtype"),
                                         (["--line-frequency", "55"], "--line-frequency"), (["--hidden", "a"], "--hidden")])
 def test_a_value_outside_the_field_type_is_one_line(args, field, capsys):

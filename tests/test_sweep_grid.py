@@ -122,3 +122,47 @@ def test_resume_after_interruption_gives_the_same_table(tmp_path, monkeypatch):
     (done,) = list((tmp_path / "whole").iterdir())
     assert _rows(cut / "table.csv") == _rows(done / "table.csv")
     assert _rows(cut / "trials.csv") == _rows(done / "trials.csv")
+
+
+def test_list_valued_cells_train_and_show_as_written(tmp_path, capsys):
+    """A width alone keeps the sized gain, eta and diodes: the grid trains; cells print and store as [16]."""
+    argv = ["sweep", "grid", "--vary", "network.hidden=[16],[24]", "--sigma", "0", "--sigma", "0.001", "--trials", "1",
+            "--epochs", "1", "--train-limit", "100", "--test-limit", "50", "--no-progress", "--runs-dir", str(tmp_path)]
+    assert main(argv) == 0
+    (folder,) = list(tmp_path.iterdir())
+    table = _rows(folder / "table.csv")
+    assert [(r["network.hidden"], float(r["noise.sigma"])) for r in table] == [
+        ("[16]", 0.0), ("[16]", 0.001), ("[24]", 0.0), ("[24]", 0.001)]
+    assert {t["network.hidden"] for t in _rows(folder / "trials.csv")} == {"[16]", "[24]"}
+    assert (folder / "convergence_heatmap.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert "sweep: table.csv" in capsys.readouterr().out
+
+
+def test_deeper_cells_with_their_settings_given_build():
+    from hil.core.config import build_config
+    from hil.grid import Grid, check_vary
+
+    base = build_config({}, {"network.input_gain": 64.0, "ep.eta": 0.01, "network.bipolar": False})
+    grid = Grid(base, check_vary([("network.hidden", [[16], [16, 8]])]), 2)
+    assert [c.network.hidden for c in grid.configs] == [[16], [16, 8]]
+    assert len({t.cell for t in grid.trials}) == 2 and grid.trials[-1].cell == (("network.hidden", (16, 8)),)
+
+
+def test_a_list_field_without_brackets_says_how_to_write_it(tmp_path, capsys):
+    assert main(["sweep", "grid", "--vary", "network.hidden=16,32", "--runs-dir", str(tmp_path)]) == 2
+    assert "written in brackets: network.hidden=[64],[64,32]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["grid", "--sigma", "0", "--sigma", "0.01", "--sigma", "0"], "--sigma: 0 given twice"),
+    (["table", "--sigma", "0.01", "--sigma", "1e-2"], "--sigma: 0.01 given twice"),
+    (["table", "--sigma", "0", "--set", "noise.sigma=0.001"], "--set noise.sigma: the sweep sets it per network"),
+    (["samples", "--samples-list", "1,4,1"], "--samples-list: a value is given twice"),
+])
+def test_sweeps_refuse_points_given_twice_and_settings_they_override(tmp_path, capsys, argv, named):
+    """Trials repeated at one sigma would count twice in the convergence rate; a --set the sweep overrides is lost."""
+    assert main(["sweep", *argv, "--runs-dir", str(tmp_path)]) == 2
+    assert named in capsys.readouterr().err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
