@@ -224,7 +224,7 @@ def _load_mnist1d(data_dir: Path | None):
 
 def _pool(x: torch.Tensor, side: int, new_side: int) -> torch.Tensor:
     if new_side > side:
-        raise DatasetError(f"image_size: {new_side} is larger than the images ({side}x{side})")
+        raise DatasetError(f"data.image_size: {new_side} is larger than the images ({side}x{side})")
     if new_side == side:
         return x
     img = x.view(-1, 1, side, side)
@@ -254,13 +254,13 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.classes is not None:
         bad = [c for c in cfg.classes if not 0 <= c < n_classes]
         if bad:
-            raise DatasetError(f"classes: {bad} not among the labels 0..{n_classes - 1} of {cfg.dataset}")
+            raise DatasetError(f"data.classes: {bad} not among the labels 0..{n_classes - 1} of {cfg.dataset}")
         xtr, ytr = _select(xtr, ytr, cfg.classes)
         xte, yte = _select(xte, yte, cfg.classes)
         n_classes = len(cfg.classes)
     if cfg.image_size is not None:
         if side is None:
-            raise DatasetError(f"image_size: {cfg.dataset} holds 1-D signals, not images; leave image_size unset")
+            raise DatasetError(f"data.image_size: {cfg.dataset} holds 1-D signals, not images; leave image_size unset")
         xtr, xte = _pool(xtr, side, cfg.image_size), _pool(xte, side, cfg.image_size)
     if cfg.train_limit:
         xtr, ytr = xtr[: cfg.train_limit], ytr[: cfg.train_limit]

@@ -371,6 +371,9 @@ def format_validation_error(err: ValidationError) -> str:
         return f"{loc}: unknown key"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    field = re.match(r"([a-z_]+): ", msg)
+    if field and first["loc"]:  # a section's validator naming its field: data: classes: ... -> data.classes: ...
+        loc, msg = f"{loc}.{field.group(1)}", msg[field.end():]
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     return f"{loc}: {msg}{shown}"
