@@ -71,6 +71,8 @@ class _Server(socketserver.ThreadingTCPServer):
 class EmulatedLab:
     """Every instrument of the lab config, emulated, with one bench behind them."""
 
+    POLL_S = 0.1  # how often an idle server checks for a stop request: the delay of stop()
+
     def __init__(self, lab):
         self.lab = lab
         self.bench = EmulatedBench(lab)
@@ -88,7 +90,8 @@ class EmulatedLab:
             server.instrument = inst
             server.lock = self.bench.lock
             port = server.server_address[1]
-            t = threading.Thread(target=server.serve_forever, name=f"emulated-{name}", daemon=True)
+            t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": self.POLL_S},
+                                 name=f"emulated-{name}", daemon=True)
             t.start()
             self.instruments[name] = inst
             self.servers[name] = server
@@ -137,8 +140,13 @@ class EmulatedLab:
         return {name: out for name, inst in self.instruments.items() if (out := inst.outputs())}
 
     def stop(self) -> None:
+        # Each shutdown waits for its server's next poll: the servers stop together, not one poll after another.
+        stopping = [threading.Thread(target=server.shutdown) for server in self.servers.values()]
+        for t in stopping:
+            t.start()
+        for t in stopping:
+            t.join()
         for server in self.servers.values():
-            server.shutdown()
             server.server_close()
         self.servers.clear()
 
