@@ -240,6 +240,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed or args.config or args.preset:
             raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or ('--config' if args.config else '--preset')})")
         store = RunStore.open(args.resume)
+        if not store.checkpoint_path.is_file():
+            lab_shown = store.status().get("lab")
+            raise UsageError(f"--resume: {args.resume} has no checkpoint: the run stopped before training started "
+                             "(while connecting or programming the starting conductances); "
+                             + (f"run hil safe --lab {lab_shown}, then " if lab_shown else "")
+                             + "start it again")
         pid = store.running_elsewhere()
         if pid is not None:
             raise UsageError(f"--resume: the run in {args.resume} is still running (pid {pid}); stop it first "
@@ -278,7 +284,10 @@ def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConf
         check(cfg)
     if lab is not None and connect:
         refuse_on_bench(cfg)  # before the device/replicas check: the refusal names every simulator-only setting
-    prep = prepare(cfg, lab if connect else None)
+    # A bench run's folder is made once the bench is connected, before its long first programming (prepare_bench).
+    prep = prepare(cfg, lab if connect else None, create_store=lambda: RunStore.create(cfg))
+    if prep.store is not None:
+        return cfg, prep, prep.store
     try:
         return cfg, prep, RunStore.create(cfg)
     except BaseException:
@@ -517,6 +526,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if st.get("lab"):
             notes.append(f"bench {Path(st['lab']).name}")
         resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"
+        if not sweep and not store.checkpoint_path.is_file():  # stopped before training began: nothing to resume
+            resume = (f"hil safe --lab {st['lab']}, then start again" if st.get("lab") else "start again")
         if status == "crashed":
             notes.append(f"pid {st.get('pid')} gone: {resume}")
         elif status == "interrupted":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -47,16 +49,18 @@ class Prepared:
     backend: CrossbarBackend
     backend_name: str
     lab_path: Path | None = None
+    store: RunStore | None = None  # a bench run's folder, made once the bench is connected (see prepare_bench)
 
 
 def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None = None, *,
-            initialize: bool = True) -> Prepared:
+            initialize: bool = True, create_store: Callable[[], RunStore] | None = None) -> Prepared:
     """Load the data and build the backend (simulated, or the bench of a lab config); raises before anything is written.
 
     initialize: program a bench to the seeded starting conductances (off when resuming: the checkpoint's come next).
+    create_store: see prepare_bench.
     """
     if lab_path is not None:
-        return prepare_bench(cfg, lab_path, registry, initialize=initialize)
+        return prepare_bench(cfg, lab_path, registry, initialize=initialize, create_store=create_store)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data).to(device)
     data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
@@ -64,8 +68,14 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
 
-def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True) -> Prepared:
-    """Connect to the bench and program it to the same seeded starting conductances the simulator would use."""
+def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True,
+                  create_store: Callable[[], RunStore] | None = None) -> Prepared:
+    """Connect to the bench and program it to the same seeded starting conductances the simulator would use.
+
+    create_store: makes the run folder once the bench is connected, before the starting conductances are
+    programmed (the longest phase of a start on a real bench, with outputs on): a run killed there is listed
+    as crashed, with what to do, and a fault there is recorded in its run.json. Bad input still writes nothing.
+    """
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
     refuse_on_bench(cfg)  # the simulator-only fields are marked in hil.core.config
@@ -78,10 +88,20 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
                                  g_min=cfg.network.g_min, g_max=cfg.network.g_max, beta=cfg.ep.beta,
                                  centered=cfg.ep.centered, dtype=cfg.torch_dtype, registry=registry,
                                  read_all=initialize)  # a resume reads the chip back when it reconciles
+    store = None
     if initialize:
-        start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
-        backend.load_conductances(start.weights)
-    return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})", Path(lab_path).resolve())
+        try:
+            if create_store is not None:
+                store = create_store()
+                store.mark_running(lab=str(Path(lab_path).resolve()))
+            with store.recording() if store is not None else nullcontext():
+                start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
+                backend.load_conductances(start.weights)
+        except BaseException:
+            backend.close()  # outputs ramped to 0 V and off, whatever stopped the programming
+            raise
+    return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})", Path(lab_path).resolve(),
+                    store)
 
 
 def train_run(

@@ -190,3 +190,34 @@ def test_signal_while_programming_finishes_the_device_and_stops_safely(sig, twic
         assert main(["train", "--resume", str(run), "--no-progress"]) == 0
         assert emu.outputs() == {}
     assert [r["epoch"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
+def test_a_kill_while_programming_the_start_leaves_a_crashed_run_that_says_what_to_do(tmp_path, monkeypatch, capsys):
+    """The run folder exists from the moment the bench is connected, before the starting conductances are
+    programmed: a SIGKILL there is listed as crashed with `hil safe`, and --resume says why it cannot."""
+    tree = quiet_tree()
+    lab_path = tmp_path / "lab.yaml"
+    lab_path.write_text(yaml.safe_dump(tree))
+    runs = tmp_path / "runs"
+    with EmulatedLab(LabConfig.model_validate(tree)) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(reg))
+        proc = start_run(lab_path, runs, reg)
+        try:
+            while proc.poll() is None and not list(runs.glob("*/run.json")):
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(30) == -signal.SIGKILL, proc.stderr.read()
+        finally:
+            proc.kill()
+        (run,) = runs.iterdir()
+        assert not (run / "checkpoint.pt").exists(), "the kill came after the start was programmed: the test tests nothing"
+        capsys.readouterr()
+        assert main(["runs", "--runs-dir", str(runs)]) == 0
+        line = capsys.readouterr().out.splitlines()[-1]
+        assert "crashed" in line and f"hil safe --lab {lab_path.resolve()}" in line, line
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "has no checkpoint" in err and "hil safe --lab" in err
+        assert main(["safe", "--lab", str(lab_path), "--registry", str(reg)]) == 0
+        assert emu.outputs() == {}
