@@ -369,3 +369,25 @@ def test_a_programmed_source_delay_precedes_the_next_reading(emu, open_inst):
     k.query(":READ?")                               # after a source change: the delay, then the reading
     k.query(":READ?")                               # no change since: the reading alone
     assert clock.now_s - t0 == pytest.approx(0.5 + 2 * (1 / 50 + Emulated2450.OVERHEAD_S))
+
+
+def test_a_client_that_hangs_up_mid_reply_is_no_traceback(capfd):
+    """A killed or timed-out client resets its connection; the emulator goes on serving without a traceback."""
+    import socket
+    import struct
+
+    with EmulatedLab(make_lab()) as lab:
+        host, port = lab.servers["smu_hidden"].server_address
+        for _ in range(3):
+            s = socket.create_connection((host, port))
+            s.sendall(b"*IDN?\n" * 200)  # replies the client will not read
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            s.close()
+        time.sleep(0.3)
+        rm = pyvisa.ResourceManager("@py")
+        r = rm.open_resource(lab.resources["smu_hidden"], read_termination="\n", write_termination="\n", timeout=5000)
+        assert "2450" in r.query("*IDN?")  # still serving
+        r.close()
+        rm.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ConnectionResetError" not in err, err
