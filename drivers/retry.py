@@ -21,6 +21,7 @@ from drivers.errors import InstrumentError
 TIMEOUT = "no reply before the timeout"
 GARBAGE = "garbage reply"
 DROPPED = "connection dropped"
+REFUSED = "connection refused"
 
 
 class TransientFault(InstrumentError):
@@ -61,4 +62,6 @@ def classify(err: BaseException) -> str:
     text = f"{err.__class__.__name__} {err}".lower()
     if "timeout" in text or "timed out" in text or "no reply" in text:
         return TIMEOUT
+    if isinstance(err, ConnectionRefusedError) or "refused" in text:
+        return REFUSED  # nothing listens at the address (pyvisa-py opens a socket at its first command)
     return DROPPED

@@ -28,7 +28,16 @@ from pyvisa.resources import MessageBasedResource
 
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
 from drivers.registry import DRIVERS, ROLES, Role
-from drivers.retry import DROPPED, GARBAGE, InstrumentFault, TransientFault, UnconfirmedWrite, classify, is_garbage
+from drivers.retry import (
+    DROPPED,
+    GARBAGE,
+    REFUSED,
+    InstrumentFault,
+    TransientFault,
+    UnconfirmedWrite,
+    classify,
+    is_garbage,
+)
 from hil.core.process import pid_alive
 
 if TYPE_CHECKING:
@@ -337,7 +346,14 @@ class Instrument:
 
     # ---- common ------------------------------------------------------------------
     def identify(self) -> str:
-        self.idn = self.query("*IDN?")
+        try:
+            self.idn = self.query("*IDN?")
+        except InstrumentFault as fault:
+            if REFUSED not in str(fault):
+                raise
+            where = getattr(self.resource, "resource_name", "its address")
+            raise InstrumentError(f"{self.name}: cannot connect to {where}: connection refused (is it on, and at "
+                                  "this address? an emulated lab: is hil emulate running?)") from None
         if self.IDN_MATCH.lower() not in self.idn.lower():
             raise InstrumentError(f"{self.name}: *IDN? answered {self.idn!r}, expected a {self.IDN_MATCH}")
         return self.idn

@@ -60,3 +60,21 @@ def test_hil_safe_names_an_instrument_it_cannot_reach(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("hil: error: 1 instrument(s) could not be made safe: smu_b:")
         assert not {k: v for k, v in emu.outputs().items() if k != "smu_b"}
+
+
+def test_train_names_an_instrument_nothing_answers_at(tmp_path, monkeypatch, capsys):
+    """pyvisa-py opens a socket at its first command: a refused connection is said as such, not as a drop."""
+    tree = yaml.safe_load(EXAMPLE.read_text())
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(tree))
+    with EmulatedLab(LabConfig.model_validate(tree)) as emu:
+        monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
+        emu.servers["smu_b"].shutdown()
+        emu.servers["smu_b"].server_close()
+        capsys.readouterr()
+        assert main(["train", "--lab", str(lab_file), "--train-limit", "4", "--test-limit", "2", "--epochs", "1",
+                     "--no-progress", "--runs-dir", str(tmp_path / "runs")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("hil: error: smu_b: cannot connect to TCPIP0::127.0.0.1::"), err
+        assert "connection refused" in err[0]
+        assert emu.outputs() == {} and not (tmp_path / "runs").exists()
