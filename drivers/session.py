@@ -53,7 +53,9 @@ def resolve_resource(resource: str, registry: Path | None = None) -> str:
     name = resource.split(":", 1)[1]
     path = Path(registry or os.environ.get("HIL_EMULATOR_REGISTRY") or DEFAULT_REGISTRY)
     if not path.is_file():
-        raise InstrumentError(f"resource {resource}: no emulator registry at {path}; start `hil emulate --lab LAB.yaml` first")
+        raise InstrumentError(f"resource {resource}: no emulator registry at {path.resolve()}; start `hil emulate --lab "
+                              "LAB.yaml` in this folder first, or point HIL_EMULATOR_REGISTRY (hil safe: --registry) "
+                              "at the file it wrote")
     try:
         data = json.loads(path.read_text())
         live = data.get("resources", {})
