@@ -98,7 +98,8 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
         nmax = f"{allan.n_max}" if allan.n_max is not None else "not reached (averaging keeps paying)"
         print(f"Allan deviation: white slope {allan.white_slope:.3f} (white noise: -0.5), floor {floor}, N_max {nmax}")
     report = {
-        "backend": "lab" if bench is not None else "sim", "readings": args.readings, "held_test_sample": idx, "nodes": names,
+        "backend": "lab" if bench is not None else "sim", "lab": str(prep.lab_path) if prep.lab_path else None,
+        "readings": args.readings, "held_test_sample": idx, "nodes": names,
         "timing": {"nplc": nz.nplc, "line_frequency_hz": nz.line_frequency_hz, "aperture_s": aperture,
                    "overhead_s": nz.overhead_s},
         "noise_config": cfg.noise.model_dump() if bench is None else None, "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
@@ -151,9 +152,10 @@ def target_from_sweep(run_dir: Path) -> tuple[float, str]:
 def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
     if (args.sigma_target is None) == (args.from_sweep is None):
         raise CommandError("give exactly one of --sigma-target V or --from-sweep RUN_DIR")
-    allan, timing = None, None
+    allan, timing, lab = None, None, None
     if args.characterization:
         ch = _load_json(args.characterization, "--characterization")
+        lab = ch.get("lab") if isinstance(ch, dict) else None  # a bench's: training with N runs there too
         programming_s = programming_seconds(args)
         try:
             sigma_upper = float(ch["estimate"]["pooled_high"])
@@ -196,7 +198,8 @@ def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:
     atomic_write_text(store.path / "calibration.json", json.dumps(out, indent=1) + "\n")
     atomic_write_text(store.path / "calibration.yaml", yaml.safe_dump({"noise": {"samples": choice.samples}}))
     store.set_status("completed")
-    print(f"saved {store.path / 'calibration.json'}; train with it: hil train --config {store.path / 'calibration.yaml'}")
+    on_lab = f"--lab {lab} " if lab else ""
+    print(f"saved {store.path / 'calibration.json'}; train with it: hil train {on_lab}--config {store.path / 'calibration.yaml'}")
     return 0
 
 

@@ -291,6 +291,10 @@ def test_characterize_the_bench(tmp_path, capsys):
     est = json.loads((run / "characterize.json").read_text())["estimate"]
     assert est["pooled_low"] <= 4e-4 <= est["pooled_high"]
     assert "pooled sigma" in capsys.readouterr().out
+    # calibrate from it: the training command it suggests runs on the same bench
+    assert main(["calibrate", "--characterization", str(run / "characterize.json"), "--sigma-target", "2e-3",
+                 "--runs-dir", str(tmp_path / "cal")]) == 0
+    assert f"train with it: hil train --lab {EXAMPLE.resolve()} --config " in capsys.readouterr().out
 
 
 RESISTORS = EXAMPLE.with_name("lab-emulated-resistors.yaml")
