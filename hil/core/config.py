@@ -289,7 +289,8 @@ class FlagField:
         first = re.match(r"(.+?\.)(?=\s+[A-Z]|$)", text)
         sentence = (first.group(1) if first else text).removesuffix(".")
         # lower case like argparse's own help, but not a symbol or an acronym (N:, R networks, EP)
-        return sentence[0].lower() + sentence[1:] if re.match(r"[A-Z][a-z]+\b", sentence) else sentence
+        sentence = sentence[0].lower() + sentence[1:] if re.match(r"[A-Z][a-z]+\b", sentence) else sentence
+        return sentence + (" (simulator only: refused with --lab)" if self.simulated_only else "")
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
@@ -356,10 +357,12 @@ def refuse_on_bench(cfg: RunConfig) -> None:
     if simulated:
         options = {f.dotted: f.option for f in flag_fields()}
         flags = ", ".join(options[d] for d in simulated if d in options)
-        raise ConfigError(f"--lab: {', '.join(simulated)} describe the simulated noise, devices or replicas; a bench "
-                          f"has its own and runs one network: drop {'them (' + flags + ')' if flags else 'them'} (its "
-                          "timing is the lab config's timing: section; measure its noise with hil characterize --lab "
-                          "and its devices with hil characterize --lab --devices)")
+        what = "describes" if len(simulated) == 1 else "describe"
+        them = "it" if len(simulated) == 1 else "them"
+        raise ConfigError(f"--lab: {', '.join(simulated)} {what} the simulated noise, devices or replicas; a bench "
+                          f"has its own and runs one network: drop {them + ' (' + flags + ')' if flags else them} (the "
+                          "bench's timing is its lab config's timing: section; hil characterize --lab measures its "
+                          "noise, and with --devices its devices)")
 
 
 def format_validation_error(err: ValidationError) -> str:
