@@ -138,8 +138,9 @@ def fit_pulse_trains(data: PulseTrains, name: str = "fitted", citation: str = ""
     for side in ("w_min", "w_max"):
         seen = np.isfinite(per[side])
         if seen.sum() < 3:
-            raise FitError(f"{seen.sum()} of {n} devices reached their {'upper' if side == 'w_max' else 'lower'} "
-                           "bound within the trains; raise --pulses so the trains cross the whole range")
+            raise FitError(f"only {seen.sum()} of the {n} devices reached their "
+                           f"{'upper' if side == 'w_max' else 'lower'} bound within the trains, and the fit needs 3; "
+                           "raise --pulses so the trains cross the whole range")
     # gamma from each device's slope and bound (the mean bound where its train did not saturate)
     per["gamma_up"] = per["slope_up"] * np.where(np.isfinite(per["w_max"]), per["w_max"], np.nanmean(per["w_max"]))
     per["gamma_down"] = per["slope_down"] * np.where(np.isfinite(per["w_min"]), per["w_min"], np.nanmean(per["w_min"]))

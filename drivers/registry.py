@@ -13,6 +13,7 @@ looked up (lazily: the lab config module itself is one of them).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -53,7 +54,9 @@ class KindRegistry(dict[str, T]):
     def lookup(self, kind: str) -> T:
         self.discover()
         if kind not in self:
-            raise ValueError(f"kind {kind!r}: no {self.what} declares it (known: {', '.join(self.kinds())})")
+            close = difflib.get_close_matches(kind, self.kinds(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"kind {kind!r}: no {self.what} declares it (known: {', '.join(self.kinds())}){hint}")
         return self[kind]
 
     def kinds(self) -> list[str]:

@@ -20,7 +20,7 @@ import yaml
 # hil.cli is the top layer: it may import every other part of the project.
 from calibration import commands as calibration_commands
 from calibration.commands import CommandError
-from calibration.device_commands import cmd_characterize_devices
+from calibration.device_commands import cmd_characterize_devices, sample_devices
 from calibration.statistics import NoiseDataError
 from drivers.crossbar import make_bench_safe
 from drivers.lab import load_lab
@@ -426,6 +426,7 @@ def _characterize_devices(args: argparse.Namespace) -> int:
         if getattr(args, flag) < (2 if flag == "repeats" else 1):
             raise UsageError(f"--{flag}: too small (got {getattr(args, flag)})")
     lab = load_lab(args.lab)
+    sample_devices(lab, args.sample, args.seed or 0)  # a --sample the bench cannot give is refused before any folder
     cfg = build_config({}, {"name": args.name or "devices", "runs_dir": str(args.runs_dir) if args.runs_dir else None})
     store = RunStore.create(cfg)
     with store.recording():
@@ -521,12 +522,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"{path.name:<{width}}  {'unreadable':<11}")
             continue
         sweep = (path / SWEEP_COMMAND).is_file()  # a sweep's results are in its CSV files, not metrics.jsonl
+        report = next((f for f in ("characterize.json", "calibration.json") if (path / f).is_file()), None)
         acc = rows[-1].get("test_acc") if rows else None
         if isinstance(acc, list):  # replicas: the mean
             acc = sum(acc) / len(acc) if acc else None
         shown = f"{100 * acc:7.1f}%" if isinstance(acc, (int, float)) else f"{'-':>8}"
-        epochs = "-" if sweep else str(len(rows))
+        epochs = "-" if sweep or report else str(len(rows))
         notes = ["sweep: table.csv, trials.csv"] if sweep and status == "completed" else []
+        if report:
+            notes.append(f"{report.split('.')[0]}: {report}")
         if st.get("lab"):
             notes.append(f"bench {Path(st['lab']).name}")
         resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"

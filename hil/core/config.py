@@ -378,7 +378,9 @@ def format_validation_error(err: ValidationError) -> str:
     if field and first["loc"]:  # a section's validator naming its field: data: classes: ... -> data.classes: ...
         loc, msg = f"{loc}.{field.group(1)}", msg[field.end():]
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) or repr(value) in msg else f" (got {value!r})"
+    if not first["loc"] and re.match(r"[\w.\[\]-]+: ", msg):  # a whole-config check that names its field itself
+        return f"{msg}{shown}"
     return f"{loc}: {msg}{shown}"
 
 
