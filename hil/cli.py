@@ -649,8 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     sf = sub.add_parser("safe", help="make a bench safe after a crash: ramp every output to 0, off, switches open",
                         description="Connect to every instrument of the lab config without resetting it, report what "
                         "is on, ramp sourced levels to 0, switch outputs off and open every switch.")
-    sf.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml")
-    sf.add_argument("--registry", type=Path, help="emulator registry (for emulator:NAME resources)")
+    sf.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml", help="the bench to make safe")
+    sf.add_argument("--registry", type=Path, help="emulator registry, for emulator:NAME resources (default: "
+                    "$HIL_EMULATOR_REGISTRY, else .hil-emulator.json here)")
     sf.set_defaults(func=cmd_safe)
 
     ru = sub.add_parser("runs", help="list run folders with their status (a running run whose process died: crashed)",
@@ -662,8 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
     em = sub.add_parser("emulate", help="start an emulated lab (TCP servers speaking the instruments' command sets)",
                         description="Start every instrument of a lab config as an emulator on 127.0.0.1 and write the "
                         "registry through which `emulator:NAME` resources resolve. Runs until Ctrl-C.")
-    em.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml")
-    em.add_argument("--registry", type=Path, default=Path(".hil-emulator.json"), help="where to write the live addresses")
+    em.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml", help="the lab config whose instruments "
+                    "to emulate")
+    em.add_argument("--registry", type=Path, default=Path(".hil-emulator.json"), help="where to write the live "
+                    "addresses (default: .hil-emulator.json here)")
     em.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     em.set_defaults(func=cmd_emulate)
     return p
