@@ -286,7 +286,7 @@ def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConf
     if lab is not None and connect:
         refuse_on_bench(cfg)  # before the device/replicas check: the refusal names every simulator-only setting
     # A bench run's folder is made once the bench is connected, before its long first programming (prepare_bench).
-    prep = prepare(cfg, lab if connect else None, create_store=lambda: RunStore.create(cfg))
+    prep = prepare(cfg, lab if connect else None, create_store=lambda **status: RunStore.create(cfg, **status))
     if prep.store is not None:
         return cfg, prep, prep.store
     try:

@@ -53,7 +53,7 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None = None, *,
-            initialize: bool = True, create_store: Callable[[], RunStore] | None = None) -> Prepared:
+            initialize: bool = True, create_store: Callable[..., RunStore] | None = None) -> Prepared:
     """Load the data and build the backend (simulated, or the bench of a lab config); raises before anything is written.
 
     initialize: program a bench to the seeded starting conductances (off when resuming: the checkpoint's come next).
@@ -69,10 +69,10 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
 
 
 def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, *, initialize: bool = True,
-                  create_store: Callable[[], RunStore] | None = None) -> Prepared:
+                  create_store: Callable[..., RunStore] | None = None) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use.
 
-    create_store: makes the run folder once the bench is connected, before the starting conductances are
+    create_store(lab=...): makes the run folder once the bench is connected, before the starting conductances are
     programmed (the longest phase of a start on a real bench, with outputs on): a run killed there is listed
     as crashed, with what to do, and a fault there is recorded in its run.json. Bad input still writes nothing.
     """
@@ -91,9 +91,8 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
     store = None
     if initialize:
         try:
-            if create_store is not None:
-                store = create_store()
-                store.mark_running(lab=str(Path(lab_path).resolve()))
+            if create_store is not None:  # status `running` with the lab from its first run.json on
+                store = create_store(lab=str(Path(lab_path).resolve()))
             with store.recording() if store is not None else nullcontext():
                 start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
                 backend.load_conductances(start.weights)

@@ -66,8 +66,10 @@ class RunStore:
 
     # ---- creation and opening ----------------------------------------------
     @classmethod
-    def create(cls, cfg: RunConfig) -> RunStore:
-        """Make a new run folder; call only after the config and data have been validated."""
+    def create(cls, cfg: RunConfig, **status: Any) -> RunStore:
+        """Make a new run folder; call only after the config and data have been validated.
+
+        status: more for its first run.json (a bench run's lab: a kill at any moment after this leaves it named)."""
         root = Path(cfg.runs_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = root / f"{stamp}-{cfg.name}"
@@ -86,7 +88,7 @@ class RunStore:
         store = cls(path)
         try:
             atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
-            store.mark_running()
+            store.mark_running(**status)
         except OSError as err:
             _remove_quietly(path)
             raise StoreError(f"runs_dir: cannot write into {path} ({_os_reason(err)})") from None
