@@ -241,16 +241,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed or args.config or args.preset:
             raise UsageError(f"--resume continues a run with its saved config; only --epochs may change (got {', '.join(changed) or ('--config' if args.config else '--preset')})")
         store = RunStore.open(args.resume)
+        pid = store.running_elsewhere()
+        if pid is not None:
+            raise UsageError(f"--resume: the run in {args.resume} is still running (pid {pid}); stop it first "
+                             "(two processes would write one folder)")
         if not store.checkpoint_path.is_file():
             lab_shown = store.status().get("lab")
             raise UsageError(f"--resume: {args.resume} has no checkpoint: the run stopped before training started "
                              "(while connecting or programming the starting conductances); "
                              + (f"run hil safe --lab {lab_shown}, then " if lab_shown else "")
                              + "start it again")
-        pid = store.running_elsewhere()
-        if pid is not None:
-            raise UsageError(f"--resume: the run in {args.resume} is still running (pid {pid}); stop it first "
-                             "(two processes would write one folder)")
         cfg = store.config(over)
         recorded = store.status().get("lab")
         if args.lab is not None and (recorded is None or Path(args.lab).resolve() != Path(recorded)):
