@@ -59,7 +59,8 @@ class InstrumentCrossbar:
     def __init__(self, lab: LabConfig, *, input_gain: float, layer_sizes: Sequence[int], bias: bool = False,
                  g_min: float = 0.0, g_max: float | None = None, beta: float | None = None, centered: bool = False,
                  dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
-                 registry: Path | None = None, sleep: Callable[[float], None] = time.sleep, read_all: bool = True):
+                 registry: Path | None = None, sleep: Callable[[float], None] = time.sleep, read_all: bool = True,
+                 on_connected: Callable[[], object] | None = None):
         lab.check_run(input_gain, list(layer_sizes), bias, beta, centered)
         p, u = lab.programming, lab.units
         self._lab = lab
@@ -85,6 +86,8 @@ class InstrumentCrossbar:
         self.nudger = nudge_strategy(self.instruments, sleep)
         try:
             self.instruments.connect()
+            if on_connected is not None:  # every instrument answered: the caller records the run from here on
+                on_connected()
             blocks = self.instruments.device_blocks()
             self.programmer = Programmer(blocks, p, self.gu, max(g_min, lo), min(g_max, hi), [])
             # read_all=False (resume trusting the journal): `reconcile` sets the conductances and reads back some

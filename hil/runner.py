@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -72,9 +71,10 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
                   create_store: Callable[..., RunStore] | None = None) -> Prepared:
     """Connect to the bench and program it to the same seeded starting conductances the simulator would use.
 
-    create_store(lab=...): makes the run folder once the bench is connected, before the starting conductances are
-    programmed (the longest phase of a start on a real bench, with outputs on): a run killed there is listed
-    as crashed, with what to do, and a fault there is recorded in its run.json. Bad input still writes nothing.
+    create_store(lab=...): makes the run folder once every instrument answered, before the devices are read and
+    programmed to the starting conductances (the longest phase of a start on a real bench, with outputs on): a
+    run killed there is listed as crashed, with what to do, and a fault there is recorded in its run.json. Bad
+    input, and an instrument that does not answer, still write nothing.
     """
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
@@ -84,23 +84,30 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
     data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
     sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
     # The constructor refuses a run the bench cannot carry out safely before it connects to anything.
-    backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes, bias=cfg.network.bias,
-                                 g_min=cfg.network.g_min, g_max=cfg.network.g_max, beta=cfg.ep.beta,
-                                 centered=cfg.ep.centered, dtype=cfg.torch_dtype, registry=registry,
-                                 read_all=initialize)  # a resume reads the chip back when it reconciles
-    store = None
-    if initialize:
-        try:
-            if create_store is not None:  # status `running` with the lab from its first run.json on
-                store = create_store(lab=str(Path(lab_path).resolve()))
-            with store.recording() if store is not None else nullcontext():
-                start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
-                backend.load_conductances(start.weights)
-        except BaseException:
-            backend.close()  # outputs ramped to 0 V and off, whatever stopped the programming
-            raise
+    made: list[RunStore] = []
+
+    def connected() -> None:
+        if create_store is not None and initialize:  # status `running` with the lab from its first run.json on
+            made.append(create_store(lab=str(Path(lab_path).resolve())))
+
+    backend = None
+    try:
+        backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes,
+                                     bias=cfg.network.bias, g_min=cfg.network.g_min, g_max=cfg.network.g_max,
+                                     beta=cfg.ep.beta, centered=cfg.ep.centered, dtype=cfg.torch_dtype,
+                                     registry=registry, read_all=initialize,  # a resume reads back as it reconciles
+                                     on_connected=connected)
+        if initialize:
+            start = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes, replicas=1)
+            backend.load_conductances(start.weights)
+    except BaseException as err:
+        if backend is not None:
+            backend.close()  # outputs ramped to 0 V and off (the constructor does so for its own errors)
+        if made:
+            made[0].record_stop(err)
+        raise
     return Prepared(cfg, data, backend, f"lab bench {lab.name} ({Path(lab_path).name})", Path(lab_path).resolve(),
-                    store)
+                    made[0] if made else None)
 
 
 def train_run(

@@ -156,14 +156,18 @@ class RunStore:
         """Marks the run failed (error kept) or interrupted (Ctrl-C) in run.json if the body raises."""
         try:
             yield self
-        except KeyboardInterrupt:
-            self.set_status("interrupted", error="KeyboardInterrupt")
-            raise
         except BaseException as err:
-            # An instrument fault also names the instrument, the command and the fault (drivers/retry.py).
-            fault = err.record() if isinstance(err, RecordedFault) else {}
-            self.set_status("failed", error=f"{err.__class__.__name__}: {err}", **fault)
+            self.record_stop(err)
             raise
+
+    def record_stop(self, err: BaseException) -> None:
+        """run.json: interrupted (Ctrl-C) or failed with the error (an instrument fault also names the instrument,
+        the command and the fault, drivers/retry.py)."""
+        if isinstance(err, KeyboardInterrupt):
+            self.set_status("interrupted", error="KeyboardInterrupt")
+            return
+        fault = err.record() if isinstance(err, RecordedFault) else {}
+        self.set_status("failed", error=f"{err.__class__.__name__}: {err}", **fault)
 
     # ---- metrics -----------------------------------------------------------
     def append_metrics(self, row: dict[str, Any]) -> None:

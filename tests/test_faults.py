@@ -155,3 +155,26 @@ def test_a_second_failure_of_the_retried_query_stops_the_run(lab_file, tmp_path,
                if r.get("fault")]
     # one retry (after the reconnect the lost measurement trigger is sent again), then the stop
     assert actions[0] == "retry" and actions.count("retry") == 1 and actions[-1] == "stop", actions
+
+
+def test_a_fault_while_programming_the_start_is_recorded_and_leaves_the_bench_off(lab_file, tmp_path, monkeypatch, capsys):
+    """The run folder exists from the connect on: a fault in the first programming is in run.json, outputs are off."""
+    lab_tree = yaml.safe_load(lab_file.read_text())
+    # the start's write-verify reads every device first: garbage twice on one read (the retry too) stops it
+    lab_tree["emulator"]["faults"] = {"board": [{"kind": "garbage", "match": r"^READ", "after": 10, "count": 2}]}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(lab_tree))
+    with EmulatedLab(LabConfig.model_validate(lab_tree)) as emu:
+        monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
+        code = main(["train", "--lab", str(path), "--train-limit", "4", "--test-limit", "2", "--epochs", "1",
+                     "--batch-size", "2", "--no-progress", "--runs-dir", str(tmp_path / "runs")])
+        assert code == 1 and emu.outputs() == {}
+        assert emu.instruments["board"].faults.fired
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hil: error: board: garbage reply"), err
+    (run,) = (tmp_path / "runs").iterdir()
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "failed" and status["instrument"] == "board" and status["lab"] == str(path.resolve())
+    assert not (run / "checkpoint.pt").exists()
+    assert main(["runs", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "failed" in capsys.readouterr().out
