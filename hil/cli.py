@@ -41,7 +41,7 @@ from hil.data import DatasetError
 from hil.grid import GridError, parse_vary
 from hil.grid_run import grid_from_args, run_grid_sweep
 from hil.presets import load_preset, preset_names
-from hil.runner import Prepared, prepare, train_run
+from hil.runner import Prepared, describe_network, prepare, train_run
 from hil.store import RunStore, StoreError, atomic_write_text
 from hil.sweep import (
     CHECKPOINT,
@@ -342,9 +342,11 @@ def _sweep_setup(args: argparse.Namespace, default_name: str,
             check(cfg)
         prep = prepare(cfg)
         store.mark_running()
-        return cfg, prep, store
-    cfg, prep, store = _setup(args, default_name, check=check, connect=False)
-    atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
+    else:
+        cfg, prep, store = _setup(args, default_name, check=check, connect=False)
+        atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
+    # what every network of the sweep trains (a --preset, a lab's run: section and flags resolved)
+    print(f"{describe_network(cfg, prep.data)}, batch {cfg.train.batch_size}, {cfg.dtype}", flush=True)
     return cfg, prep, store
 
 

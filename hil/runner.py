@@ -32,11 +32,17 @@ def architecture(cfg: RunConfig, data: Dataset) -> str:
     return "-".join(str(s) for s in [data.n_inputs, *cfg.network.hidden, data.n_classes])
 
 
-def describe(cfg: RunConfig, data: Dataset, backend_name: str) -> str:
-    n, ep = cfg.noise, cfg.ep
+def describe_network(cfg: RunConfig, data: Dataset) -> str:
+    """The data, the network and the EP setting in one line (what a run or a sweep trains)."""
+    ep = cfg.ep
     return (f"{cfg.data.dataset} {architecture(cfg, data)} ({2 * data.n_inputs} input nodes after doubling), "
             f"{len(data.x_train)} train / {len(data.x_test)} test samples; gamma={cfg.network.input_gain:g} V, "
-            f"beta={ep.beta:g} S, eta={ep.eta:g}, T={cfg.relax.sweeps}, {'centered' if ep.centered else 'positive'} EP, "
+            f"beta={ep.beta:g} S, eta={ep.eta:g}, T={cfg.relax.sweeps}, {'centered' if ep.centered else 'positive'} EP")
+
+
+def describe(cfg: RunConfig, data: Dataset, backend_name: str) -> str:
+    n = cfg.noise
+    return (f"{describe_network(cfg, data)}, "
             f"{'' if backend_name.startswith('lab') else f'sigma={n.sigma:g} V, '}N={n.samples}, batch {cfg.train.batch_size}, "
             f"{backend_name}")
 
