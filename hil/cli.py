@@ -346,7 +346,11 @@ def _sweep_setup(args: argparse.Namespace, default_name: str,
         cfg, prep, store = _setup(args, default_name, check=check, connect=False)
         atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
     # what every network of the sweep trains (a --preset, a lab's run: section and flags resolved)
-    print(f"{describe_network(cfg, prep.data)}, batch {cfg.train.batch_size}, {cfg.dtype}", flush=True)
+    varied = [key for key, _ in getattr(args, "vary", None) or []]
+    if varied and getattr(args, "sigmas", None):
+        varied.insert(0, "noise.sigma")
+    print(f"{describe_network(cfg, prep.data)}, batch {cfg.train.batch_size}, {cfg.dtype}"
+          + (f" (the base: {', '.join(varied)} varied per cell)" if varied else ""), flush=True)
     return cfg, prep, store
 
 
