@@ -124,16 +124,25 @@ def test_fault_matrix(kind, phase, lab_file, tmp_path, monkeypatch, capsys):
     assert [json.loads(x)["epoch"] for x in (store.path / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
-def test_cli_prints_one_line_naming_instrument_and_fault(lab_file, tmp_path, monkeypatch, capsys):
+def train_with_lab_faults(lab_file, tmp_path, monkeypatch, faults: dict) -> tuple[int, Path, dict]:
+    """`hil train --lab` (4 samples, one epoch) with the lab config's emulator.faults set to `faults`; the bench
+    must end with every output off. Returns the exit code, the lab file and the faults fired per instrument."""
     lab_tree = yaml.safe_load(lab_file.read_text())
-    lab_tree["emulator"]["faults"] = {"smu_b": [{"kind": "error", "match": r"^:SOUR1:CURR -?[1-9]", "code": -222}]}
+    lab_tree["emulator"]["faults"] = faults
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(lab_tree))
     with EmulatedLab(LabConfig.model_validate(lab_tree)) as emu:
         monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
         code = main(["train", "--lab", str(path), "--train-limit", "4", "--test-limit", "2", "--epochs", "1",
                      "--batch-size", "2", "--no-progress", "--runs-dir", str(tmp_path / "runs")])
-        assert code == 1 and emu.outputs() == {}
+        assert emu.outputs() == {}
+        return code, path, {name: list(inst.faults.fired) for name, inst in emu.instruments.items()}
+
+
+def test_cli_prints_one_line_naming_instrument_and_fault(lab_file, tmp_path, monkeypatch, capsys):
+    code, _, _ = train_with_lab_faults(lab_file, tmp_path, monkeypatch,
+                                       {"smu_b": [{"kind": "error", "match": r"^:SOUR1:CURR -?[1-9]", "code": -222}]})
+    assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hil: error: smu_b: SCPI error -222") and "Data out of range" in err[0]
 
@@ -159,17 +168,10 @@ def test_a_second_failure_of_the_retried_query_stops_the_run(lab_file, tmp_path,
 
 def test_a_fault_while_programming_the_start_is_recorded_and_leaves_the_bench_off(lab_file, tmp_path, monkeypatch, capsys):
     """The run folder exists from the connect on: a fault in the first programming is in run.json, outputs are off."""
-    lab_tree = yaml.safe_load(lab_file.read_text())
     # the start's write-verify reads every device first: garbage twice on one read (the retry too) stops it
-    lab_tree["emulator"]["faults"] = {"board": [{"kind": "garbage", "match": r"^READ", "after": 10, "count": 2}]}
-    path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(lab_tree))
-    with EmulatedLab(LabConfig.model_validate(lab_tree)) as emu:
-        monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
-        code = main(["train", "--lab", str(path), "--train-limit", "4", "--test-limit", "2", "--epochs", "1",
-                     "--batch-size", "2", "--no-progress", "--runs-dir", str(tmp_path / "runs")])
-        assert code == 1 and emu.outputs() == {}
-        assert emu.instruments["board"].faults.fired
+    code, path, fired = train_with_lab_faults(lab_file, tmp_path, monkeypatch,
+                                              {"board": [{"kind": "garbage", "match": r"^READ", "after": 10, "count": 2}]})
+    assert code == 1 and fired["board"]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hil: error: board: garbage reply"), err
     (run,) = (tmp_path / "runs").iterdir()
