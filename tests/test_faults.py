@@ -167,8 +167,9 @@ def test_a_second_failure_of_the_retried_query_stops_the_run(lab_file, tmp_path,
 
 
 def test_a_fault_while_programming_the_start_is_recorded_and_leaves_the_bench_off(lab_file, tmp_path, monkeypatch, capsys):
-    """The run folder exists from the connect on: a fault in the first programming is in run.json, outputs are off."""
-    # the start's write-verify reads every device first: garbage twice on one read (the retry too) stops it
+    """The run folder exists once every instrument answered: a fault while the devices are read back and programmed
+    to the start is in its run.json, and every output is off."""
+    # the start reads every device back first: garbage twice on one read (the retry too) stops it
     code, path, fired = train_with_lab_faults(lab_file, tmp_path, monkeypatch,
                                               {"board": [{"kind": "garbage", "match": r"^READ", "after": 10, "count": 2}]})
     assert code == 1 and fired["board"]
