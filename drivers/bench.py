@@ -14,7 +14,7 @@ from drivers.lab import ChannelRef, LabConfig
 from drivers.programming import BoardBlock
 from drivers.registry import driver_class
 from drivers.roles import ROLE_PROTOCOLS, BoardDriver, DacDriver, SmuDriver, SwitchDriver
-from drivers.session import CommandLog, Instrument, InstrumentError, VisaSession
+from drivers.session import CommandLog, Instrument, InstrumentError, VisaSession, resolve_resource
 
 
 class ReadStep(NamedTuple):
@@ -45,6 +45,9 @@ def make_bench_safe(lab: LabConfig, registry: Path | None = None,
     For after a crash (the process that set the bench up is gone). Goes on past an instrument that fails.
     Returns (what was found on, the errors), one line each.
     """
+    emulated = [c.resource for c in lab.instruments.values() if c.resource.startswith("emulator:")]
+    if emulated:  # a missing emulator registry is one error, not one per instrument
+        resolve_resource(emulated[0], registry)
     session = VisaSession(lab.visa_library, log or CommandLog(), registry)
     found: list[str] = []
     errors: list[str] = []

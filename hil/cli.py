@@ -24,7 +24,6 @@ from calibration.device_commands import cmd_characterize_devices, sample_devices
 from calibration.statistics import NoiseDataError
 from drivers.crossbar import make_bench_safe
 from drivers.lab import load_lab
-from drivers.session import resolve_resource
 from hil.core.config import (
     FLAG_FIELDS,
     ConfigError,
@@ -495,9 +494,6 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
 def cmd_safe(args: argparse.Namespace) -> int:
     lab = load_lab(args.lab)
-    emulated = [c.resource for c in lab.instruments.values() if c.resource.startswith("emulator:")]
-    if emulated:  # a missing registry is one line, not one per instrument
-        resolve_resource(emulated[0], args.registry)
     found, errors = make_bench_safe(lab, args.registry)
     for line in found:
         print(f"found on: {line}")
