@@ -241,6 +241,13 @@ def _select(x, y, classes):
     return x[keep], relabel[y[keep]]
 
 
+def load_run_data(cfg: DataConfig, device: torch.device | str, dtype: torch.dtype) -> Dataset:
+    """The data set as a run trains on it: on the backend's device, inputs in the run's dtype."""
+    data = load_dataset(cfg).to(device)
+    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    return data
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the dataset a DataConfig names, with its class selection, pooling and limits applied."""
     side: int | None

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hil.core.config import RunConfig
-from hil.data import Dataset, load_dataset
+from hil.data import Dataset, load_run_data
 from hil.grid import Chunk, GridError
 from hil.trainer import Trainer
 from sim_backend.crossbar import SimCrossbar, resolve_device
@@ -33,10 +33,7 @@ class ChunkResult:
 
 def load_chunk_data(cfg: RunConfig) -> Dataset:
     """The data set of a config on its device and dtype, as `hil.runner.prepare` gives it."""
-    data = load_dataset(cfg.data).to(resolve_device(cfg.device))
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
-    return data
+    return load_run_data(cfg.data, resolve_device(cfg.device), cfg.torch_dtype)
 
 
 def train_chunk(chunk: Chunk, data: Dataset | None = None, progress: bool = False,

@@ -12,7 +12,7 @@ from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import load_lab
 from hil.core.backend import BenchAccounting, CrossbarBackend, Programmable, StepJournaling
 from hil.core.config import ConfigError, RunConfig, refuse_on_bench
-from hil.data import Dataset, load_dataset
+from hil.data import Dataset, load_run_data
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder, bench_plan
 from hil.store import RunStore, StoreError
@@ -67,8 +67,7 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
     if lab_path is not None:
         return prepare_bench(cfg, lab_path, registry, initialize=initialize, create_store=create_store)
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.data).to(device)
-    data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
+    data = load_run_data(cfg.data, device, cfg.torch_dtype)
     backend = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes)
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 
@@ -86,8 +85,7 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
     refuse_on_bench(cfg)  # the simulator-only fields are marked in hil.core.config
     lab = load_lab(lab_path)
-    data = load_dataset(cfg.data)
-    data.x_train, data.x_test = data.x_train.to(cfg.torch_dtype), data.x_test.to(cfg.torch_dtype)
+    data = load_run_data(cfg.data, "cpu", cfg.torch_dtype)
     sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
     # The constructor refuses a run the bench cannot carry out safely before it connects to anything.
     made: list[RunStore] = []
