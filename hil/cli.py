@@ -41,9 +41,12 @@ from hil.grid import GridError, parse_vary
 from hil.grid_run import grid_from_args, run_grid_sweep
 from hil.presets import load_preset, preset_names
 from hil.runner import Prepared, describe_network, prepare, train_run
-from hil.store import RunStore, StoreError, atomic_write_text
+from hil.runview import run_folders
+from hil.runview import summarize as summarize_run
+from hil.store import RunStore, atomic_write_text
 from hil.sweep import (
     CHECKPOINT,
+    SWEEP_COMMAND,
     finish_sweep,
     format_summary,
     run_trials,
@@ -325,7 +328,6 @@ def _check_sweep(args: argparse.Namespace) -> None:
         raise UsageError(f"--samples-list: N values >= 1 (got {args.samples_list})")
 
 
-SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
 
 
 def _sweep_setup(args: argparse.Namespace, default_name: str,
@@ -508,43 +510,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
     root = args.runs_dir
     if not root.is_dir():
         raise UsageError(f"--runs-dir: no folder {root} (runs are made in ./runs unless --runs-dir says otherwise)")
-    folders = sorted(p for p in root.iterdir() if (p / "config.yaml").is_file())
+    folders = run_folders(root)
     if not folders:
         print(f"no run folders in {root}")
         return 0
     width = max(len(p.name) for p in folders)
     print(f"{'run':<{width}}  {'status':<11}  {'epochs':>6}  {'test acc':>8}  where")
     for path in folders:
-        store = RunStore(path)
-        try:
-            status = store.shown_status()
-            st = store.status()
-            rows = store.metrics()
-        except (StoreError, ValueError):
+        run = summarize_run(path)
+        if run.status == "unreadable":
             print(f"{path.name:<{width}}  {'unreadable':<11}")
             continue
-        sweep = (path / SWEEP_COMMAND).is_file()  # a sweep's results are in its CSV files, not metrics.jsonl
-        report = next((f for f in ("characterize.json", "calibration.json") if (path / f).is_file()), None)
-        acc = rows[-1].get("test_acc") if rows else None
-        if isinstance(acc, list):  # replicas: the mean
-            acc = sum(acc) / len(acc) if acc else None
-        shown = f"{100 * acc:7.1f}%" if isinstance(acc, (int, float)) else f"{'-':>8}"
-        epochs = "-" if sweep or report else str(len(rows))
-        notes = ["sweep: table.csv, trials.csv"] if sweep and status == "completed" else []
-        if report:
-            notes.append(f"{report.split('.')[0]}: {report}")
-        if st.get("lab"):
-            notes.append(f"bench {Path(st['lab']).name}")
-        resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"
-        if not sweep and not store.checkpoint_path.is_file():  # stopped before training began: nothing to resume
-            resume = (f"hil safe --lab {st['lab']}, then start again" if st.get("lab") else "start again")
-        if status == "crashed":
-            notes.append(f"pid {st.get('pid')} gone: {resume}")
-        elif status == "interrupted":
-            notes.append(f"resume: {resume}")
-        elif status == "failed" and st.get("error"):
-            notes.append(str(st["error"])[:80])
-        print(f"{path.name:<{width}}  {status:<11}  {epochs:>6}  {shown}  {'; '.join(notes)}".rstrip())
+        shown = f"{100 * run.test_acc:7.1f}%" if run.test_acc is not None else f"{'-':>8}"
+        print(f"{path.name:<{width}}  {run.status:<11}  {run.epochs:>6}  {shown}  {'; '.join(run.notes)}".rstrip())
     return 0
 
 
