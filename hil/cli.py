@@ -526,6 +526,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if args.refresh_s <= 0:
+        raise UsageError(f"--refresh-s: {args.refresh_s:g} s; give a positive number of seconds")
+    try:
+        # optional: Dash (the [dashboard] extra), and about a second to import; only this command needs it
+        from hil.dashboard import serve
+    except ImportError as err:
+        raise UsageError(f"hil dashboard needs the dashboard extra ({err.name or err} does not import): "
+                         "pip install 'crossbar-hil[dashboard]'") from None
+    try:
+        serve(args.runs_dir, args.host, args.port, args.refresh_s)
+    except OSError as err:  # the port taken, an address not of this machine
+        raise UsageError(f"--host/--port: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
+    return 0
+
+
 def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
                    help="read noise of one reading, V; repeat for each point (or use the grid below)")
@@ -639,6 +655,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded as running whose process is gone from this host is shown as crashed.")
     ru.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders are (default ./runs)")
     ru.set_defaults(func=cmd_runs)
+
+    da = sub.add_parser("dashboard", help="a local web page of the runs, sweeps and characterizations, live (read only)",
+                        description="Serve a page listing the run folders of --runs-dir and, per folder, its metrics, "
+                        "conductance snapshots, bench accounting and command log, sweep tables or Allan plot, "
+                        "refreshed while it runs. It only reads the folders (no instrument, no lock a run needs) and "
+                        "serves no file outside them. Needs the [dashboard] extra.")
+    da.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders are (default ./runs)")
+    da.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                    "only; 0.0.0.0 shows the runs to anyone who can reach it)")
+    da.add_argument("--port", type=int, default=8050, help="TCP port (default 8050; 0: any free port, printed)")
+    da.add_argument("--refresh-s", type=float, default=2.0, help="how often an open page reads the folder again, s "
+                    "(default 2)")
+    da.set_defaults(func=cmd_dashboard)
 
     em = sub.add_parser("emulate", help="start an emulated lab (TCP servers speaking the instruments' command sets)",
                         description="Start every instrument of a lab config as an emulator on 127.0.0.1 and write the "
