@@ -28,8 +28,6 @@ from hil.sweep import SWEEP_COMMAND
 
 #: report files that make a folder a characterization or a calibration (not a training run)
 REPORTS = {"characterize.json": "characterize", "calibration.json": "calibrate"}
-#: how much of the end of commands.jsonl a view reads (the tail of the command log, not the whole log)
-TAIL_BYTES = 64 * 1024
 
 
 class RunNotFound(LookupError):
@@ -206,26 +204,45 @@ def conductances(path: Path) -> dict[str, Any] | None:
             "biases": [np.asarray(b.detach().cpu().numpy(), dtype=np.float64) for b in biases] if biases else None}
 
 
-def command_tail(path: Path, lines: int = 40) -> dict[str, Any] | None:
-    """The end of a bench run's command log (commands.jsonl): its last `lines` commands and the faults among
-    the last TAIL_BYTES; None where the run has no command log."""
-    p = Path(path) / "commands.jsonl"
-    if not p.is_file():
-        return None
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        f.seek(max(0, size - TAIL_BYTES))
-        chunk = f.read()
-    text = chunk.decode("utf-8", errors="replace").split("\n")
-    if size > TAIL_BYTES:
-        text = text[1:]  # the first line is cut
-    rows = []
-    for line in text:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # the line being written
-    return {"bytes": size, "commands": rows[-lines:], "faults": [r for r in rows if "fault" in r]}
+class CommandLog:
+    """A bench run's command log (commands.jsonl), followed: each `update` reads only the lines appended since the
+    last one, so a page refreshed every few seconds costs the new lines, not the whole log. Counts per
+    instrument the commands sent and the queries answered (VISA round trips and board transactions), keeps
+    every logged fault (drivers/retry.py: timeouts, garbage, dropped connections, with what was done) and the
+    last `keep` exchanges."""
+
+    def __init__(self, path: Path, keep: int = 40):
+        self.path = Path(path)
+        self.offset = 0
+        self.commands: dict[str, int] = {}
+        self.queries: dict[str, int] = {}
+        self.faults: list[dict[str, Any]] = []
+        self.tail: list[dict[str, Any]] = []
+        self.keep = keep
+
+    def update(self) -> CommandLog:
+        if not self.path.is_file():
+            return self
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # whole lines only: the last one may be in the middle of its write
+        for line in chunk[:end].decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            inst = str(row.get("instrument", "?"))
+            if "fault" in row:
+                self.faults.append(row)
+            else:
+                self.commands[inst] = self.commands.get(inst, 0) + 1
+                if row.get("reply") is not None:
+                    self.queries[inst] = self.queries.get(inst, 0) + 1
+            self.tail.append(row)
+        self.tail = self.tail[-self.keep:]
+        self.offset += end
+        return self
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]] | None:

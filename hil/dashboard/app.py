@@ -11,6 +11,7 @@ every part on each tick, so the page keeps its layout (and a zoomed plot its zoo
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -21,8 +22,8 @@ from dash import ALL, Input, Output, State, dcc, html
 
 from hil.dashboard import figures as F
 from hil.runview import (
+    CommandLog,
     RunNotFound,
-    command_tail,
     conductances,
     journal_progress,
     kind_of,
@@ -48,6 +49,7 @@ CELL = {"padding": "2px 10px", "borderBottom": "1px solid #ddd", "textAlign": "l
 def make_app(runs_dir: Path, refresh_s: float = 2.0) -> dash.Dash:
     """The dashboard of runs_dir, refreshing every refresh_s seconds."""
     root = Path(runs_dir).resolve()
+    logs = FollowedLogs()
     app = dash.Dash(__name__, title="crossbar-hil dashboard", update_title=None, suppress_callback_exceptions=True,
                     assets_folder=str(Path(__file__).with_name("assets")))  # no assets: nothing from the cwd
     app.layout = html.Div([
@@ -58,8 +60,12 @@ def make_app(runs_dir: Path, refresh_s: float = 2.0) -> dash.Dash:
         html.Div(id="page"),
     ], style={"fontFamily": "sans-serif", "margin": "12px"})
 
-    @app.server.route(FILE_ROUTE + "<path:rel>")
-    def run_file(rel: str) -> Any:
+    @app.server.before_request
+    def run_file() -> Any:
+        """Every request under FILE_ROUTE ends here, before any route (Dash's catch-all page route included)."""
+        if not flask.request.path.startswith(FILE_ROUTE):
+            return None
+        rel = flask.request.path[len(FILE_ROUTE):]
         try:
             path = resolve_file(root, rel)
         except RunNotFound as err:
@@ -88,7 +94,7 @@ def make_app(runs_dir: Path, refresh_s: float = 2.0) -> dash.Dash:
                 path = resolve_run(root, name)
             except RunNotFound:
                 return [dash.no_update] * len(fig_ids), [dash.no_update] * len(text_ids)
-        view = RunParts(root, path)
+        view = RunParts(root, path, logs)
         return [view.figure(i["part"]) for i in fig_ids], [view.text(i["part"]) for i in text_ids]
 
     return app
@@ -131,7 +137,7 @@ def run_page(path: Path) -> html.Div:
         layers = len((cfg.get("network") or {}).get("hidden") or []) + 1
         bench = "lab" in (read_json(path / "run.json") or {})  # a bench run names its lab from its first run.json
         body = [_row(_fig("accuracy"), _fig("loss"), _fig("speed")), _text("noise"),
-                *([_row(_fig("bench")), _text("commands")] if bench else []),
+                *([_row(_fig("bench"), _fig("faults")), _text("commands")] if bench else []),
                 *[_row(_fig(f"g-hist-{k}"), _fig(f"g-map-{k}")) for k in range(layers)]]
     else:
         body = []
@@ -141,8 +147,8 @@ def run_page(path: Path) -> html.Div:
 class RunParts:
     """Fills the parts of a page from the folder as it is now (path None: the runs list)."""
 
-    def __init__(self, root: Path, path: Path | None):
-        self.root, self.path = root, path
+    def __init__(self, root: Path, path: Path | None, logs: FollowedLogs):
+        self.root, self.path, self.logs = root, path, logs
         self._rows: list[dict[str, Any]] | None = None
 
     @property
@@ -164,6 +170,8 @@ class RunParts:
             return F.metric_lines(self.rows, "training speed", {"samples/s": "samples_per_s"}, "samples/s")
         if part == "bench":
             return F.bench_lines(self.rows)
+        if part == "faults":
+            return F.fault_bars(self.logs.get(p / "commands.jsonl").faults)
         if part.startswith("g-"):
             snap = conductances(p)
             k = int(part.rsplit("-", 1)[1])
@@ -263,30 +271,50 @@ class RunParts:
                       f"sigma/sqrt(N) = {sigma / samples ** 0.5:.3g} V after averaging (simulated noise)")
 
     def commands(self) -> Any:
-        tail = command_tail(self.path)  # type: ignore[arg-type]
-        if tail is None:
-            return ""
+        """A bench run's traffic from its command log (followed as it grows), and its faults, newest last."""
+        p = self.path
+        assert p is not None
+        log = self.logs.get(p / "commands.jsonl")
         last = self.rows[-1] if self.rows else {}
-        totals = (f"retries {last.get('retries', 0)}, faults logged {last.get('faults_logged', 0)}, "
-                  f"pulses {last.get('pulses', '-')}, stuck devices {last.get('stuck_devices', '-')} (last epoch end); "
-                  if last else "")
-        prog = journal_progress(self.path)  # type: ignore[arg-type]
+        totals = [f"{sum(log.commands.values())} commands sent, ",
+                  html.Span(str(sum(log.queries.values())), className="round-trips"), " answered (round trips); ",
+                  html.Span(str(len(log.faults)), className="faults-logged"), " faults logged"]
+        if last:
+            totals.append(f"; at the last epoch end: {last.get('retries', 0)} retries, {last.get('pulses', '-')} "
+                          f"programming pulses, {last.get('stuck_devices', '-')} stuck devices")
+        prog = journal_progress(p)
         if prog:
-            totals += f"{prog['devices_programmed']} device writes journaled ({prog['pulses']} pulses); "
-        faults = [f"{r.get('t', 0):.3f}s {r['instrument']}: {r.get('fault')} -> {r.get('action', '')} ({r['command']})"
-                  for r in tail["faults"][-10:]]
-        lines = [f"{r.get('t', 0):10.4f}  {r['instrument']:<11} {r['command']}"
+            totals.append(f"; {prog['devices_programmed']} device writes journaled ({prog['pulses']} pulses)")
+        per = _table(["instrument", "commands", "round trips", "faults"],
+                     [[i, n, log.queries.get(i, 0), sum(f.get("instrument") == i for f in log.faults)]
+                      for i, n in sorted(log.commands.items())])
+        faults = [f"{r.get('t', 0):10.4f}  {r.get('instrument')}: {r.get('kind', r.get('fault'))} -> "
+                  f"{r.get('action', '')}  ({r.get('command')})" for r in log.faults[-10:]]
+        lines = [f"{r.get('t', 0):10.4f}  {r.get('instrument', '?'):<11} {r.get('command')}"
                  + (f"  -> {r['reply']}" if r.get("reply") is not None else "")
-                 + (f"  [{r['fault']}: {r.get('action', '')}]" if "fault" in r else "")
-                 for r in tail["commands"][-COMMANDS_SHOWN:]]
+                 + (f"  [{r.get('kind', r['fault'])}: {r.get('action', '')}]" if "fault" in r else "")
+                 for r in log.tail[-COMMANDS_SHOWN:]]
         return html.Div([
-            html.H4("bench"),
-            html.P([totals, f"command log {tail['bytes'] / 1e6:.2f} MB; faults in its tail: ",
-                    html.Span(str(len(tail["faults"])), className="faults-in-tail")]),
-            html.Pre("\n".join(faults) or "no fault in the tail of the log", className="faults"),
+            html.H4("bench"), html.P(totals), per,
+            html.H4("faults (the last 10)"),
+            html.Pre("\n".join(faults) or "none", className="faults"),
+            html.H4(f"command log, the last {COMMANDS_SHOWN} exchanges"),
             html.Pre("\n".join(lines), className="command-tail",
                      style={"fontSize": "11px", "maxHeight": "300px", "overflow": "auto", "background": "#f6f6f6"}),
         ])
+
+
+class FollowedLogs:
+    """The command logs the open pages follow, one CommandLog per file, shared by the server's threads."""
+
+    def __init__(self) -> None:
+        self._logs: dict[Path, CommandLog] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> CommandLog:
+        with self._lock:
+            log = self._logs.setdefault(path, CommandLog(path, keep=COMMANDS_SHOWN))
+            return log.update()
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> html.Table:

@@ -53,22 +53,33 @@ def metric_lines(rows: list[dict[str, Any]], title: str, keys: dict[str, str], y
 
 
 def bench_lines(rows: list[dict[str, Any]]) -> go.Figure:
-    """A bench run's accounting per epoch: VISA round trips and milliseconds per training sample, and the
-    running totals of retries and logged faults."""
-    title = "bench accounting"
+    """A bench run's cost per training sample, per epoch (evaluation included): VISA round trips, programming-board
+    transactions and wall milliseconds."""
+    title = "bench: per training sample"
     if not rows or "round_trips_per_training_sample" not in rows[-1]:
         return empty(title, "no bench epoch finished yet")
-    fig = _fig(title, "epoch", "per training sample")
-    for label, key in (("VISA round trips / sample", "round_trips_per_training_sample"),
-                       ("board transactions / sample", "board_transactions_per_training_sample"),
-                       ("ms / sample", "ms_per_training_sample")):
+    fig = _fig(title, "epoch", "per training sample", legend={"orientation": "h", "y": -0.3})
+    for label, key in (("VISA round trips", "round_trips_per_training_sample"),
+                       ("board transactions", "board_transactions_per_training_sample"),
+                       ("ms", "ms_per_training_sample")):
         ep, v = _series(rows, key)
         fig.add_trace(go.Scatter(x=ep, y=v, mode="lines+markers", name=label))
-    for label, key in (("retries (total)", "retries"), ("faults logged (total)", "faults_logged")):
-        ep, v = _series(rows, key)
-        fig.add_trace(go.Bar(x=ep, y=v, name=label, yaxis="y2", opacity=0.5))
-    fig.update_layout(yaxis2={"title": "count", "overlaying": "y", "side": "right", "rangemode": "tozero"},
-                      barmode="group", legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def fault_bars(faults: list[dict[str, Any]]) -> go.Figure:
+    """The command log's faults so far, per instrument, stacked by what was done about them."""
+    title = f"faults logged: {len(faults)}"
+    if not faults:
+        return empty(title, "no fault logged")
+    fig = _fig(title, "instrument", "faults", barmode="stack", legend={"orientation": "h", "y": -0.3})
+    instruments = sorted({str(f.get("instrument")) for f in faults})
+    for action in sorted({str(f.get("action", "")) for f in faults}):
+        fig.add_trace(go.Bar(x=instruments, name=action or "?",
+                             y=[sum(str(f.get("instrument")) == i and str(f.get("action", "")) == action for f in faults)
+                                for i in instruments],
+                             hovertext=[", ".join(sorted({str(f.get("fault")) for f in faults
+                                                          if str(f.get("instrument")) == i})) for i in instruments]))
     return fig
 
 
