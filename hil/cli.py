@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import re
 import signal
@@ -24,6 +23,7 @@ from calibration.device_commands import cmd_characterize_devices, sample_devices
 from calibration.statistics import NoiseDataError
 from drivers.crossbar import make_bench_safe
 from drivers.lab import load_lab
+from hil import version
 from hil.core.config import (
     FLAG_FIELDS,
     ConfigError,
@@ -542,6 +542,20 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.run_dir.is_dir():
+        raise UsageError(f"RUN_DIR: no folder {args.run_dir}")
+    try:
+        # optional: xarray and a netCDF writer (the [export] extra), and pandas with them; only this command needs them
+        from hil.export import export_run
+    except ImportError as err:
+        raise UsageError(f"hil export needs the export extra ({err.name or err} does not import): "
+                         "pip install 'crossbar-hil[export]'") from None
+    for path in export_run(args.run_dir, args.format):
+        print(f"wrote {path}")
+    return 0
+
+
 def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
                    help="read noise of one reading, V; repeat for each point (or use the grid below)")
@@ -552,7 +566,7 @@ def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="hil", description="Train analog resistive crossbars in situ with Equilibrium Propagation.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
@@ -669,6 +683,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 2)")
     da.set_defaults(func=cmd_dashboard)
 
+    ex = sub.add_parser("export", help="a run, characterization or sweep folder as netCDF (xarray, QCoDeS) or CSV",
+                        description="Write the metrics per epoch, the last conductance snapshot, characterize's "
+                        "readings statistics and a sweep's tables as one xarray Dataset with units and attributes "
+                        "(config, lab, project version, dates): RUN_DIR/<name>.nc, or CSV files. Needs the [export] extra.")
+    ex.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
+    ex.add_argument("--format", choices=("netcdf", "csv"), default="netcdf",
+                    help="netcdf (default): RUN_DIR/<name>.nc; csv: RUN_DIR/<name>-<dims>.csv and <name>-attrs.json")
+    ex.set_defaults(func=cmd_export)
+
     em = sub.add_parser("emulate", help="start an emulated lab (TCP servers speaking the instruments' command sets)",
                         description="Start every instrument of a lab config as an emulator on 127.0.0.1 and write the "
                         "registry through which `emulator:NAME` resources resolve. Runs until Ctrl-C.")
@@ -780,13 +803,6 @@ def _add_sweep_grid_parser(kinds) -> None:
     ex.add_argument("--max-retries", action=_StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
     add_run_options(gr, exclude=frozenset({"sigma", "replicas"}))
     gr.set_defaults(func=cmd_sweep_grid)
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("crossbar-hil")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed: pip install -e .)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

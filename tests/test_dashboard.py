@@ -216,14 +216,14 @@ def screenshot(driver, name: str) -> None:
 def test_browser_sees_a_training_run_grow(browser, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    dash, url = dashboard(runs, tmp_path)
-    train = None
+    epochs = 10
+    # both start at once (each takes seconds to import torch); the run's epochs last long enough to watch
+    train = Proc(["train", "--hidden", "8", "--epochs", str(epochs), "--train-limit", "400", "--test-limit", "60",
+                  "--no-progress", "--runs-dir", str(runs)], tmp_path)
+    dash = None
     try:
+        dash, url = dashboard(runs, tmp_path)
         browser.get(url)
-        poll(lambda: any("no run folders" in t for t in texts(browser, "#page")), 30)
-        epochs = 12
-        train = Proc(["train", "--hidden", "8", "--epochs", str(epochs), "--test-limit", "60", "--no-progress",
-                      "--runs-dir", str(runs)], tmp_path)
         run = open_run_page(browser, url, runs)
         seen: list[int] = []
         running_seen = False
@@ -245,9 +245,9 @@ def test_browser_sees_a_training_run_grow(browser, tmp_path):
         assert any(f"last test accuracy {acc}" in t for t in texts(browser, "#page")), acc
         screenshot(browser, "dashboard.png")
     finally:
-        if train is not None:
-            train.stop()
-        dash.stop()
+        train.stop()
+        if dash is not None:
+            dash.stop()
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ def make_app(runs_dir: Path, refresh_s: float = 2.0) -> dash.Dash:
     """The dashboard of runs_dir, refreshing every refresh_s seconds."""
     root = Path(runs_dir).resolve()
     logs = FollowedLogs()
-    app = dash.Dash(__name__, title="crossbar-hil dashboard", update_title=None, suppress_callback_exceptions=True,
+    app = dash.Dash(__name__, title="crossbar-hil dashboard", update_title="", suppress_callback_exceptions=True,
                     assets_folder=str(Path(__file__).with_name("assets")))  # no assets: nothing from the cwd
     app.layout = html.Div([
         dcc.Location(id="url"),
@@ -276,7 +276,7 @@ class RunParts:
         assert p is not None
         log = self.logs.get(p / "commands.jsonl")
         last = self.rows[-1] if self.rows else {}
-        totals = [f"{sum(log.commands.values())} commands sent, ",
+        totals: list[Any] = [f"{sum(log.commands.values())} commands sent, ",
                   html.Span(str(sum(log.queries.values())), className="round-trips"), " answered (round trips); ",
                   html.Span(str(len(log.faults)), className="faults-logged"), " faults logged"]
         if last:

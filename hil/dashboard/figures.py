@@ -137,9 +137,10 @@ def sweep_picture(cells: dict[str, Any]) -> go.Figure:
         return fig
     key = varying[0] if varying else cells["keys"][0]
     pts = sorted(points, key=lambda p: _num(p["key"][key]))
-    fig = _fig("sweep: mean final test accuracy", key, "test accuracy (%)",
-               xaxis_type="log" if key.startswith("sigma") and all(_num(p["key"][key]) > 0 for p in pts) else "linear")
-    fig.add_trace(go.Scatter(x=[_num(p["key"][key]) for p in pts], y=[100 * p["mean_test_acc"] for p in pts],
+    xs = [_num(p["key"][key]) for p in pts]
+    log_x = key.startswith("sigma") and all(isinstance(x, float) and x > 0 for x in xs)
+    fig = _fig("sweep: mean final test accuracy", key, "test accuracy (%)", xaxis_type="log" if log_x else "linear")
+    fig.add_trace(go.Scatter(x=xs, y=[100 * p["mean_test_acc"] for p in pts],
                              mode="lines+markers", text=[f"{p['trials']} trials" for p in pts], name="mean"))
     return fig
 
