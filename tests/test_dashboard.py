@@ -197,33 +197,47 @@ def texts(driver, css: str) -> list[str]:
 
 def open_run_page(driver, url: str, runs: Path) -> Path:
     """Wait for the run folder, then open its page from the runs list (a click, as a user would)."""
-    from selenium.webdriver.common.by import By  # selenium: only the browser tests need it
+    from selenium.common.exceptions import WebDriverException  # selenium: only the browser tests need it
+    from selenium.webdriver.common.by import By
 
     run = poll(lambda: next((p for p in runs.iterdir() if (p / "config.yaml").is_file()), None), STARTUP_S)
-    link = poll(lambda: driver.find_elements(By.LINK_TEXT, run.name), 30)
-    link[0].click()
-    poll(lambda: driver.find_elements(By.CSS_SELECTOR, ".run-status"), 30)
+
+    def click() -> bool:
+        try:
+            driver.find_element(By.LINK_TEXT, run.name).click()
+            return True
+        except WebDriverException:  # not listed yet, or replaced by the list's refresh between find and click
+            return False
+
+    poll(click, STARTUP_S)
+    poll(lambda: driver.find_elements(By.CSS_SELECTOR, ".run-status"), STARTUP_S)
     return run
 
 
 def screenshot(driver, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        time.sleep(1.0)  # a last refresh of every plot
+        for _ in range(2):  # the whole page in the window: its height plus the window's own frame
+            height, frame = driver.execute_script("return [document.documentElement.scrollHeight, "
+                                                  "window.outerHeight - window.innerHeight]")
+            driver.set_window_size(1400, height + frame + 10)
+        time.sleep(1.5)  # plotly redraws at the new size, and a last refresh of every plot
         driver.save_screenshot(str(Path(SHOTS) / name))
+        driver.set_window_size(1400, 1900)
 
 
 def test_browser_sees_a_training_run_grow(browser, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     epochs = 10
-    # both start at once (each takes seconds to import torch); the run's epochs last long enough to watch
-    train = Proc(["train", "--hidden", "8", "--epochs", str(epochs), "--train-limit", "400", "--test-limit", "60",
-                  "--no-progress", "--runs-dir", str(runs)], tmp_path)
-    dash = None
+    dash, url = dashboard(runs, tmp_path)
+    train = None
     try:
-        dash, url = dashboard(runs, tmp_path)
         browser.get(url)
+        poll(lambda: any("no run folders" in t for t in texts(browser, "#page")), STARTUP_S)
+        # the run starts once the page is open, so the page sees it from its first epoch on
+        train = Proc(["train", "--hidden", "32", "--epochs", str(epochs), "--test-limit", "100", "--no-progress",
+                      "--runs-dir", str(runs)], tmp_path)  # the digits, 1437 samples: epochs of about 0.5 s
         run = open_run_page(browser, url, runs)
         seen: list[int] = []
         running_seen = False
@@ -245,9 +259,9 @@ def test_browser_sees_a_training_run_grow(browser, tmp_path):
         assert any(f"last test accuracy {acc}" in t for t in texts(browser, "#page")), acc
         screenshot(browser, "dashboard.png")
     finally:
-        train.stop()
-        if dash is not None:
-            dash.stop()
+        if train is not None:
+            train.stop()
+        dash.stop()
 
 
 @pytest.mark.slow
@@ -269,7 +283,7 @@ def test_browser_shows_a_bench_runs_round_trips_and_faults_live(browser, tmp_pat
         emu.wait_line("Ctrl-C")
         dash, url = dashboard(runs, tmp_path)
         browser.get(url)
-        train = Proc(["train", "--lab", str(lab), "--train-limit", "16", "--test-limit", "8", "--epochs", "3",
+        train = Proc(["train", "--lab", str(lab), "--train-limit", "16", "--test-limit", "8", "--epochs", "2",
                       "--no-progress", "--runs-dir", str(runs)], tmp_path, {"HIL_EMULATOR_REGISTRY": str(tmp_path / "reg.json")})
         run = open_run_page(browser, url, runs)
 
@@ -280,13 +294,13 @@ def test_browser_shows_a_bench_runs_round_trips_and_faults_live(browser, tmp_pat
 
         poll(live, 120)
         assert train.p.wait(timeout=180) == 0, "".join(train.out)
-        poll(lambda: texts(browser, ".run-status") == ["completed"], 30)
+        poll(lambda: texts(browser, ".run-status") == ["completed"], STARTUP_S)
         log = [json.loads(x) for x in (run / "commands.jsonl").read_text().splitlines()]
         faults = [r for r in log if "fault" in r]
         trips = sum(1 for r in log if "fault" not in r and r.get("reply") is not None)
         assert {r["instrument"] for r in faults} >= {"board", "smu_hidden"}
         poll(lambda: texts(browser, ".faults-logged") == [str(len(faults))]
-             and texts(browser, ".round-trips") == [str(trips)], 30)
+             and texts(browser, ".round-trips") == [str(trips)], STARTUP_S)
         assert any("garbage reply" in t for t in texts(browser, ".faults"))
         screenshot(browser, "dashboard-bench.png")
     finally:

@@ -264,10 +264,10 @@ class RunParts:
         samples = int(n.get("samples", 1))
         st = read_json(self.path / "run.json") or {}  # type: ignore[operator]
         if st.get("lab"):
-            return html.P(f"N = {samples} readings per node and state; the bench's own noise: `hil characterize "
+            return html.P(f"N = {samples} reading{'s' if samples != 1 else ''} per node and state; the bench's own noise: `hil characterize "
                           f"--lab {Path(st['lab']).name}` estimates its sigma")
         sigma = float(n.get("sigma", 0.0))
-        return html.P(f"N = {samples} readings per node and state; sigma = {sigma:g} V per reading, "
+        return html.P(f"N = {samples} reading{'s' if samples != 1 else ''} per node and state; sigma = {sigma:g} V per reading, "
                       f"sigma/sqrt(N) = {sigma / samples ** 0.5:.3g} V after averaging (simulated noise)")
 
     def commands(self) -> Any:
