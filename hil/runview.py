@@ -161,7 +161,7 @@ def journal_progress(path: Path) -> dict[str, Any] | None:
     db_path = Path(path) / "journal.sqlite"
     if not db_path.is_file():
         return None
-    with _read_only(db_path) as db:
+    with ReadOnlyDB(db_path) as db:
         done, last = db.execute("SELECT COUNT(*), MAX(step) FROM steps WHERE done = 1").fetchone()
         if not done:
             return {"steps_done": 0, "epoch": None, "samples": 0, "correct": None}
@@ -175,7 +175,7 @@ def journal_progress(path: Path) -> dict[str, Any] | None:
             "devices_programmed": int(pulses[0]), "pulses": int(pulses[1] or 0)}
 
 
-class _read_only:
+class ReadOnlyDB:
     """A short-lived read-only SQLite connection (closed on exit)."""
 
     def __init__(self, path: Path):
