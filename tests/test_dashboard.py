@@ -10,6 +10,7 @@ was taken so: `HIL_DASHBOARD_SCREENSHOTS=docs/img pytest tests/test_dashboard.py
 
 from __future__ import annotations
 
+import csv
 import http.client
 import json
 import os
@@ -26,7 +27,7 @@ import yaml
 from werkzeug.serving import make_server
 
 from hil.cli import main
-from hil.dashboard.app import make_app
+from hil.dashboard.app import FollowedLogs, RunParts, make_app
 from hil.runview import journal_progress
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
@@ -307,3 +308,29 @@ def test_browser_shows_a_bench_runs_round_trips_and_faults_live(browser, tmp_pat
         for proc in (train, dash, emu):
             if proc is not None:
                 proc.stop()
+
+
+def test_a_characterization_and_a_sweep_draw_what_their_files_hold(tmp_path):
+    """The parts of their pages, as the refresh callback fills them (hil.dashboard.app.RunParts)."""
+    runs = tmp_path / "runs"
+    assert main(["characterize", "--hidden", "8", "--sigma", "1e-3", "--readings", "128", "--test-limit", "10",
+                 "--name", "ch", "--runs-dir", str(runs)]) == 0
+    assert main(["sweep", "grid", "--vary", "ep.beta=0.5,1", "--vary", "ep.eta=0.01,0.02", "--trials", "1",
+                 "--hidden", "8", "--epochs", "1", "--train-limit", "40", "--test-limit", "20", "--no-progress",
+                 "--threshold", "0.05", "--name", "sw", "--runs-dir", str(runs)]) == 0
+    ch = next(runs.glob("*-ch"))
+    sw = next(runs.glob("*-sw"))
+    logs = FollowedLogs()
+    view = RunParts(runs.resolve(), ch.resolve(), logs)
+    report = json.loads((ch / "characterize.json").read_text())
+    assert list(view.figure("allan").data[0].y) == pytest.approx(report["allan"]["adev_V"])
+    assert list(view.figure("node-sigma").data[0].y) == pytest.approx(report["estimate"]["sigma"])
+    assert view.version("allan") == RunParts(runs.resolve(), ch.resolve(), logs).version("allan")  # unchanged file
+    view = RunParts(runs.resolve(), sw.resolve(), logs)
+    heat = view.figure("sweep").data[0]
+    table = {(r["ep.beta"], r["ep.eta"]): float(r["convergence_rate"])
+             for r in csv.DictReader((sw / "table.csv").open())}
+    for i, eta in enumerate(heat.y):
+        for j, beta in enumerate(heat.x):
+            assert heat.z[i][j] == pytest.approx(table[(beta, eta)])
+    assert "mean_best5_test_acc" in str(view.text("sweep-table"))

@@ -84,18 +84,27 @@ def make_app(runs_dir: Path, refresh_s: float = 2.0) -> dash.Dash:
         return run_page(path)
 
     @app.callback(Output({"type": "fig", "part": ALL}, "figure"), Output({"type": "text", "part": ALL}, "children"),
-                  Input("tick", "n_intervals"), Input({"type": "fig", "part": ALL}, "id"),
-                  Input({"type": "text", "part": ALL}, "id"), State("url", "pathname"))
-    def refresh(_n: int | None, fig_ids: list[dict], text_ids: list[dict], pathname: str | None) -> Any:
+                  Output("sent", "data"), Input("tick", "n_intervals"), Input({"type": "fig", "part": ALL}, "id"),
+                  Input({"type": "text", "part": ALL}, "id"), State("url", "pathname"), State("sent", "data"))
+    def refresh(_n: int | None, fig_ids: list[dict], text_ids: list[dict], pathname: str | None,
+                sent: dict[str, str] | None) -> Any:
         name = _run_name(pathname)
         path = None
         if name is not None:
             try:
                 path = resolve_run(root, name)
             except RunNotFound:
-                return [dash.no_update] * len(fig_ids), [dash.no_update] * len(text_ids)
+                return [dash.no_update] * len(fig_ids), [dash.no_update] * len(text_ids), dash.no_update
         view = RunParts(root, path, logs)
-        return [view.figure(i["part"]) for i in fig_ids], [view.text(i["part"]) for i in text_ids]
+        sent = dict(sent or {})
+        figures = []
+        for i in fig_ids:  # a plot whose file has not changed since this page drew it is not sent again
+            version = view.version(i["part"])
+            figures.append(dash.no_update if version is not None and sent.get(i["part"]) == version
+                           else view.figure(i["part"]))
+            if version is not None:
+                sent[i["part"]] = version
+        return figures, [view.text(i["part"]) for i in text_ids], sent
 
     return app
 
@@ -119,8 +128,13 @@ def _row(*children: Any) -> html.Div:
                     style={"display": "flex", "flexWrap": "wrap", "gap": "8px"})
 
 
+def _sent() -> dcc.Store:
+    """Which version of each plot this page has drawn (a new page starts with none)."""
+    return dcc.Store(id="sent", data={})
+
+
 def runs_page() -> html.Div:
-    return html.Div([html.H3("runs, sweeps and characterizations"), _text("runs")])
+    return html.Div([html.H3("runs, sweeps and characterizations"), _text("runs"), _sent()])
 
 
 def run_page(path: Path) -> html.Div:
@@ -141,7 +155,7 @@ def run_page(path: Path) -> html.Div:
                 *[_row(_fig(f"g-hist-{k}"), _fig(f"g-map-{k}")) for k in range(layers)]]
     else:
         body = []
-    return html.Div([*head, *body, html.H4("files"), _text("files")])
+    return html.Div([*head, *body, html.H4("files"), _text("files"), _sent()])
 
 
 class RunParts:
@@ -156,6 +170,23 @@ class RunParts:
         if self._rows is None:
             self._rows = read_metrics(self.path) if self.path is not None else []
         return self._rows
+
+    def version(self, part: str) -> str | None:
+        """The state of the file a plot is drawn from (its size and time); None: draw it anew each time."""
+        p = self.path
+        assert p is not None
+        source = {"accuracy": "metrics.jsonl", "loss": "metrics.jsonl", "speed": "metrics.jsonl",
+                  "bench": "metrics.jsonl", "faults": "commands.jsonl", "sweep": "trials.csv",
+                  "allan": "characterize.json", "node-sigma": "characterize.json"}.get(part)
+        if part.startswith("g-"):
+            source = "checkpoint.pt"
+        if source is None:
+            return None
+        try:
+            st = (p / source).stat()
+        except FileNotFoundError:
+            return "none"
+        return f"{st.st_size}:{st.st_mtime_ns}"
 
     def figure(self, part: str) -> Any:
         p = self.path
@@ -173,7 +204,7 @@ class RunParts:
         if part == "faults":
             return F.fault_bars(self.logs.get(p / "commands.jsonl").faults)
         if part.startswith("g-"):
-            snap = conductances(p)
+            snap = self.logs.snapshot(p)
             k = int(part.rsplit("-", 1)[1])
             if snap is None or k >= len(snap["weights"]):
                 return F.empty(f"layer {k} conductances", "no snapshot yet")
@@ -305,11 +336,26 @@ class RunParts:
 
 
 class FollowedLogs:
-    """The command logs the open pages follow, one CommandLog per file, shared by the server's threads."""
+    """What the open pages follow, shared by the server's threads: one CommandLog per command log, and each run's
+    last snapshot, read again only when checkpoint.pt was replaced (a paper-size one is 6 MB)."""
 
     def __init__(self) -> None:
         self._logs: dict[Path, CommandLog] = {}
+        self._snapshots: dict[Path, tuple[tuple[int, int], dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
+
+    def snapshot(self, run: Path) -> dict[str, Any] | None:
+        try:
+            st = (run / "checkpoint.pt").stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            held = self._snapshots.get(run)
+            if held is None or held[0] != key:
+                held = (key, conductances(run))
+                self._snapshots[run] = held
+            return held[1]
 
     def get(self, path: Path) -> CommandLog:
         with self._lock:
