@@ -537,6 +537,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                          "pip install 'crossbar-hil[dashboard]'") from None
     try:
         serve(args.runs_dir, args.host, args.port, args.refresh_s)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the way to stop it, not an interruption of anything
+        print("dashboard stopped")
     except OSError as err:  # the port taken, an address not of this machine
         raise UsageError(f"--host/--port: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
     return 0
