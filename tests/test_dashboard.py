@@ -10,12 +10,14 @@ was taken so: `HIL_DASHBOARD_SCREENSHOTS=docs/img pytest tests/test_dashboard.py
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import json
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -45,11 +47,17 @@ def served(tmp_path):
     (run,) = runs.iterdir()
     (tmp_path / "secret.txt").write_text("SECRET-OUTSIDE-THE-RUNS-DIR\n")
     (run / "link.txt").symlink_to(tmp_path / "secret.txt")  # a link inside a run folder, pointing out of it
-    server = make_server("127.0.0.1", 0, make_app(runs).server, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    with serving(runs) as port:
+        yield port, run
+
+
+@contextlib.contextmanager
+def serving(runs: Path, refresh_s: float = 2.0):
+    """The dashboard's app on a free port of 127.0.0.1, in a thread of this process; yields the port."""
+    server = make_server("127.0.0.1", 0, make_app(runs, refresh_s).server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield server.server_port, run
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()
@@ -218,51 +226,53 @@ def open_run_page(driver, url: str, runs: Path) -> Path:
 def screenshot(driver, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        for _ in range(2):  # the whole page in the window: its height plus the window's own frame
-            height, frame = driver.execute_script("return [document.documentElement.scrollHeight, "
-                                                  "window.outerHeight - window.innerHeight]")
-            driver.set_window_size(1400, height + frame + 10)
+        driver.set_window_size(1400, 600)  # shorter than the page, so its height is the content's
+        time.sleep(0.5)
+        height, frame = driver.execute_script("return [document.documentElement.scrollHeight, "
+                                              "window.outerHeight - window.innerHeight]")
+        driver.set_window_size(1400, height + frame + 10)  # the whole page in the window, nothing below it
         time.sleep(1.5)  # plotly redraws at the new size, and a last refresh of every plot
         driver.save_screenshot(str(Path(SHOTS) / name))
         driver.set_window_size(1400, 1900)
 
 
 def test_browser_sees_a_training_run_grow(browser, tmp_path):
+    """The app in this process (the bench test below starts `hil dashboard` itself), `hil train` in another."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    epochs = 10
-    dash, url = dashboard(runs, tmp_path)
+    epochs = 8
     train = None
-    try:
-        browser.get(url)
-        poll(lambda: any("no run folders" in t for t in texts(browser, "#page")), STARTUP_S)
-        # the run starts once the page is open, so the page sees it from its first epoch on
-        train = Proc(["train", "--hidden", "32", "--epochs", str(epochs), "--test-limit", "100", "--no-progress",
-                      "--runs-dir", str(runs)], tmp_path)  # the digits, 1437 samples: epochs of about 0.5 s
-        run = open_run_page(browser, url, runs)
-        seen: list[int] = []
-        running_seen = False
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            count, status = texts(browser, ".epochs-done"), texts(browser, ".run-status")
-            if count and count[0].isdigit() and (not seen or int(count[0]) != seen[-1]):
-                seen.append(int(count[0]))
-            running_seen |= status == ["running"] and bool(seen)
-            if status == ["completed"] and seen and seen[-1] == epochs:
-                break
-            time.sleep(0.05)
-        assert train.p.wait(timeout=60) == 0, "".join(train.out)
-        # the count grew on the open page while the run trained, one epoch at a time or faster, to the end
-        assert running_seen and len(seen) >= 2 and seen == sorted(seen) and seen[-1] == epochs, seen
-        assert seen[0] < epochs
-        metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        acc = f"{metrics[-1]['test_acc']:.1%}"
-        assert any(f"last test accuracy {acc}" in t for t in texts(browser, "#page")), acc
-        screenshot(browser, "dashboard.png")
-    finally:
-        if train is not None:
-            train.stop()
-        dash.stop()
+    with serving(runs, refresh_s=0.5) as port:
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            browser.get(url)
+            poll(lambda: any("no run folders" in t for t in texts(browser, "#page")), STARTUP_S)
+            # the run starts once the page is open, so the page sees it from its first epoch on
+            train = Proc(["train", "--hidden", "32", "--epochs", str(epochs), "--test-limit", "100", "--no-progress",
+                          "--runs-dir", str(runs)], tmp_path)  # the digits, 1437 samples: epochs of about 0.5 s
+            run = open_run_page(browser, url, runs)
+            seen: list[int] = []
+            running_seen = False
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                count, status = texts(browser, ".epochs-done"), texts(browser, ".run-status")
+                if count and count[0].isdigit() and (not seen or int(count[0]) != seen[-1]):
+                    seen.append(int(count[0]))
+                running_seen |= status == ["running"] and bool(seen)
+                if status == ["completed"] and seen and seen[-1] == epochs:
+                    break
+                time.sleep(0.05)
+            assert train.p.wait(timeout=60) == 0, "".join(train.out)
+            # the count grew on the open page while the run trained, one epoch at a time or faster, to the end
+            assert running_seen and len(seen) >= 2 and seen == sorted(seen) and seen[-1] == epochs, seen
+            assert seen[0] < epochs
+            metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            acc = f"{metrics[-1]['test_acc']:.1%}"
+            assert any(f"last test accuracy {acc}" in t for t in texts(browser, "#page")), acc
+            screenshot(browser, "dashboard.png")
+        finally:
+            if train is not None:
+                train.stop()
 
 
 @pytest.mark.slow
@@ -334,3 +344,11 @@ def test_a_characterization_and_a_sweep_draw_what_their_files_hold(tmp_path):
         for j, beta in enumerate(heat.x):
             assert heat.z[i][j] == pytest.approx(table[(beta, eta)])
     assert "mean_best5_test_acc" in str(view.text("sweep-table"))
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--runs-dir", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hil: error: --host/--port: cannot listen on 127.0.0.1:{port}"), err
