@@ -274,7 +274,7 @@ def sweep_cells(path: Path) -> dict[str, Any] | None:
     header, rows = got
     keys = sweep_keys(header)
     grid = read_json(Path(path) / "grid.json") or {}
-    threshold = float(grid.get("threshold", 0.5))
+    threshold = sweep_threshold(Path(path), grid)
     acc_col = header.index("final_test_acc") if "final_test_acc" in header else None
     cells: dict[tuple[str, ...], list[float]] = {}
     for row in rows:
@@ -284,3 +284,18 @@ def sweep_cells(path: Path) -> dict[str, Any] | None:
     points = [{"key": dict(zip(keys, k)), "trials": len(v), "mean_test_acc": float(np.mean(v)),
                "convergence_rate": float(np.mean([a >= threshold for a in v]))} for k, v in cells.items()]
     return {"keys": keys, "threshold": threshold, "points": points, "varied": list(grid.get("vary", {}))}
+
+
+def sweep_threshold(path: Path, grid: dict[str, Any]) -> float:
+    """The accuracy a sweep counts as converged: grid.json's or critical.json's (written when it ends), else the
+    --threshold of its command line (sweep.json), else the sweep commands' default, 0.5."""
+    for source in (grid, read_json(path / "critical.json") or {}):
+        if "threshold" in source:
+            return float(source["threshold"])
+    argv = (read_json(path / SWEEP_COMMAND) or {}).get("argv", [])
+    for k, arg in enumerate(argv):
+        if arg == "--threshold" and k + 1 < len(argv):
+            return float(argv[k + 1])
+        if arg.startswith("--threshold="):
+            return float(arg.split("=", 1)[1])
+    return 0.5
