@@ -11,6 +11,7 @@ every part on each tick, so the page keeps its layout (and a zoomed plot its zoo
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,8 @@ def run_page(path: Path) -> html.Div:
         body = [_row(_fig("accuracy"), _fig("loss"), _fig("speed")), _text("noise"),
                 *([_row(_fig("bench"), _fig("faults")), _text("commands")] if bench else []),
                 *[_row(_fig(f"g-hist-{k}"), _fig(f"g-map-{k}")) for k in range(layers)]]
-    else:
-        body = []
+    else:  # a calibration: its report as written
+        body = [_text("report")]
     return html.Div([*head, *body, html.H4("files"), _text("files"), _sent()])
 
 
@@ -247,6 +248,8 @@ class RunParts:
         if part == "sweep-table":
             got = read_csv(p / "table.csv")
             return _table(*got) if got else "not written yet"
+        if part == "report":
+            return html.Pre(json.dumps(read_json(p / "calibration.json"), indent=1), style={"fontSize": "12px"})
         if part == "characterize":
             rep = read_json(p / "characterize.json") or {}
             est, allan = rep.get("estimate") or {}, rep.get("allan") or {}
