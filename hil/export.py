@@ -6,7 +6,7 @@ What a folder holds becomes variables with units (`units` attribute, UDUNITS spe
                        over `epoch` (and `replica` where the run trained several)
     checkpoint.pt      g_layer{k} (replica, layer{k}_input, layer{k}_output), S, the last snapshot
     characterize.json  per `node`: mean_V, sigma_V with its interval, lag1, n_eff; allan_deviation_V over
-                       `averaged_readings`
+                       `averaged_readings`; readings.npy: readings_V (reading, node)
     trials.csv         a sweep's trials over `trial_row`, table.csv its points over `point`
 
 Dataset attributes: the run's name, status and dates, the resolved config (YAML), the lab config where the run
@@ -128,12 +128,14 @@ def _characterization(path: Path) -> xr.Dataset | None:
         return None
     est = rep["estimate"]
     node = ("node",)
+    # a bench reads in normalized volts (UDUNITS takes a scaled unit, e.g. "0.005 V"); the simulator in volts
+    volts = f"{rep['voltage_unit_V']:g} V" if rep.get("voltage_unit_V") else "V"
     level = float(est.get("level", 0.95))
-    data = {
-        "mean_V": (node, est["mean"], {"units": "V", "long_name": "mean reading of the held state"}),
-        "sigma_V": (node, est["sigma"], {"units": "V", "long_name": "standard deviation of one reading"}),
-        "sigma_low_V": (node, est["sigma_low"], {"units": "V", "long_name": f"sigma, {level:.0%} interval low"}),
-        "sigma_high_V": (node, est["sigma_high"], {"units": "V", "long_name": f"sigma, {level:.0%} interval high"}),
+    data: dict[str, Any] = {
+        "mean_V": (node, est["mean"], {"units": volts, "long_name": "mean reading of the held state"}),
+        "sigma_V": (node, est["sigma"], {"units": volts, "long_name": "standard deviation of one reading"}),
+        "sigma_low_V": (node, est["sigma_low"], {"units": volts, "long_name": f"sigma, {level:.0%} interval low"}),
+        "sigma_high_V": (node, est["sigma_high"], {"units": volts, "long_name": f"sigma, {level:.0%} interval high"}),
         "lag1": (node, est["lag1"], {"units": "1", "long_name": "lag-1 autocorrelation of the readings"}),
         "n_eff": (node, est["n_eff"], {"units": "1", "long_name": "effective number of independent readings"}),
     }
@@ -141,8 +143,12 @@ def _characterization(path: Path) -> xr.Dataset | None:
     allan = rep.get("allan")
     if allan:
         data["allan_deviation_V"] = (("averaged_readings",), allan["adev_V"],
-                                     {"units": "V", "long_name": "Allan deviation"})
+                                     {"units": volts, "long_name": "Allan deviation"})
         coords["averaged_readings"] = ("averaged_readings", allan["lengths"], {"units": "1"})
+    readings = path / "readings.npy"
+    if readings.is_file():  # every reading, (readings, nodes); older characterizations kept only the statistics
+        data["readings_V"] = (("reading", "node"), np.load(readings, allow_pickle=False),
+                              {"units": volts, "long_name": "every reading of every node, in the order taken"})
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update({"readings_per_node": int(rep.get("readings", 0)), "pooled_sigma_V": float(est["pooled_sigma"]),
                      "backend": str(rep.get("backend"))})

@@ -72,6 +72,9 @@ def test_a_characterization_exports_its_nodes_and_allan_deviation(tmp_path):
         np.testing.assert_allclose(ds["sigma_V"].values, report["estimate"]["sigma"])
         assert ds["sigma_V"].attrs["units"] == "V"
         np.testing.assert_allclose(ds["allan_deviation_V"].values, report["allan"]["adev_V"])
+        readings = ds["readings_V"].values
+        assert readings.shape == (128, len(report["nodes"])) and ds["readings_V"].attrs["units"] == "V"
+        np.testing.assert_allclose(readings.std(axis=0, ddof=1), report["estimate"]["sigma"], rtol=1e-9)
 
 
 def test_a_folder_that_is_no_run_is_one_clear_error(tmp_path, capsys):

@@ -219,9 +219,11 @@ class RunParts:
             return F.sweep_picture(from_trials) if from_trials else F.empty("sweep", "no trials.csv yet")
         if part in ("allan", "node-sigma"):
             rep = read_json(p / "characterize.json") or {}
+            # a bench reads in normalized volts, voltage_unit_V volts each
+            unit = f"x {rep['voltage_unit_V']:g} V" if rep.get("voltage_unit_V") else "V"
             if part == "allan":
-                return F.allan_plot(rep["allan"]) if rep.get("allan") else F.empty("Allan deviation", "no Allan data")
-            return F.node_sigma(rep["nodes"], rep["estimate"]) if rep.get("estimate") else F.empty("sigma", "none")
+                return F.allan_plot(rep["allan"], unit) if rep.get("allan") else F.empty("Allan deviation", "no Allan data")
+            return F.node_sigma(rep["nodes"], rep["estimate"], unit) if rep.get("estimate") else F.empty("sigma", "none")
         return F.empty(part, "unknown part")
 
     def text(self, part: str) -> Any:

@@ -152,10 +152,10 @@ def _num(v: str) -> float | str:
         return v
 
 
-def allan_plot(allan: dict[str, Any]) -> go.Figure:
+def allan_plot(allan: dict[str, Any], unit: str = "V") -> go.Figure:
     """Allan deviation against the averaging length (readings), log-log, with the white-noise line."""
     n = np.asarray(allan["lengths"], dtype=float)
-    fig = _fig("Allan deviation", "readings averaged", "Allan deviation (V)", xaxis_type="log", yaxis_type="log")
+    fig = _fig("Allan deviation", "readings averaged", f"Allan deviation ({unit})", xaxis_type="log", yaxis_type="log")
     fig.add_trace(go.Scatter(x=n, y=allan["adev_V"], mode="lines+markers", name="measured"))
     if allan.get("white_sigma_V"):
         fig.add_trace(go.Scatter(x=n, y=allan["white_sigma_V"] / np.sqrt(n), mode="lines", name="white: sigma/sqrt(n)",
@@ -165,13 +165,13 @@ def allan_plot(allan: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def node_sigma(nodes: list[str], estimate: dict[str, Any]) -> go.Figure:
+def node_sigma(nodes: list[str], estimate: dict[str, Any], unit: str = "V") -> go.Figure:
     """Per-node sigma with its interval (characterize.json's estimate)."""
     sigma = np.asarray(estimate["sigma"], dtype=float)
     low = np.asarray(estimate.get("sigma_low", sigma), dtype=float)
     high = np.asarray(estimate.get("sigma_high", sigma), dtype=float)
     level = estimate.get("level", 0.95)
-    fig = _fig(f"sigma per node ({level:.0%} interval)", "node", "sigma (V)")
+    fig = _fig(f"sigma per node ({level:.0%} interval)", "node", f"sigma ({unit})")
     fig.add_trace(go.Scatter(x=nodes, y=sigma, mode="markers", name="sigma",
                              error_y={"type": "data", "symmetric": False, "array": high - sigma,
                                       "arrayminus": sigma - low}))
