@@ -114,7 +114,7 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
     if allan is not None:
         plot_allan(store.path / "allan.png", allan, f"{store.path.name}: {len(names)} nodes, pooled")
     store.set_status("completed")
-    print(f"saved {store.path / 'characterize.json'}, readings.npy" + (" and allan.png" if allan else ""))
+    print(f"saved {store.path / 'characterize.json'}" + (" and allan.png" if allan else ""))
     return 0
 
 
