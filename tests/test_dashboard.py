@@ -352,3 +352,15 @@ def test_a_port_in_use_is_one_clear_error(tmp_path, capsys):
         assert main(["dashboard", "--runs-dir", str(tmp_path), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"hil: error: --host/--port: cannot listen on 127.0.0.1:{port}"), err
+
+
+def test_a_damaged_file_is_named_on_the_page_not_an_error(served):
+    port, run = served
+    view = RunParts(run.parent, run, FollowedLogs())
+    assert "last test accuracy" in str(view.shown_text("status"))
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    view = RunParts(run.parent, run, FollowedLogs())
+    assert "metrics.jsonl: line 2 is not JSON" in str(view.shown_text("status"))
+    assert "line 2 is not JSON" in str(view.shown_figure("accuracy").layout.annotations[0].text)
+    assert "checkpoint.pt is damaged" in str(view.shown_figure("g-hist-0").layout.annotations[0].text)

@@ -39,6 +39,7 @@ from hil.runview import (
     summarize,
     sweep_cells,
 )
+from hil.store import StoreError
 
 FILE_ROUTE = "/files/"
 RUN_ROUTE = "/run/"
@@ -102,10 +103,11 @@ def make_app(runs_dir: Path, refresh_s: float = 2.0) -> dash.Dash:
         for i in fig_ids:  # a plot whose file has not changed since this page drew it is not sent again
             version = view.version(i["part"])
             figures.append(dash.no_update if version is not None and sent.get(i["part"]) == version
-                           else view.figure(i["part"]))
+                           else view.shown_figure(i["part"]))
             if version is not None:
                 sent[i["part"]] = version
-        return figures, [view.text(i["part"]) for i in text_ids], sent
+        texts = [view.shown_text(i["part"]) for i in text_ids]
+        return figures, texts, sent
 
     return app
 
@@ -171,6 +173,19 @@ class RunParts:
         if self._rows is None:
             self._rows = read_metrics(self.path) if self.path is not None else []
         return self._rows
+
+    def shown_figure(self, part: str) -> Any:
+        """figure(part), or a note in its place naming the file that is damaged or went away meanwhile."""
+        try:
+            return self.figure(part)
+        except (OSError, ValueError, KeyError, StoreError) as err:
+            return F.empty(part, f"unreadable: {err}")
+
+    def shown_text(self, part: str) -> Any:
+        try:
+            return self.text(part)
+        except (OSError, ValueError, KeyError, StoreError) as err:
+            return html.P(f"unreadable: {err}", className="unreadable")
 
     def version(self, part: str) -> str | None:
         """The state of the file a plot is drawn from (its size and time); None: draw it anew each time."""
