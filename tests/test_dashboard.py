@@ -292,11 +292,14 @@ def test_browser_shows_a_bench_runs_round_trips_and_faults_live(browser, tmp_pat
     dash, train = None, None
     try:
         emu.wait_line("Ctrl-C")
+        registry = {"HIL_EMULATOR_REGISTRY": str(tmp_path / "reg.json")}
         dash, url = dashboard(runs, tmp_path)
         browser.get(url)
         train = Proc(["train", "--lab", str(lab), "--train-limit", "16", "--test-limit", "8", "--epochs", "2",
-                      "--no-progress", "--runs-dir", str(runs)], tmp_path, {"HIL_EMULATOR_REGISTRY": str(tmp_path / "reg.json")})
+                      "--no-progress", "--runs-dir", str(runs)], tmp_path, registry)
         run = open_run_page(browser, url, runs)
+        assert poll(lambda: any("no characterization of this bench here yet" in t for t in texts(browser, "#page")),
+                    STARTUP_S)
 
         def live() -> bool:  # the page, while the run is running, shows round trips and a fault
             trips, faults = texts(browser, ".round-trips"), texts(browser, ".faults-logged")
@@ -313,6 +316,15 @@ def test_browser_shows_a_bench_runs_round_trips_and_faults_live(browser, tmp_pat
         poll(lambda: texts(browser, ".faults-logged") == [str(len(faults))]
              and texts(browser, ".round-trips") == [str(trips)], STARTUP_S)
         assert any("garbage reply" in t for t in texts(browser, ".faults"))
+        # a characterization of the same bench: the run's page takes the bench's noise from it
+        characterize = Proc(["characterize", "--lab", str(lab), "--readings", "32", "--name", "noise",
+                             "--runs-dir", str(runs)], tmp_path, registry)
+        assert characterize.p.wait(timeout=STARTUP_S) == 0, "".join(characterize.out)
+        (noise,) = runs.glob("*-noise")
+        sigma_V = json.loads((noise / "characterize.json").read_text())["estimate"]["pooled_sigma"] * \
+            tree["units"]["voltage_unit_V"]  # bench readings are in normalized volts
+        poll(lambda: any(f"the bench's noise from {noise.name}: sigma = {sigma_V:.3g} V" in t
+                         for t in texts(browser, "#page")), STARTUP_S)
         screenshot(browser, "dashboard-bench.png")
     finally:
         for proc in (train, dash, emu):

@@ -310,16 +310,27 @@ class RunParts:
         return html.P(parts)
 
     def noise(self) -> Any:
-        cfg = read_config(self.path)  # type: ignore[arg-type]
-        n = cfg.get("noise") or {}
+        """N, and sigma: the simulated one, or on a bench the newest characterization of the same lab here."""
+        p = self.path
+        assert p is not None
+        n = read_config(p).get("noise") or {}
         samples = int(n.get("samples", 1))
-        st = read_json(self.path / "run.json") or {}  # type: ignore[operator]
-        if st.get("lab"):
-            return html.P(f"N = {samples} reading{'s' if samples != 1 else ''} per node and state; the bench's own noise: `hil characterize "
-                          f"--lab {Path(st['lab']).name}` estimates its sigma")
-        sigma = float(n.get("sigma", 0.0))
-        return html.P(f"N = {samples} reading{'s' if samples != 1 else ''} per node and state; sigma = {sigma:g} V per reading, "
-                      f"sigma/sqrt(N) = {sigma / samples ** 0.5:.3g} V after averaging (simulated noise)")
+        readings = f"N = {samples} reading{'s' if samples != 1 else ''} per node and state"
+        lab = (read_json(p / "run.json") or {}).get("lab")
+        if not lab:
+            sigma = float(n.get("sigma", 0.0))
+            return html.P(f"{readings}; sigma = {sigma:g} V per reading, sigma/sqrt(N) = {sigma / samples ** 0.5:.3g} V "
+                          "after averaging (simulated noise)")
+        for folder in reversed(run_folders(self.root)):
+            rep = read_json(folder / "characterize.json") if folder != p else None
+            if rep and rep.get("lab") and Path(rep["lab"]).resolve() == Path(lab).resolve() and rep.get("estimate"):
+                volt = float(rep.get("voltage_unit_V") or 1.0)  # bench readings are in normalized volts
+                sigma = float(rep["estimate"]["pooled_sigma"]) * volt
+                return html.P([f"{readings}; the bench's noise from ", dcc.Link(folder.name, href=RUN_ROUTE + quote(folder.name)),
+                               f": sigma = {sigma:.3g} V per reading (pooled), sigma/sqrt(N) = "
+                               f"{sigma / samples ** 0.5:.3g} V after averaging"])
+        return html.P(f"{readings}; no characterization of this bench here yet (`hil characterize --lab "
+                      f"{Path(lab).name}` estimates its sigma)")
 
     def commands(self) -> Any:
         """A bench run's traffic from its command log (followed as it grows), and its faults, newest last."""
