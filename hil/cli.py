@@ -529,6 +529,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     if args.refresh_s <= 0:
         raise UsageError(f"--refresh-s: {args.refresh_s:g} s; give a positive number of seconds")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: {args.port} is no TCP port (0 to 65535; 0: any free one)")
     try:
         # optional: Dash (the [dashboard] extra), and about a second to import; only this command needs it
         from hil.dashboard import serve
