@@ -364,6 +364,10 @@ def test_a_port_in_use_is_one_clear_error(tmp_path, capsys):
         assert main(["dashboard", "--runs-dir", str(tmp_path), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"hil: error: --host/--port: cannot listen on 127.0.0.1:{port}"), err
+    for argv, named in ((["--port", "70000"], "--port: 70000"), (["--refresh-s", "0"], "--refresh-s: 0 s")):
+        assert main(["dashboard", "--runs-dir", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"hil: error: {named}"), err
 
 
 def test_a_damaged_file_is_named_on_the_page_not_an_error(served):
@@ -376,7 +380,3 @@ def test_a_damaged_file_is_named_on_the_page_not_an_error(served):
     assert "metrics.jsonl: line 2 is not JSON" in str(view.shown_text("status"))
     assert "line 2 is not JSON" in str(view.shown_figure("accuracy").layout.annotations[0].text)
     assert "checkpoint.pt is damaged" in str(view.shown_figure("g-hist-0").layout.annotations[0].text)
-    for argv, named in ((["--port", "70000"], "--port: 70000"), (["--refresh-s", "0"], "--refresh-s: 0 s")):
-        assert main(["dashboard", "--runs-dir", str(tmp_path), *argv]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"hil: error: {named}"), err
