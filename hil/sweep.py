@@ -87,6 +87,7 @@ def default_max_replicas(cfg: RunConfig, n_in: int, n_out: int, device: torch.de
 
 
 CHECKPOINT = "sweep-checkpoint.pt"
+SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
 
 
 class SweepResumeError(ConfigError):
