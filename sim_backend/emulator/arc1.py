@@ -65,20 +65,34 @@ class EmulatedArcOne(EmulatedInstrument):
 
         return frame
 
+    def instrument_time_s(self, op: str, args: list[str]) -> float:
+        """What a command takes the ArC ONE: its bytes in (each value a line) and out at the serial rate, the pulse,
+        the read-out, the reset."""
+        bytes_in = sum(len(p) + 1 for p in (op, *args))
+        if op == "3":
+            try:
+                width_s = min(max(float(args[3]), 0.0), self.MAX_WIDTH_S)
+            except (ValueError, IndexError):
+                width_s = 0.0
+            return (bytes_in + 4) * self.SERIAL_S_PER_BYTE + width_s + self.READ_TIME_S
+        if op == "1":
+            return (bytes_in + 4) * self.SERIAL_S_PER_BYTE + self.READ_TIME_S
+        out = {"0": 2, "999": 4}.get(op, 0)
+        return (bytes_in + out) * self.SERIAL_S_PER_BYTE + (self.RESET_S if op == "00" else 0.0)
+
     def handle(self, line: str) -> bytes | None:
         op, *args = line.split()
-        # the bytes that came in (each value a line) and the ones going out, at the serial rate
-        self.clock.advance(sum(len(p) + 1 for p in (op, *args)) * self.SERIAL_S_PER_BYTE)
+        # Booked before the emulation runs: its own compute overlaps the instrument time, as the hardware's would.
+        self.clock.advance(self.instrument_time_s(op, args))
         try:
             if op == "00":
                 self.power_cycle()
-                self.clock.advance(self.RESET_S)
                 return None
             if op == "0":
                 self.words, self.bits = int(args[1]), int(args[2])
                 self.vread = float(args[6])
                 self.initialised = 0 < self.words <= 32 and 0 < self.bits <= 32 and self.vread != 0
-                return self._out(b"1\n" if self.initialised else b"0\n")
+                return b"1\n" if self.initialised else b"0\n"
             if op == "01":
                 self.vread = float(args[1])
                 return None
@@ -97,18 +111,14 @@ class EmulatedArcOne(EmulatedInstrument):
                     self._pulse(*self.selected, float(args[0]), float(args[1]))
                 return None
             if op == "999":
-                return self._out(struct.pack("<2H", *self.FIRMWARE))
+                return struct.pack("<2H", *self.FIRMWARE)
         except (ValueError, IndexError):
             return self._failed() if op in ("1", "3") else None
         return None  # an opcode it does not know: ignored, as the firmware's command loop does
 
-    def _out(self, data: bytes) -> bytes:
-        self.clock.advance(len(data) * self.SERIAL_S_PER_BYTE)
-        return data
-
     def _failed(self) -> bytes:
         self.fail_next = False
-        return self._out(struct.pack("<f", self.FAILED_R))
+        return struct.pack("<f", self.FAILED_R)
 
     def _addressable(self, word: int, bit: int) -> bool:
         return self.initialised and 1 <= word <= self.words and 1 <= bit <= self.bits
@@ -117,18 +127,16 @@ class EmulatedArcOne(EmulatedInstrument):
         if not (self._addressable(word, bit) and abs(volts) <= self.MAX_V
                 and self.MIN_WIDTH_S <= width_s <= self.MAX_WIDTH_S):
             return False
-        self.clock.advance(width_s)
         self.bench.pulse(self.name, word, bit, volts, width_s)  # False: no device there, nothing changes
         return True
 
     def _reading(self, word: int, bit: int) -> bytes:
         if self.fail_next or not self._addressable(word, bit):
             return self._failed()
-        self.clock.advance(self.READ_TIME_S)
         g = self.bench.conductance(self.name, word, bit)
         r = self.OPEN_R if g is None or g <= 0 else 1.0 / g
         r *= 1 + self.READ_RELATIVE_SD * self.bench.rng.standard_normal()
-        return self._out(struct.pack("<f", r))
+        return struct.pack("<f", r)
 
     def outputs(self) -> dict:
         """Initialised, it applies its read voltage at every read; reset (the driver's shutdown), nothing."""
