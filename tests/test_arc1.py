@@ -208,8 +208,8 @@ def test_hil_emulate_and_train_on_the_arc1_lab(tmp_path):
     try:
         lines = [emu.stdout.readline() for _ in range(9)]
         assert any(ln.split()[:2] == ["arc", "arc1"] and "socket://127.0.0.1:" in ln for ln in lines), lines
-        r = subprocess.run([sys.executable, "-m", "hil.cli", "train", "--lab", str(EXAMPLE), "--train-limit", "40",
-                            "--test-limit", "20", "--epochs", "1", "--no-progress", "--runs-dir", "runs"],
+        r = subprocess.run([sys.executable, "-m", "hil.cli", "train", "--lab", str(EXAMPLE), "--train-limit", "20",
+                            "--test-limit", "10", "--epochs", "1", "--no-progress", "--runs-dir", "runs"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=240,
                            env={**os.environ, "HIL_EMULATOR_REGISTRY": str(reg)})
         assert r.returncode == 0, r.stderr
