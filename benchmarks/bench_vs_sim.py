@@ -122,7 +122,7 @@ class ProgrammerTiming:
         self.clocks = [emu.instruments[name].clock for name in lab.instruments_of("board")]
         self.kinds = sorted({lab.instruments[name].kind for name in lab.instruments_of("board")})
         self.wall_s = self.instrument_s = self.write_verify_s = 0.0
-        self.updates = 0
+        self.updates = self.exchanges = 0
         program, write = backend.program, backend.programmer.write
 
         def timed_write(*args):  # one device's write-verify: the programmer's exchanges alone
@@ -135,10 +135,11 @@ class ProgrammerTiming:
         backend.programmer.write = timed_write
 
         def timed(update):
-            c0, t0 = sum(c.now_s for c in self.clocks), time.perf_counter()
+            c0, t0, x0 = sum(c.now_s for c in self.clocks), time.perf_counter(), backend.board_transactions
             program(update)
             self.wall_s += time.perf_counter() - t0
             self.instrument_s += sum(c.now_s for c in self.clocks) - c0
+            self.exchanges += backend.board_transactions - x0
             self.updates += 1
 
         backend.program = timed
@@ -151,7 +152,9 @@ class ProgrammerTiming:
             return f"  programmer {', '.join(self.kinds)}: {1e3 * per:.1f} ms per update (no timing model in its emulator)"
         return (f"  programmer {', '.join(self.kinds)}, time scale {scale:g}, {self.updates} updates: physics bound "
                 f"(pulses, read-outs, serial bytes) {1e3 * bound:.1f} ms per update; write-verify {1e3 * wv:.1f} ms "
-                f"(ratio {wv / bound:.2f}); the whole update with its journal {1e3 * per:.1f} ms (ratio {per / bound:.2f})")
+                f"(ratio {wv / bound:.2f}); the whole update with its journal {1e3 * per:.1f} ms (ratio {per / bound:.2f}); "
+                f"{self.exchanges / n:.0f} exchanges per update, {1e3 * self.instrument_s * scale / max(self.exchanges, 1):.2f} "
+                f"ms of instrument time each")
 
 
 def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
