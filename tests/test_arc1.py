@@ -316,3 +316,18 @@ def test_unknown_kind_suggests_arc1():
     tree["instruments"]["arc"]["kind"] = "arc2"
     with pytest.raises(ValueError, match="did you mean 'arc1'"):
         LabConfig.model_validate(tree)
+
+
+def test_hil_safe_resets_an_arc1_left_initialised(tmp_path, capsys):
+    """After a crash the ArC ONE is still initialised (its read voltage set): `hil safe` resets it."""
+    tree = lab_tree(time_scale=0.0)
+    lab_path = tmp_path / "lab.yaml"
+    lab_path.write_text(yaml.safe_dump(tree))
+    with EmulatedLab(LabConfig.model_validate(tree)) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        crashed = open_arc(emu.resources["arc"], CommandLog())
+        crashed.connect()  # and never shut down, as in a killed process
+        assert emu.outputs() == {"arc": {"read_voltage_V": 0.1}}
+        assert main(["safe", "--lab", str(lab_path), "--registry", str(reg)]) == 0
+        assert emu.outputs() == {}
+    assert "safe" in capsys.readouterr().out
