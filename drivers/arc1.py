@@ -141,8 +141,6 @@ class ArcOne(Instrument):
         self.read_voltage_V = read_voltage_V
         self.reset_wait_s = reset_wait_s
         self.firmware: tuple[int, int] | None = None
-        #: the last reading of each device a pulse returned, ohm (for the transcript and tests)
-        self.last_pulse_R: float | None = None
 
     @classmethod
     def open_port(cls, resource: str, registry: Path | None = None, baudrate: int = ArcPort.BAUDRATE,
@@ -166,7 +164,8 @@ class ArcOne(Instrument):
 
     # ---- checks before anything is sent --------------------------------------------------------------------
     def _lines(self, row: int, col: int) -> tuple[int, int]:
-        lo, hi = self.LINE_RANGE or (1, 32)
+        assert self.LINE_RANGE is not None  # set just above
+        lo, hi = self.LINE_RANGE
         for what, n in (("word line", row), ("bit line", col)):
             if not lo <= n <= hi:
                 raise LimitError(f"{self.name}: {what} {n} outside {lo}..{hi}")
@@ -223,10 +222,7 @@ class ArcOne(Instrument):
         self._check_pulse(volts, width_s)
         command = self.CMD["pulse_read"].format(word=word, bit=bit, v=volts, w=float(width_s))
         self.last_write = command
-        r = self._resistance(command, idempotent=False)  # never pulsed again blindly
-        self.unconfirmed.clear()
-        self.last_pulse_R = r
-        return 1.0 / r
+        return 1.0 / self._resistance(command, idempotent=False)  # never pulsed again blindly
 
     def pulse(self, row: int, col: int, volts: float, width_s: float) -> None:
         self.pulse_read(row, col, volts, width_s)
@@ -237,7 +233,8 @@ class ArcOne(Instrument):
 
     def reconcile(self, command: str, lost: list[str]) -> None:
         """After a reconnect: a failed read-out of word 1, bit 1 means the ArC ONE lost its initialisation (a
-        reset: stop). Lost writes are the read update and selections: written again by the next command."""
+        reset: stop). A lost write needs nothing written again: the only one it sends is the read update, which
+        repeats the initialise's read settings."""
         if not self.idn:
             return
         try:
