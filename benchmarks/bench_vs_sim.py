@@ -6,7 +6,10 @@ volts, so the two differ only by the bench: its physics settled fully, its curre
 programming with a finite tolerance, and its devices. Prints both accuracies, VISA round trips and wall time
 per training sample, and (with --time-scale 1, real instrument time) the wall time per sample against the
 physics bound: the time the emulated instruments themselves need (SMU apertures and overheads and relay
-times one after the other, plus the longest DAC's slew ramps, which the DACs run in parallel).
+times one after the other, plus the longest DAC's slew ramps, which the DACs run in parallel). For the
+programmer it prints the time per update spent programming (write-verify alone, and the whole update with its
+journal) against the programmer's own instrument time over the same calls, where its emulator keeps one (the
+ArC ONE: pulses, read-outs and serial bytes).
 
 --device-model PRESET gives the emulated bench that pulsed device model (sim_backend/devices); the simulator
 then programs through the same model by write-verify with the lab's tolerance, pulse and reversal limits.
