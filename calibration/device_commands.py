@@ -9,18 +9,45 @@ from pathlib import Path
 import numpy as np
 
 from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
-from drivers.session import CommandLog
+from drivers.bench import open_instrument
+from drivers.pulse_programmer import SmuPulseProgrammer
+from drivers.session import CommandLog, VisaSession
 from drivers.xbar_board import XbarBoard
 from hil.core.devices.store import save_device_model
 from hil.plotting import save_figure, subplots
 
 
+def open_programmer(lab, name: str, session: VisaSession) -> tuple[SmuPulseProgrammer, list]:
+    """A programmer made of lab instruments (lab config `programmers:`), connected: it and its instruments."""
+    cfg = lab.programmers[name]
+    names = dict.fromkeys([cfg.switch, *(bus.source.instrument for bus in cfg.buses.values())])
+    insts = {}
+    try:
+        for inst_name in names:
+            drv = open_instrument(lab, inst_name, session)
+            insts[inst_name] = drv
+            drv.connect()
+        prog = SmuPulseProgrammer(lab, name, insts)
+        prog.connect()
+    except BaseException:
+        for drv in insts.values():
+            drv.close()
+        raise
+    return prog, list(insts.values())
+
+
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
-    """layer -> (connected XbarBoard, row offset, column offset), and the drivers to shut down."""
+    """layer -> (connected board or programmer, row offset, column offset), and the drivers to shut down (a
+    programmer first: it opens its relays before its instruments go down)."""
     drivers, boards = {}, {}
+    extra: list = []
     try:
         for blk in lab.devices:
-            if blk.board not in drivers:
+            if blk.board in lab.programmers and blk.board not in drivers:
+                prog, insts = open_programmer(lab, blk.board, VisaSession(lab.visa_library, log, registry))
+                drivers[blk.board] = prog
+                extra += insts
+            elif blk.board not in drivers:
                 cfg, lim = lab.instruments[blk.board], lab.limits[blk.board]
                 port = XbarBoard.open_port(cfg.resource, registry, cfg.baudrate)
                 drv = XbarBoard(blk.board, port, log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
@@ -29,10 +56,10 @@ def open_boards(lab, log, registry=None) -> tuple[dict, list]:
                 drv.connect()
             boards[blk.layer] = (drivers[blk.board], blk.row_offset, blk.col_offset)
     except BaseException:
-        for drv in drivers.values():
+        for drv in [*drivers.values(), *extra]:
             drv.close()
         raise
-    return boards, list(drivers.values())
+    return boards, [*drivers.values(), *extra]
 
 
 def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:

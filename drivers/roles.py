@@ -64,4 +64,31 @@ class BoardDriver(Protocol):
     def check_errors(self, after: str = "") -> None: ...
 
 
+@runtime_checkable
+class MatrixSwitch(Protocol):
+    """A switch matrix that routes a programmer's buses to crossbar lines (drivers/pulse_programmer.py)."""
+
+    @staticmethod
+    def crosspoint(bus: str, line: str) -> str: ...
+
+    def close_exactly(self, channels: list[str]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class VoltagePulser(Protocol):
+    """An SMU channel that sources voltage, pulses it with its own pulse function, and measures current."""
+
+    def configure_voltage_source(self, ch: str, nplc: float) -> None: ...
+
+    def source_voltage(self, ch: str, volts: float) -> None: ...
+
+    def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float) -> float:
+        """One pulse from 0 V to `volts` for `width_s`; the current at its end, A."""
+        ...
+
+    def measure_current(self, ch: str) -> float: ...
+
+
 ROLE_PROTOCOLS: dict[str, type] = {"dac": DacDriver, "smu": SmuDriver, "switch": SwitchDriver, "board": BoardDriver}
