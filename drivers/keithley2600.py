@@ -47,8 +47,10 @@ class Keithley2600(TspErrorQueue, SourceMeter):
         # a programmer's pulser and sense channel
         "source_volt_func": "smu{ch}.source.func = smu{ch}.OUTPUT_DCVOLTS",
         "current_compliance": "smu{ch}.source.limiti = {i:.6g}",
-        "pulse": "PulseVMeasureI(smu{ch}, 0, {v:.6g}, {w:.6g}, {off:.6g}, 1)",
-        "pulse_current": "printbuffer(1, 1, smu{ch}.nvbuffer1.readings)",
+        # one exchange each (a TSP line may hold several statements): the pulse and the current at its end; the
+        # current of a channel (after any levels set in front of it, "voltage_level" statements)
+        "pulse": "PulseVMeasureI(smu{ch}, 0, {v:.6g}, {w:.6g}, {off:.6g}, 1) "
+                 "printbuffer(1, 1, smu{ch}.nvbuffer1.readings)",
         "measure_current": "print(smu{ch}.measure.i())",
     }
 
@@ -77,18 +79,41 @@ class Keithley2600(TspErrorQueue, SourceMeter):
         self.level_V[ch] = volts  # the intent first: a reconnect during the write reads back against it
         self.write(self._cmd("voltage_level", ch, v=volts))
 
-    def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float) -> float:
+    def _levels_prefix(self, levels: list[tuple[str, float]]) -> str:
+        """The statements that set these channels' voltages, in order (checked against the limit first)."""
+        out = []
+        for ch, volts in levels:
+            ch = self.channel(ch)
+            check_limit(f"{self.name}/{ch} voltage", volts, self.max_abs_V, "V")
+            if self.level_V.get(ch) != volts:
+                self.level_V[ch] = volts  # the intent first: a reconnect reads back against it
+                out.append(self._cmd("voltage_level", ch, v=volts) + " ")
+        return "".join(out)
+
+    def source_voltages(self, levels: list[tuple[str, float]]) -> None:
+        """Set these channels' voltages, in order, in one write (nothing sent when all are there already)."""
+        prefix = self._levels_prefix(levels)
+        if prefix:
+            self.write(prefix.strip())
+
+    def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float,
+                      levels: list[tuple[str, float]] | None = None) -> float:
         """One PulseVMeasureI pulse from 0 V to `volts` for width_s, then off_s at 0 V; the current at its end, A.
-        The pulse changes devices: never sent again blindly (a reconnect re-sends no lost pulse)."""
+        `levels` are set first, in the same exchange. The pulse changes devices: a lost reply raises
+        UnconfirmedWrite and is never sent again blindly (the caller reads the device back)."""
         ch = self.channel(ch)
         check_limit(f"{self.name}/{ch} pulse", volts, self.max_abs_V, "V")
+        prefix = self._levels_prefix(levels or [])
         self.level_V[ch] = 0.0  # PulseVMeasureI leaves the channel at its bias
-        self.write(self._cmd("pulse", ch, v=volts, w=width_s, off=off_s))
-        return parse_floats(self.query(self._cmd("pulse_current", ch)))[0]
+        command = prefix + self._cmd("pulse", ch, v=volts, w=width_s, off=off_s)
+        self.last_write = command
+        return parse_floats(self.query(command, idempotent=False))[0]
 
-    def measure_current(self, ch: str) -> float:
-        """One current reading of the channel, A."""
-        return parse_floats(self.query(self._cmd("measure_current", self.channel(ch))))[0]
+    def measure_current(self, ch: str, levels: list[tuple[str, float]] | None = None) -> float:
+        """One current reading of the channel, A; `levels` are set first, in the same exchange (repeating it
+        sets the same levels again: a lost reply is retried)."""
+        ch = self.channel(ch)
+        return parse_floats(self.query(self._levels_prefix(levels or []) + self._cmd("measure_current", ch)))[0]
 
     def reconcile(self, command: str, lost: list[str]) -> None:
         """The SMU's read-back (outputs, currents), then each voltage level this driver set."""

@@ -140,11 +140,14 @@ class SmuPulseProgrammer:
             self.apply_route(self.route_for(row, col))
             self.routed = (row, col)
 
+    def _bias_levels(self, volts: float) -> dict[str, float]:
+        rows_frac, cols_frac = SCHEMES[self.cfg.scheme]
+        return {"bias_rows": rows_frac * volts, "bias_columns": cols_frac * volts}
+
     def _set_bias(self, volts: float) -> None:
         """The bias channels for a pulse of `volts` (the scheme's fractions of it); synced before returning: the
         pulse must not overtake them. They stay there for the reads that follow (see read_conductance)."""
-        rows_frac, cols_frac = SCHEMES[self.cfg.scheme]
-        levels = {"bias_rows": rows_frac * volts, "bias_columns": cols_frac * volts}
+        levels = self._bias_levels(volts)
         changed: dict[int, Instrument] = {}
         for bus, level in levels.items():
             if self.bias_V.get(bus) == level:
@@ -159,19 +162,24 @@ class SmuPulseProgrammer:
         for inst in changed.values():
             inst.sync()
 
-    def _levels(self, row_V: float, column_V: float) -> None:
-        """The selected row (pulse channel) and column (sense channel) to these levels, the column first when it
-        rises and last when it falls, so that the selected device never sees more than the larger of the two
-        steps on the way; synced when the two channels are on different instruments."""
+    def _levels(self, row_V: float, column_V: float) -> list[tuple[str, float]]:
+        """The selected row (pulse channel) and column (sense channel) levels, in a safe order: the column first
+        when it rises, last when it falls, so the selected device never sees more than the larger of the two
+        steps on the way. Returned as (channel, V) for the sense instrument to set in its next exchange when
+        both channels are on it; set and synced here otherwise."""
         cfg = self.cfg
-        col_first = column_V >= self.level_V.get("sense", 0.0)
-        steps = [("sense", self.sensor, cfg.sense.source.channel, column_V),
-                 ("pulse", self.pulser, cfg.pulse.source.channel, row_V)]
-        for bus, inst, ch, level in (steps if col_first else steps[::-1]):
-            inst.source_voltage(ch, level)  # type: ignore[attr-defined]
+        steps = [("sense", cfg.sense.source.channel, column_V), ("pulse", cfg.pulse.source.channel, row_V)]
+        if column_V < self.level_V.get("sense", 0.0):
+            steps.reverse()
+        for bus, _, level in steps:
             self.level_V[bus] = level
-        if self.pulser is not self.sensor:
-            self.pulser.sync()
+        if self.pulser is self.sensor:
+            return [(ch, level) for _, ch, level in steps]
+        for bus, ch, level in steps:
+            inst = self.pulser if bus == "pulse" else self.sensor
+            inst.source_voltages([(ch, level)])  # type: ignore[attr-defined]
+            inst.sync()
+        return []
 
     # ---- the board role --------------------------------------------------------------------
     def read_conductance(self, row: int, col: int) -> float:
@@ -180,8 +188,8 @@ class SmuPulseProgrammer:
         sense channel sees the selected device alone; the bias channels stay where the last pulse left them."""
         self._select(row, col)
         base = self.bias_V.get("bias_rows", 0.0)
-        self._levels(base + self.read_voltage_V, base)
-        amps = self.sensor.measure_current(self.cfg.sense.source.channel)  # type: ignore[attr-defined]
+        levels = self._levels(base + self.read_voltage_V, base)
+        amps = self.sensor.measure_current(self.cfg.sense.source.channel, levels)  # type: ignore[attr-defined]
         self.queries += 1
         # The sense channel holds the column and sinks what the device passes: its own current is -I.
         return -amps / self.read_voltage_V
@@ -193,12 +201,18 @@ class SmuPulseProgrammer:
         if not 0 < width_s <= self.max_pulse_width_s:
             raise LimitError(f"{self.name} pulse width: {width_s:.3g} s outside (0, {self.max_pulse_width_s:.3g}] s")
         self._select(row, col)
-        self._levels(0.0, 0.0)
+        # Both selected lines to 0 V, in the pulse's own exchange when one SMU has both; before the bias when the
+        # bias moves (a row still at the read level must not meet a bias of the other polarity).
+        levels = self._levels(0.0, 0.0)
+        if levels and self._bias_levels(volts) != {bus: self.bias_V.get(bus) for bus in ("bias_rows", "bias_columns")}:
+            self.pulser.source_voltages(levels)  # type: ignore[attr-defined]
+            self.pulser.sync()
+            levels = []
         self._set_bias(volts)
         self.writes_unchecked += 1
         self.queries += 1
         self.pulser.pulse_voltage(self.cfg.pulse.source.channel, volts, width_s,  # type: ignore[attr-defined]
-                                  self.cfg.pulse_off_s, self.cfg.pulse_nplc)
+                                  self.cfg.pulse_off_s, self.cfg.pulse_nplc, levels)
         self.level_V["pulse"] = 0.0  # PulseVMeasureI ends at its bias, 0 V
 
     def check_errors(self, after: str = "") -> None:

@@ -84,11 +84,19 @@ class VoltagePulser(Protocol):
 
     def source_voltage(self, ch: str, volts: float) -> None: ...
 
-    def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float) -> float:
-        """One pulse from 0 V to `volts` for `width_s`; the current at its end, A."""
+    def source_voltages(self, levels: list[tuple[str, float]]) -> None:
+        """Set these channels' voltages, in order, in one write."""
         ...
 
-    def measure_current(self, ch: str) -> float: ...
+    def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float,
+                      levels: list[tuple[str, float]] | None = None) -> float:
+        """One pulse from 0 V to `volts` for `width_s` (after setting `levels`, channel and V, in the same
+        exchange); the current at its end, A."""
+        ...
+
+    def measure_current(self, ch: str, levels: list[tuple[str, float]] | None = None) -> float:
+        """One current reading (after setting `levels` in the same exchange), A."""
+        ...
 
 
 ROLE_PROTOCOLS: dict[str, type] = {"dac": DacDriver, "smu": SmuDriver, "switch": SwitchDriver, "board": BoardDriver}

@@ -162,7 +162,9 @@ PROGRAM_MATRIX = {
     "delay": [(READ_QUERY, "recovered"), (BIAS_SYNC, "recovered")],
     "garbage": [(READ_QUERY, "recovered")],
     "error": [(PULSE_WRITE, "stopped")],
-    "power_cycle": [(PULSE_WRITE, "stopped"), (ROUTE_WRITE, "stopped")],
+    # A reset SMU reads its outputs back off: the run stops. A reset 707B holds nothing but its relays, which read
+    # back open and are closed again: the route is restored, nothing else was lost.
+    "power_cycle": [(PULSE_WRITE, "stopped"), (ROUTE_WRITE, "recovered")],
     "lose_reply": [(READ_QUERY, "recovered")],
 }
 CELLS = [(kind, target, outcome) for kind, row in PROGRAM_MATRIX.items() for target, outcome in row]
@@ -232,7 +234,7 @@ def test_hil_emulate_and_train_through_the_smu_programmer(tmp_path):
         assert r.returncode == 0, r.stderr
         (run,) = (tmp_path / "runs").iterdir()
         row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-        assert row["test_acc"][0] >= 0.9, row
+        assert row["test_acc"] >= 0.9, row
         log = (run / "commands.jsonl").read_text()
         assert "PulseVMeasureI(smua" in log and "channel.exclusiveclose" in log
     finally:

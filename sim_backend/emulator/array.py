@@ -52,13 +52,22 @@ class CrossbarArray:
             if blk.board == name:
                 m, k = bench.net.weights[blk.layer].shape[1:]
                 self.blocks.append((blk.layer, blk.row_offset, blk.col_offset, m, k))
+        #: where a device sits (a device at 0 S is still a device: a pulse may raise it)
+        self.present = torch.zeros(self.n_rows, self.n_cols, dtype=torch.bool)
+        for _, r0, c0, m, k in self.blocks:
+            self.present[r0:r0 + m, c0:c0 + k] = True
 
     # ---- the state of the lines -------------------------------------------------------------
-    def conductances(self) -> torch.Tensor:
-        """(rows, columns) device conductances, S; 0 where no device sits."""
+    def conductances(self, reading: bool = False) -> torch.Tensor:
+        """(rows, columns) device conductances, S; 0 where no device sits. reading: as a read sees them, with the
+        device model's read noise (emulator.device_model), as the serial board's READ has."""
         G = torch.zeros(self.n_rows, self.n_cols, dtype=torch.float64)
+        bench = self.bench
         for layer, r0, c0, m, k in self.blocks:
-            G[r0:r0 + m, c0:c0 + k] = self.bench.net.weights[layer][0] * self.bench.gu
+            g = bench.net.weights[layer][0] * bench.gu
+            if reading and bench.device_arrays is not None:
+                g = bench.device_arrays[layer].read(g.unsqueeze(0), bench.device_gen)[0]
+            G[r0:r0 + m, c0:c0 + k] = g
         return G
 
     def _bus_level(self, bus: str) -> float | None:
@@ -108,7 +117,7 @@ class CrossbarArray:
         lines = [line for line, bus in self.line_buses().items() if self.sources[bus] == ref]
         if not lines:
             return None
-        G = self.conductances()
+        G = self.conductances(reading=True)
         Vd, _ = self.device_voltages(G)
         I = G * Vd  # row -> column current through each device
         out_of_line = torch.cat([I.sum(1), -I.sum(0)])  # what leaves each line through its devices
@@ -121,7 +130,7 @@ class CrossbarArray:
         G = self.conductances()
         Vd, _ = self.device_voltages(G)
         over = Vd.abs() - em.device_threshold_V
-        hit = (over > 0) & (G > 0)
+        hit = (over > 0) & self.present
         n_hit = int(hit.sum())
         if n_hit == 0:
             return 0  # nothing past the threshold: nothing changes
