@@ -39,7 +39,8 @@ def open_programmer(lab, name: str, session: VisaSession) -> tuple[SmuPulseProgr
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
     """layer -> (connected board or programmer, row offset, column offset), and the drivers to shut down (a
     programmer first: it opens its relays before its instruments go down)."""
-    drivers, boards = {}, {}
+    drivers: dict = {}
+    boards: dict = {}
     extra: list = []
     try:
         for blk in lab.devices:

@@ -56,12 +56,14 @@ class SmuPulseProgrammer:
         self.switch = self._as(cfg.switch, MatrixSwitch)
         self.pulser = self._as(cfg.pulse.source.instrument, VoltagePulser)
         self.sensor = self._as(cfg.sense.source.instrument, VoltagePulser)
-        self.bias: dict[str, DacDriver | VoltagePulser] = {}
+        self.bias: dict[str, Instrument] = {}
         for bus in ("bias_rows", "bias_columns"):
             inst = instruments[getattr(cfg, bus).source.instrument]
             if not isinstance(inst, (DacDriver, VoltagePulser)):
                 raise TypeError(f"programmers.{name}.{bus}: {type(inst).__name__} can hold no voltage")
             self.bias[bus] = inst
+        #: every instrument it drives, once each (error queues, shutdown: the switch first)
+        self.drives = list({id(i): i for i in (self.switch, self.pulser, self.sensor, *self.bias.values())}.values())
         #: the matrix row of each bus; the switch column of each line (rows first, then columns)
         self.bus_rows = {bus: b.row for bus, b in cfg.buses.items()}
         self.lines = [*cfg.row_lines, *cfg.column_lines]
@@ -90,7 +92,7 @@ class SmuPulseProgrammer:
             if isinstance(inst, VoltagePulser):
                 if bus != "bias_columns" or cfg.bias_columns.source != cfg.bias_rows.source:
                     inst.configure_voltage_source(ch, cfg.read_nplc)
-            else:
+            elif isinstance(inst, DacDriver):
                 inst.configure_channel(ch)
         self._set_bias(0.0)
 
@@ -154,9 +156,9 @@ class SmuPulseProgrammer:
                 continue
             inst, ch = self.bias[bus], getattr(self.cfg, bus).source.channel
             if isinstance(inst, VoltagePulser):
-                inst.source_voltage(ch, level)
-            else:
-                inst.set_voltage(ch, level)  # type: ignore[attr-defined]
+                inst.source_voltages([(ch, level)])
+            elif isinstance(inst, DacDriver):
+                inst.set_voltage(ch, level)
             self.bias_V[bus] = level
             changed[id(inst)] = inst
         for inst in changed.values():
@@ -217,22 +219,19 @@ class SmuPulseProgrammer:
 
     def check_errors(self, after: str = "") -> None:
         """The error queue of every instrument the programmer drives (an error there stops the run)."""
-        seen = set()
-        for inst in (self.switch, self.pulser, self.sensor, *self.bias.values()):
-            if id(inst) not in seen:
-                seen.add(id(inst))
-                inst.check_errors(after or f"{self.name} programming")  # type: ignore[union-attr]
+        for inst in self.drives:
+            inst.check_errors(after or f"{self.name} programming")
         self.writes_unchecked = 0
 
     def shutdown(self) -> None:
         """Every relay open first (the crossbar cut off), then every source to 0 V and the SMU outputs off."""
         errors = []
         self.routed = None
-        for inst in (self.switch, self.pulser, self.sensor, *self.bias.values()):
+        for inst in self.drives:
             try:
                 inst.shutdown()
             except Exception as err:  # noqa: BLE001 - keep making the others safe
-                errors.append(f"{inst.name}: {err}")  # type: ignore[union-attr]
+                errors.append(f"{inst.name}: {err}")
         self.bias_V.clear()
         self.level_V.clear()
         if errors:

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from drivers.lab import ChannelRef
-
 from hil.core.devices import resolve_device_model
 from sim_backend.crossbar import SimCrossbar
 from sim_backend.devices import DeviceArray
