@@ -47,10 +47,9 @@ class Keithley2600(TspErrorQueue, SourceMeter):
         # a programmer's pulser and sense channel
         "source_volt_func": "smu{ch}.source.func = smu{ch}.OUTPUT_DCVOLTS",
         "current_compliance": "smu{ch}.source.limiti = {i:.6g}",
-        # one exchange each (a TSP line may hold several statements): the pulse and the current at its end; the
-        # current of a channel (after any levels set in front of it, "voltage_level" statements)
-        "pulse": "PulseVMeasureI(smu{ch}, 0, {v:.6g}, {w:.6g}, {off:.6g}, 1) "
-                 "printbuffer(1, 1, smu{ch}.nvbuffer1.readings)",
+        # a TSP line may hold several statements: levels ("voltage_level") go in front of a pulse or a reading
+        "pulse": "PulseVMeasureI(smu{ch}, 0, {v:.6g}, {w:.6g}, {off:.6g}, 1)",
+        "pulse_current": "printbuffer(1, 1, smu{ch}.nvbuffer1.readings)",
         "measure_current": "print(smu{ch}.measure.i())",
     }
 
@@ -97,17 +96,21 @@ class Keithley2600(TspErrorQueue, SourceMeter):
             self.write(prefix.strip())
 
     def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float,
-                      levels: list[tuple[str, float]] | None = None) -> float:
-        """One PulseVMeasureI pulse from 0 V to `volts` for width_s, then off_s at 0 V; the current at its end, A.
-        `levels` are set first, in the same exchange. The pulse changes devices: a lost reply raises
-        UnconfirmedWrite and is never sent again blindly (the caller reads the device back)."""
+                      levels: list[tuple[str, float]] | None = None, confirm: bool = True) -> float | None:
+        """One PulseVMeasureI pulse from 0 V to `volts` for width_s, then off_s at 0 V; `levels` are set first, in
+        the same line. confirm: wait for the current at its end (A); otherwise send it as a write, confirmed by
+        the reply to the caller's next query (the 2600B runs its lines in order). A pulse changes devices: it is
+        never sent again blindly (a lost reply raises UnconfirmedWrite, a reconnect re-sends no lost pulse)."""
         ch = self.channel(ch)
         check_limit(f"{self.name}/{ch} pulse", volts, self.max_abs_V, "V")
         prefix = self._levels_prefix(levels or [])
         self.level_V[ch] = 0.0  # PulseVMeasureI leaves the channel at its bias
         command = prefix + self._cmd("pulse", ch, v=volts, w=width_s, off=off_s)
+        if not confirm:
+            self.write(command)
+            return None
         self.last_write = command
-        return parse_floats(self.query(command, idempotent=False))[0]
+        return parse_floats(self.query(command + " " + self._cmd("pulse_current", ch), idempotent=False))[0]
 
     def measure_current(self, ch: str, levels: list[tuple[str, float]] | None = None) -> float:
         """One current reading of the channel, A; `levels` are set first, in the same exchange (repeating it

@@ -213,8 +213,11 @@ class SmuPulseProgrammer:
         self._set_bias(volts)
         self.writes_unchecked += 1
         self.queries += 1
+        # With one SMU for pulse and sense, the read that follows (write-verify reads after every pulse) is the
+        # pulse's confirmation: the SMU runs its lines in order. Otherwise the pulse waits for its own reply.
         self.pulser.pulse_voltage(self.cfg.pulse.source.channel, volts, width_s,  # type: ignore[attr-defined]
-                                  self.cfg.pulse_off_s, self.cfg.pulse_nplc, levels)
+                                  self.cfg.pulse_off_s, self.cfg.pulse_nplc, levels,
+                                  confirm=self.pulser is not self.sensor)
         self.level_V["pulse"] = 0.0  # PulseVMeasureI ends at its bias, 0 V
 
     def check_errors(self, after: str = "") -> None:

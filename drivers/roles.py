@@ -89,9 +89,9 @@ class VoltagePulser(Protocol):
         ...
 
     def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float,
-                      levels: list[tuple[str, float]] | None = None) -> float:
+                      levels: list[tuple[str, float]] | None = None, confirm: bool = True) -> float | None:
         """One pulse from 0 V to `volts` for `width_s` (after setting `levels`, channel and V, in the same
-        exchange); the current at its end, A."""
+        exchange); the current at its end, A (confirm), or None (sent as a write, confirmed by the next query)."""
         ...
 
     def measure_current(self, ch: str, levels: list[tuple[str, float]] | None = None) -> float:

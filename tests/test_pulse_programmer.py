@@ -58,6 +58,12 @@ def true_G(emu):
     return emu.bench.arrays["xbar"].conductances().clone()
 
 
+def pulse(bench, prog, volts):
+    """One pulse on the selected device, confirmed (its SMU's error queue read after it) before the chip is looked at."""
+    prog.pulse(ROW, COL, volts, 1e-4)
+    bench.check_boards()
+
+
 def others(G):
     """Every device but the selected one (a mask over the array; absent devices are 0 and stay 0)."""
     mask = torch.ones_like(G, dtype=torch.bool)
@@ -70,7 +76,7 @@ def test_held_lines_keep_half_selected_devices_below_twice_the_threshold(tmp_pat
     do not, and nothing else does either; each reads back through its route as it is (no sneak current)."""
     with programmer(tmp_path) as (emu, bench, prog):
         before = true_G(emu)
-        prog.pulse(ROW, COL, 1.5, 1e-4)
+        pulse(bench, prog, 1.5)
         assert emu.bench.dac_levels[("dac_bias", "1")] == pytest.approx(0.75)  # rows at V/2
         assert emu.bench.dac_levels[("dac_bias", "2")] == pytest.approx(0.75)  # columns at V/2
         after = true_G(emu)
@@ -84,13 +90,13 @@ def test_above_twice_the_threshold_the_half_scheme_disturbs_and_the_third_does_n
     """2 V: V/2 = 1 V passes the threshold on every half-selected device, V/3 = 0.67 V does not."""
     with programmer(tmp_path) as (emu, bench, prog):
         before = true_G(emu)
-        prog.pulse(ROW, COL, 2.0, 1e-4)
+        pulse(bench, prog, 2.0)
         moved = (true_G(emu) != before)
         assert moved[ROW, :8].all() and moved[:32, COL].all()   # the whole row and column of layer 0
         assert not moved[32:, 8:].any()                          # layer 1's lines were at V/2 on both sides
     with programmer(tmp_path, scheme="third") as (emu, bench, prog):
         before = true_G(emu)
-        prog.pulse(ROW, COL, 2.0, 1e-4)
+        pulse(bench, prog, 2.0)
         assert emu.bench.dac_levels[("dac_bias", "1")] == pytest.approx(2 / 3, rel=1e-5)
         assert emu.bench.dac_levels[("dac_bias", "2")] == pytest.approx(4 / 3, rel=1e-5)
         after = true_G(emu)
@@ -105,7 +111,7 @@ def test_floating_lines_show_disturb_and_sneak_currents(tmp_path):
         read = prog.read_conductance(ROW, COL)
         assert read > 1.2 * float(G[ROW, COL])  # sneak paths add current
         before = true_G(emu)
-        prog.pulse(ROW, COL, 1.5, 1e-4)
+        pulse(bench, prog, 1.5)
         moved = (true_G(emu) != before)
         assert int(moved[ROW].sum()) >= 2  # the selected device and half-selected ones of its row
         assert bool(moved[ROW, [c for c in range(8) if c != COL]].any())
@@ -142,9 +148,9 @@ def test_limits_raise_before_anything_is_sent(tmp_path):
 
 def test_an_error_mid_route_leaves_every_relay_open_and_every_output_off(tmp_path):
     with programmer(tmp_path) as (emu, bench, prog):
-        prog.pulse(ROW, COL, 1.0, 1e-4)  # a route closed, the bias at 0.5 V, the SMUs on
+        pulse(bench, prog, 1.0)  # a route closed, the bias at 0.5 V, the SMUs on
         assert emu.instruments["xbar_switch"].closed and emu.outputs()
-        emu.inject("smu_pulse", "error", match=r"^PulseVMeasureI", code=-222)
+        emu.inject("smu_pulse", "error", match=r"PulseVMeasureI", code=-222)
         prog.pulse(ROW, COL, 1.0, 1e-4)
         with pytest.raises(InstrumentFault, match=r"smu_pulse: SCPI error"):
             bench.check_boards()
@@ -153,7 +159,7 @@ def test_an_error_mid_route_leaves_every_relay_open_and_every_output_off(tmp_pat
 
 # ---- the fault matrix, programming phase (tests/test_faults.py covers the other phases' instruments) ----
 TIMEOUT_MS, DELAY_S = 1000, 1.5  # a reply held past the timeout; the timeout leaves room for a loaded machine
-PULSE_WRITE = ("smu_pulse", r"^PulseVMeasureI", 3)
+PULSE_WRITE = ("smu_pulse", r"PulseVMeasureI", 3)
 READ_QUERY = ("smu_pulse", r"print\(smub\.measure\.i\(\)\)$", 3)  # levels, then the reading, in one line
 ROUTE_WRITE = ("xbar_switch", r"^channel\.exclusiveclose", 2)
 BIAS_SYNC = ("dac_bias", r"^\*OPC\?", 1)
