@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from drivers.bench import LabBench
+from drivers.bench import LabBench, make_bench_safe
 from drivers.errors import LimitError
 from drivers.lab import LabConfig
 from drivers.pulse_programmer import RouteError
@@ -272,3 +272,20 @@ def test_characterize_devices_recovers_a_preset_through_the_smu_programmer(tmp_p
     assert not fit.dw_min == pytest.approx(1.25 * true.dw_min, rel=0.10)  # control: a wrong step would fail
     ratio = (1 + fit.up_down) / (1 - fit.up_down)
     assert ratio == pytest.approx((1 + true.up_down) / (1 - true.up_down), rel=0.10)
+
+
+def test_hil_safe_after_a_crash_opens_the_route_and_switches_the_programmer_off(tmp_path):
+    """A process that died mid-programming left a route closed, the bias up and the SMUs on: `make_bench_safe`
+    (hil safe) reads it all back and ends with every relay open and every output off."""
+    lab = LabConfig.model_validate(lab_tree())
+    with EmulatedLab(lab) as emu:
+        reg = emu.write_registry(tmp_path / "reg.json")
+        bench = LabBench(lab, registry=reg)
+        bench.connect()
+        pulse(bench, bench.programmers["xbar"], 1.0)
+        bench.session.close()  # the process is gone: nothing shut down
+        assert set(emu.outputs()) >= {"smu_pulse", "dac_bias", "xbar_switch"}
+        found, errors = make_bench_safe(lab, reg)
+        assert errors == [] and emu.outputs() == {}
+    assert any(line.startswith("xbar_switch: closed 1A") for line in found), found
+    assert any(line.startswith("dac_bias/1: 0.5 V") for line in found), found
