@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 from pathlib import Path
@@ -12,11 +13,17 @@ import numpy as np
 import yaml
 
 from calibration.allan import AllanResult, analyse_allan
-from calibration.critical import beyond_grid, critical_from_points, describe_crit, find_critical_sigma
+from calibration.critical import (
+    beyond_grid,
+    crit_interval,
+    critical_from_points,
+    describe_crit,
+    find_critical_sigma,
+)
 from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_crit_vs_n
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
-from hil.store import atomic_write_text
+from hil.store import atomic_write_bytes, atomic_write_text
 from hil.sweep import (
     finish_sweep,
     format_summary,
@@ -103,8 +110,13 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
         "timing": {"nplc": nz.nplc, "line_frequency_hz": nz.line_frequency_hz, "aperture_s": aperture,
                    "overhead_s": nz.overhead_s},
         "noise_config": cfg.noise.model_dump() if bench is None else None, "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
+        # a bench reads in normalized volts: this many volts each (None: the simulator's volts)
+        "voltage_unit_V": bench.voltage_unit_V if bench is not None else None,
     }
     atomic_write_text(store.path / "characterize.json", json.dumps(report, indent=1) + "\n")
+    buf = io.BytesIO()
+    np.save(buf, samples)  # every reading (readings, nodes), for `hil export` and the user's own analysis
+    atomic_write_bytes(store.path / "readings.npy", buf.getvalue())
     if allan is not None:
         plot_allan(store.path / "allan.png", allan, f"{store.path.name}: {len(names)} nodes, pooled")
     store.set_status("completed")
@@ -255,7 +267,10 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
     finish_sweep(store)
     print(format_summary(res.points, args.threshold))
     crit = describe_crit(res.sigma_crit, res.points, args.threshold)
-    print(f"sigma_crit {crit} (mean accuracy reaches {100 * args.threshold:g}%), sigma_opt {res.sigma_opt:.3g} V (best mean accuracy)")
+    ci = res.sigma_crit_interval
+    shown_ci = f", 95% CI {ci[0]:.3g}-{ci[1]:.3g} V (bootstrap over trials)" if ci and res.sigma_crit else ""
+    print(f"sigma_crit {crit}{shown_ci} (mean accuracy reaches {100 * args.threshold:g}%), sigma_opt "
+          f"{res.sigma_opt:.3g} V (best mean accuracy)")
     print(f"saved table.csv, trials.csv, critical.json and accuracy_vs_sigma.png in {store.path}")
     return 0
 
@@ -272,22 +287,25 @@ def cmd_sweep_samples(args, cfg, prep, store) -> int:
                              max_replicas=args.max_replicas, progress=not args.no_progress,
                              **sweep_recording(args, cfg, store))
         points = summarize(results, args.threshold)
-        per_n, crits = [], []
+        per_n, crits, cis = [], [], []
         for n in ns:
             pts = [p for p in points if p.samples == n]
             crit, opt = critical_from_points(pts, args.threshold)
             crits.append(crit)
-            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt,
+            cis.append(crit_interval(results, args.threshold, n))
+            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_crit_95_V": cis[-1], "sigma_opt_V": opt,
                           "sigma_crit_is_lower_bound": beyond_grid(pts, args.threshold)})
         base = crits[0]
-        lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
+        lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'95% CI (V)':>19}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
         csv_rows = []
-        for n, c in zip(ns, crits):
+        for n, c, ci in zip(ns, crits, cis):
             ratio = c / base if (c and base) else float("nan")
-            csv_rows.append([n, c if c else "", ratio, math.sqrt(n / ns[0])])
+            csv_rows.append([n, c if c else "", *(ci if ci else ("", "")), ratio, math.sqrt(n / ns[0])])
             shown = (">=" if beyond_grid([p for p in points if p.samples == n], args.threshold) else "") + f"{c:.4g}" if c else "none"
-            lines.append(f"{n:>4}  {shown:>14}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
-        write_csv(store.path / "critical.csv", ["samples", "sigma_crit_V", "ratio", "sqrt_ratio"], csv_rows)
+            shown_ci = f"{ci[0]:.3g}-{ci[1]:.3g}" if ci else "-"
+            lines.append(f"{n:>4}  {shown:>14}  {shown_ci:>19}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
+        write_csv(store.path / "critical.csv", ["samples", "sigma_crit_V", "sigma_crit_lo_V", "sigma_crit_hi_V", "ratio",
+                                                "sqrt_ratio"], csv_rows)
         write_trials_csv(store.path / "trials.csv", results)
         write_summary_csv(store.path / "table.csv", points)
         atomic_write_text(store.path / "critical.json",

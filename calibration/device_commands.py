@@ -12,7 +12,6 @@ from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fi
 from drivers.bench import open_instrument
 from drivers.pulse_programmer import SmuPulseProgrammer
 from drivers.session import CommandLog, VisaSession
-from drivers.xbar_board import XbarBoard
 from hil.core.devices.store import save_device_model
 from hil.plotting import save_figure, subplots
 
@@ -37,22 +36,21 @@ def open_programmer(lab, name: str, session: VisaSession) -> tuple[SmuPulseProgr
 
 
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
-    """layer -> (connected board or programmer, row offset, column offset), and the drivers to shut down (a
-    programmer first: it opens its relays before its instruments go down)."""
+    """layer -> (connected programmer, row offset, column offset), and the drivers to shut down (a programmer
+    made of lab instruments first: it opens its relays before its instruments go down). A board's driver class
+    comes from its kind (drivers/registry.py)."""
     drivers: dict = {}
     boards: dict = {}
     extra: list = []
+    session = VisaSession(lab.visa_library, log, registry)
     try:
         for blk in lab.devices:
             if blk.board in lab.programmers and blk.board not in drivers:
-                prog, insts = open_programmer(lab, blk.board, VisaSession(lab.visa_library, log, registry))
+                prog, insts = open_programmer(lab, blk.board, session)
                 drivers[blk.board] = prog
                 extra += insts
             elif blk.board not in drivers:
-                cfg, lim = lab.instruments[blk.board], lab.limits[blk.board]
-                port = XbarBoard.open_port(cfg.resource, registry, cfg.baudrate)
-                drv = XbarBoard(blk.board, port, log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
-                                max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
+                drv = open_instrument(lab, blk.board, session)
                 drivers[blk.board] = drv
                 drv.connect()
             boards[blk.layer] = (drivers[blk.board], blk.row_offset, blk.col_offset)
