@@ -22,6 +22,14 @@ dry run a user without the preset's numbers would do. --seeds 0,1,2 reports the 
     python benchmarks/bench_vs_sim.py --device-model capacitor --fit --seeds 0,1,2
     python benchmarks/bench_vs_sim.py --lab examples/lab-emulated-arc1.yaml --time-scale 1 --train-limit 40 \\
         --test-limit 20 --epochs 1      # the ArC ONE programmer's time per update against its physics bound
+
+--programming times the programmer alone: a short training on the lab (its chip programmed to the start at
+time scale 0, then every instrument at --time-scale, default 1), each update's programming call timed against
+its physics bound: the instrument time of the programmer's own instruments during it (pulses and
+conductance reads on the pulse SMU, relay open and close settle times, bias ramps), which the driver waits for
+one after the other. For examples/lab-emulated-visa.yaml (the SMU-pulse + switch-matrix programmer):
+
+    python benchmarks/bench_vs_sim.py --programming --lab examples/lab-emulated-visa.yaml [--updates 20]
 """
 
 from __future__ import annotations
@@ -90,10 +98,15 @@ def main() -> int:
     p.add_argument("--device-model", help="a preset for the emulated bench's devices (default: the lab's own)")
     p.add_argument("--fit", action="store_true", help="simulate with the model fitted to the bench, not the preset")
     p.add_argument("--pulses", type=int, default=500, help="--fit: pulses per train (default 500)")
+    p.add_argument("--programming", action="store_true", help="time the programmer per update against its bound")
+    p.add_argument("--updates", type=int, default=20, help="--programming: training updates timed (default 20)")
     p.add_argument("--sample", type=int, default=16, help="--fit: devices characterized (default 16)")
     a = p.parse_args()
     torch.set_num_threads(1)
     lab = load_lab(a.lab)
+    if a.programming:
+        with tempfile.TemporaryDirectory(prefix="bench-programming-") as folder:
+            return programming_case(lab, a.updates, 1.0 if a.time_scale is None else a.time_scale, Path(folder))
     emulator = {**({"device_model": a.device_model} if a.device_model else {}),
                 **({"time_scale": a.time_scale} if a.time_scale is not None else {})}
     lab = lab.model_copy(update={"emulator": lab.emulator.model_copy(update=emulator)})
@@ -116,14 +129,68 @@ def physics_bound_s(lab, emu) -> tuple[float, float]:
     return serial_s, dac_ramp_s
 
 
+def programmer_instruments(lab) -> dict[str, list[str]]:
+    """What each programmer drives: a serial board itself; a programmer made of lab instruments its switch, its
+    SMUs and its bias sources."""
+    out = {name: [name] for name in lab.instruments_of("board")}
+    for name, cfg in lab.programmers.items():
+        out[name] = list(dict.fromkeys([cfg.switch, *(bus.source.instrument for bus in cfg.buses.values())]))
+    return out
+
+
+def programming_case(lab, updates: int, time_scale: float, tmp: Path) -> int:
+    """Each update's programming call: wall time against the instrument time of the programmer's instruments."""
+    lab0 = lab.model_copy(update={"emulator": lab.emulator.model_copy(update={"time_scale": 0.0})})
+    lab_file = tmp / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(lab0.model_dump(mode="json"), sort_keys=False))
+    progs = programmer_instruments(lab)
+    names = sorted({n for insts in progs.values() for n in insts})
+    print(f"machine: {describe()}")
+    print(f"programmer(s) {'; '.join(p + ' (' + ', '.join(i) + ')' for p, i in progs.items())}; time scale {time_scale:g}; "
+          f"{updates} training updates of {lab.name}", flush=True)
+    rows: list[tuple[float, dict[str, float], int]] = []
+    with EmulatedLab(lab0) as emu:
+        registry = emu.write_registry(tmp / "emulator.json")
+        batch = lab.run.get("train", {}).get("batch_size", 4)
+        cfg = load_config(None, {"runs_dir": str(tmp), "train.epochs": 1, "data.train_limit": updates * batch,
+                                 "data.test_limit": 4}, base=lab.run)
+        prep = prepare(cfg, lab_file, registry)  # the chip programmed to the start, instantly
+        for inst in emu.instruments.values():
+            inst.clock.time_scale = time_scale
+        backend = prep.backend
+        program = backend.program
+        pulses = backend.programmer.stats
+
+        def timed(update):
+            before = {n: emu.instruments[n].clock.now_s for n in names}
+            n0 = pulses["pulses"]
+            t0 = time.perf_counter()
+            program(update)
+            wall = time.perf_counter() - t0
+            rows.append((wall, {n: emu.instruments[n].clock.now_s - before[n] for n in names}, pulses["pulses"] - n0))
+
+        backend.program = timed
+        train_run(prep, RunStore.create(cfg), out=open(tmp / "train.log", "w"))
+    wall = sum(r[0] for r in rows)
+    per_inst = {n: sum(r[1][n] for r in rows) for n in names}
+    bound = sum(per_inst.values()) * time_scale
+    n_pulses = sum(r[2] for r in rows)
+    kinds = {n: lab.instruments[n].kind for n in names}
+    parts = ", ".join(f"{n} ({kinds[n]}) {1e3 * per_inst[n] * time_scale / len(rows):.1f} ms" for n in names)
+    print(f"{len(rows)} updates, {n_pulses / len(rows):.1f} pulses per update: wall {1e3 * wall / len(rows):.1f} ms per "
+          f"update; physics bound {1e3 * bound / len(rows):.1f} ms ({parts}); ratio {wall / max(bound, 1e-12):.2f}")
+    return 0
+
+
 class ProgrammerTiming:
     """Wall time per update spent programming (the backend's `program`), against the programmers' own instrument
     time over the same calls (the emulated clocks of the instruments in the board role: pulses, read-outs and
     serial bytes at the protocol's rate; drivers/arc1.py, sim_backend/emulator/arc1.py)."""
 
     def __init__(self, backend, lab, emu):
-        self.clocks = [emu.instruments[name].clock for name in lab.instruments_of("board")]
-        self.kinds = sorted({lab.instruments[name].kind for name in lab.instruments_of("board")})
+        names = sorted({n for insts in programmer_instruments(lab).values() for n in insts})
+        self.clocks = [emu.instruments[name].clock for name in names]
+        self.kinds = sorted({lab.instruments[name].kind for name in names})
         self.wall_s = self.instrument_s = self.write_verify_s = 0.0
         self.updates = self.exchanges = 0
         program, write = backend.program, backend.programmer.write

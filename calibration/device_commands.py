@@ -10,27 +10,55 @@ import numpy as np
 
 from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
 from drivers.bench import open_instrument
+from drivers.pulse_programmer import SmuPulseProgrammer
 from drivers.session import CommandLog, VisaSession
 from hil.core.devices.store import save_device_model
 from hil.plotting import save_figure, subplots
 
 
+def open_programmer(lab, name: str, session: VisaSession) -> tuple[SmuPulseProgrammer, list]:
+    """A programmer made of lab instruments (lab config `programmers:`), connected: it and its instruments."""
+    cfg = lab.programmers[name]
+    names = dict.fromkeys([cfg.switch, *(bus.source.instrument for bus in cfg.buses.values())])
+    insts = {}
+    try:
+        for inst_name in names:
+            drv = open_instrument(lab, inst_name, session)
+            insts[inst_name] = drv
+            drv.connect()
+        prog = SmuPulseProgrammer(lab, name, insts)
+        prog.connect()
+    except BaseException:
+        for drv in insts.values():
+            drv.close()
+        raise
+    return prog, list(insts.values())
+
+
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
-    """layer -> (connected programmer of the lab's kind, row offset, column offset), and the drivers to shut down."""
-    drivers, boards = {}, {}
-    session = VisaSession(lab.visa_library, log, registry)  # the driver class comes from the kind (drivers/registry.py)
+    """layer -> (connected programmer, row offset, column offset), and the drivers to shut down (a programmer
+    made of lab instruments first: it opens its relays before its instruments go down). A board's driver class
+    comes from its kind (drivers/registry.py)."""
+    drivers: dict = {}
+    boards: dict = {}
+    extra: list = []
+    session = VisaSession(lab.visa_library, log, registry)
     try:
         for blk in lab.devices:
-            if blk.board not in drivers:
+            if blk.board in lab.programmers and blk.board not in drivers:
+                prog, insts = open_programmer(lab, blk.board, session)
+                drivers[blk.board] = prog
+                extra += insts
+            elif blk.board not in drivers:
                 drv = open_instrument(lab, blk.board, session)
                 drivers[blk.board] = drv
                 drv.connect()
             boards[blk.layer] = (drivers[blk.board], blk.row_offset, blk.col_offset)
     except BaseException:
-        for drv in drivers.values():
+        for drv in [*drivers.values(), *extra]:
             drv.close()
         raise
-    return boards, list(drivers.values())
+    return boards, [*drivers.values(), *extra]
 
 
 def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:

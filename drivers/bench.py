@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from drivers.lab import ChannelRef, LabConfig
 from drivers.programming import BoardBlock
+from drivers.pulse_programmer import SmuPulseProgrammer
 from drivers.registry import driver_class
 from drivers.roles import ROLE_PROTOCOLS, BoardDriver, DacDriver, SmuDriver, SwitchDriver
 from drivers.session import CommandLog, Instrument, InstrumentError, VisaSession, resolve_resource
@@ -84,6 +85,8 @@ class LabBench:
         self.smus: dict[str, SmuDriver] = {}
         self.switches: dict[str, SwitchDriver] = {}
         self.boards: dict[str, BoardDriver] = {}
+        #: programmers made of the lab's instruments (lab config `programmers:`); each is one of the boards too
+        self.programmers: dict[str, SmuPulseProgrammer] = {}
         reads = lab.read_layers
         #: every node the SMUs read, in order: hidden layers, then outputs
         self.read_plan = [ReadStep(l, i, node.read, node.route) for l, layer in enumerate(reads)
@@ -117,6 +120,11 @@ class LabBench:
             self.dacs[ref.instrument].configure_channel(ref.channel)
         for ref in self.smu_channels:
             self.smus[ref.instrument].configure_voltmeter(ref.channel, lab.timing.nplc)
+        for name in lab.programmers:
+            prog = SmuPulseProgrammer(lab, name, self.inst)
+            self.programmers[name] = prog
+            self.boards[name] = prog
+            prog.connect()
 
     def device_blocks(self) -> list[BoardBlock]:
         """Each layer's block of devices, by layer."""
@@ -188,6 +196,12 @@ class LabBench:
         return sum(d.queries for name, d in self.inst.items() if name not in self.boards)
 
     @property
+    def programmer_transactions(self) -> int:
+        """Pulses and conductance reads by the programmers made of lab instruments (their VISA round trips are
+        in round_trips)."""
+        return sum(p.queries for p in self.programmers.values())
+
+    @property
     def retries(self) -> int:
         """Queries retried after a transient fault (timeout, garbage, dropped connection), all instruments."""
         return sum(d.retries for d in self.inst.values())
@@ -195,7 +209,8 @@ class LabBench:
     @property
     def board_transactions(self) -> int:
         """Serial command/reply pairs with the programming boards so far."""
-        return sum(self.inst[name].queries for name in self.boards)
+        return (sum(self.inst[name].queries for name in self.boards if name in self.inst)
+                + self.programmer_transactions)
 
     # ---- shutdown --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -204,6 +219,11 @@ class LabBench:
             return
         self.closed = True
         errors = []
+        for name, prog in self.programmers.items():  # relays open before the sources go down
+            try:
+                prog.shutdown()
+            except Exception as err:  # noqa: BLE001 - keep making the other instruments safe
+                errors.append(f"{name}: {err}")
         for name, drv in self.inst.items():
             try:
                 drv.shutdown()

@@ -88,6 +88,8 @@ class ChannelLimits(_Strict):
     compliance_A: float | None = Field(default=None, gt=0, description="Largest |I| it may source, A.")
     max_pulse_V: float | None = Field(default=None, gt=0, description="Programming boards: largest |pulse|, V.")
     max_pulse_width_s: float | None = Field(default=None, gt=0, description="Programming boards: longest pulse, s.")
+    slew_V_per_s: float | None = Field(default=None, gt=0, description="DACs: the ramp rate of every level change, "
+                                       "V/s (unset: the driver's gentle default, 1 V/s)")
 
 
 class InputNode(_Strict):
@@ -174,6 +176,61 @@ class NudgeConfig(_Strict):
                             "outputs per iteration)")
 
 
+class BusConfig(_Strict):
+    source: Ref = Field(description="The channel that drives this bus, e.g. smu_pulse/a or dac_bias/1")
+    row: str = Field(min_length=1, description="The switch-matrix row (bus) it is wired to, e.g. A")
+
+
+class PulseProgrammerConfig(_Strict):
+    """A programmer made of lab instruments (drivers/pulse_programmer.py): the switch matrix connects each line of
+    the crossbar to one of four buses. The pulse SMU channel drives the selected row (pulses, and the read
+    voltage), the sense SMU channel holds the selected column at 0 V and measures its current, DAC (or SMU)
+    channels hold every unselected line at the bias of the scheme."""
+
+    switch: str = Field(description="The switch matrix (a keithley707b) that routes the lines")
+    pulse: BusConfig = Field(description="SMU channel that pulses the selected row and applies the read voltage")
+    sense: BusConfig = Field(description="SMU channel that holds the selected column at 0 V and measures its current")
+    bias_rows: BusConfig = Field(description="Channel holding the unselected rows: V/2 (half) or V/3 (third), V")
+    bias_columns: BusConfig = Field(description="Channel holding the unselected columns: V/2 (half) or 2V/3 (third), V")
+    scheme: Literal["half", "third"] = Field(default="half", description="half: unselected lines at V/2, so "
+                                             "half-selected devices see V/2; third: rows at V/3, columns at 2V/3, "
+                                             "every unselected device sees V/3")
+    hold_unselected: bool = Field(default=True, description="False: unselected lines float (a control that shows "
+                                  "disturb and sneak currents; never for training)")
+    row_lines: list[str] = Field(min_length=1, description="The switch column of each crossbar row, in row order, "
+                                 "slot:column (1:01 is slot 1, column 01)")
+    column_lines: list[str] = Field(min_length=1, description="The switch column of each crossbar column, in order")
+    pulse_nplc: float = Field(default=0.001, gt=0, description="Aperture of the current reading at the end of "
+                              "each pulse, power-line cycles")
+    read_nplc: float = Field(default=0.01, gt=0, description="Aperture of a conductance reading, power-line cycles")
+    pulse_off_s: float = Field(default=0.0, ge=0, description="Time at the bias after each pulse, s")
+
+    @property
+    def buses(self) -> dict[str, BusConfig]:
+        return {"pulse": self.pulse, "sense": self.sense, "bias_rows": self.bias_rows,
+                "bias_columns": self.bias_columns}
+
+    @model_validator(mode="after")
+    def _wiring(self) -> PulseProgrammerConfig:
+        lines = self.row_lines + self.column_lines
+        dup = sorted({x for x in lines if lines.count(x) > 1})
+        if dup:
+            raise ValueError(f"row_lines/column_lines: {', '.join(dup)} named twice (each line has its own switch column)")
+        by_row: dict[str, tuple[str, ChannelRef]] = {}
+        for name, bus in self.buses.items():
+            other = by_row.get(bus.row)
+            if other is not None and other[1] != bus.source:
+                raise ValueError(f"{name}.row: switch row {bus.row} already carries {other[0]} ({other[1]}); two "
+                                 f"sources on one bus would be tied together")
+            by_row[bus.row] = (name, bus.source)
+        if self.pulse.source == self.sense.source:
+            raise ValueError("sense.source: must be another SMU channel than pulse.source")
+        if self.scheme == "third" and self.bias_rows.source == self.bias_columns.source:
+            raise ValueError("bias_columns.source: the third scheme holds rows at V/3 and columns at 2V/3, so it needs "
+                             "two channels")
+        return self
+
+
 class FaultConfig(_Strict):
     """One injected fault of an emulated instrument (sim_backend/emulator/faults.py describes each kind)."""
 
@@ -225,6 +282,9 @@ class LabConfig(_Strict):
     nudge: NudgeConfig = NudgeConfig()
     nodes: NodeMap
     devices: list[DeviceBlock]
+    programmers: dict[str, PulseProgrammerConfig] = Field(
+        default_factory=dict, description="Programmers made of the lab's instruments (SMU pulses routed by a "
+        "switch matrix); a device block's board may name one")
     programming: ProgrammingConfig = ProgrammingConfig()
     emulator: EmulatorConfig = EmulatorConfig()
     run: dict[str, Any] = Field(default_factory=dict, description="Run-config defaults that fit this bench (network size, "
@@ -257,8 +317,12 @@ class LabConfig(_Strict):
                         raise ValueError(f"programming.{pol}: pulses up to {pb.max_V:g} V / {pb.max_width_s:g} s "
                                          f"exceed limits.{name} ({lim.max_pulse_V:g} V / {lim.max_pulse_width_s:g} s)")
         for key in self.limits:
-            if key not in self.instruments:
+            if key not in self.instruments and key not in self.programmers:
                 raise ValueError(f"limits.{key}: no such instrument")
+        for name in self.programmers:
+            if name in self.instruments:
+                raise ValueError(f"programmers.{name}: an instrument has that name already")
+            self._check_programmer(name)
         for key in self.emulator.faults:
             if key not in self.instruments:
                 raise ValueError(f"emulator.faults.{key}: no such instrument")
@@ -315,6 +379,8 @@ class LabConfig(_Strict):
                     raise ValueError(f"nodes.outputs[{i}].nudge_route: {sw} also routes nodes for reading; use a "
                                      "separate switch (or card) for the nudge resistors")
         for i, blk in enumerate(self.devices):
+            if blk.board in self.programmers:
+                continue
             if blk.board not in self.instruments or self.instruments[blk.board].role != "board":
                 raise ValueError(f"devices[{i}].board: {blk.board!r} is not a programming board")
         layers_mapped = sorted(b.layer for b in self.devices)
@@ -329,8 +395,9 @@ class LabConfig(_Strict):
         for i, blk in enumerate(self.devices):
             rows = range(blk.row_offset, blk.row_offset + (2 * sizes[0] if blk.layer == 0 else sizes[blk.layer]))
             cols = range(blk.col_offset, blk.col_offset + sizes[blk.layer + 1])
-            kind = self.instruments[blk.board].kind
-            lines = driver_class(kind).LINE_RANGE
+            # a programmer made of lab instruments has the lines its config lists (checked in _check_programmer)
+            kind = "" if blk.board in self.programmers else self.instruments[blk.board].kind
+            lines = driver_class(kind).LINE_RANGE if kind else None
             if lines is not None:
                 lo, hi = lines
                 for what, span in (("rows (word lines)", rows), ("columns (bit lines)", cols)):
@@ -341,6 +408,49 @@ class LabConfig(_Strict):
                 if set(rows) & set(other_rows) and set(cols) & set(other_cols):
                     raise ValueError(f"devices[{i}]: layer {blk.layer} overlaps devices[{j}] on {blk.board}")
             spans.setdefault(blk.board, []).append((i, rows, cols))
+
+    def _check_programmer(self, name: str) -> None:
+        """Its instruments exist in their roles, its limits hold every pulse and bias, its lines cover its devices."""
+        prog = self.programmers[name]
+        where = f"programmers.{name}"
+        if prog.switch not in self.instruments or self.instruments[prog.switch].role != "switch":
+            raise ValueError(f"{where}.switch: {prog.switch!r} is not a switch matrix of this lab")
+        for bus in ("pulse", "sense"):
+            self._ref(getattr(prog, bus).source, "smu", f"{where}.{bus}.source")
+        lim = self.limits.get(name)
+        if lim is None or lim.max_pulse_V is None or lim.max_pulse_width_s is None:
+            raise ValueError(f"limits.{name}: a programmer needs max_pulse_V and max_pulse_width_s")
+        for pol in ("set", "reset"):
+            pb = getattr(self.programming, pol)
+            if pb.max_V > lim.max_pulse_V or pb.max_width_s > lim.max_pulse_width_s:
+                raise ValueError(f"programming.{pol}: pulses up to {pb.max_V:g} V / {pb.max_width_s:g} s "
+                                 f"exceed limits.{name} ({lim.max_pulse_V:g} V / {lim.max_pulse_width_s:g} s)")
+        pulse_lim = self.limits[prog.pulse.source.instrument].max_abs_V
+        assert pulse_lim is not None  # every SMU has one
+        if lim.max_pulse_V > pulse_lim:
+            raise ValueError(f"limits.{name}.max_pulse_V: {lim.max_pulse_V:g} V is past "
+                             f"limits.{prog.pulse.source.instrument}.max_abs_V ({pulse_lim:g} V), which pulses it")
+        bias = {"bias_rows": 0.5, "bias_columns": 0.5} if prog.scheme == "half" else {"bias_rows": 1 / 3,
+                                                                                     "bias_columns": 2 / 3}
+        for bus, frac in bias.items():
+            ref = getattr(prog, bus).source
+            inst = self.instruments.get(ref.instrument)
+            if inst is None or inst.role not in ("dac", "smu"):
+                raise ValueError(f"{where}.{bus}.source: {ref.instrument!r} is not a DAC or SMU of this lab")
+            held = self.limits[ref.instrument].max_abs_V
+            assert held is not None  # every source has one
+            if frac * lim.max_pulse_V > held:
+                raise ValueError(f"{where}.{bus}.source: holding {frac * lim.max_pulse_V:.3g} V (the bias of a "
+                                 f"{lim.max_pulse_V:g} V pulse) is past limits.{ref.instrument}.max_abs_V={held:g} V")
+        for i, blk in enumerate(self.devices):
+            if blk.board != name:
+                continue
+            m = 2 * len(self.nodes.inputs) if blk.layer == 0 else len(self.read_layers[blk.layer - 1])
+            k = len(self.read_layers[blk.layer])
+            if blk.row_offset + m > len(prog.row_lines) or blk.col_offset + k > len(prog.column_lines):
+                raise ValueError(f"devices[{i}]: rows {blk.row_offset}..{blk.row_offset + m - 1} and columns "
+                                 f"{blk.col_offset}..{blk.col_offset + k - 1} need lines {where} does not list "
+                                 f"({len(prog.row_lines)} rows, {len(prog.column_lines)} columns)")
 
     # ---- derived -----------------------------------------------------------------
     @property

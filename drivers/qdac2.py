@@ -37,7 +37,8 @@ class QDac2(Instrument):
 
     @classmethod
     def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        return {"max_abs_V": lab.limits[name].max_abs_V}
+        lim = lab.limits[name]
+        return {"max_abs_V": lim.max_abs_V, **({"slew_V_per_s": lim.slew_V_per_s} if lim.slew_V_per_s else {})}
 
     def __init__(self, *args: Any, max_abs_V: float, slew_V_per_s: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -65,6 +65,41 @@ class BoardDriver(Protocol):
 
 
 @runtime_checkable
+class MatrixSwitch(Protocol):
+    """A switch matrix that routes a programmer's buses to crossbar lines (drivers/pulse_programmer.py)."""
+
+    @staticmethod
+    def crosspoint(bus: str, line: str) -> str: ...
+
+    def close_exactly(self, channels: list[str]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class VoltagePulser(Protocol):
+    """An SMU channel that sources voltage, pulses it with its own pulse function, and measures current."""
+
+    def configure_voltage_source(self, ch: str, nplc: float) -> None: ...
+
+    def source_voltage(self, ch: str, volts: float) -> None: ...
+
+    def source_voltages(self, levels: list[tuple[str, float]]) -> None:
+        """Set these channels' voltages, in order, in one write."""
+        ...
+
+    def pulse_voltage(self, ch: str, volts: float, width_s: float, off_s: float, nplc: float,
+                      levels: list[tuple[str, float]] | None = None, confirm: bool = True) -> float | None:
+        """One pulse from 0 V to `volts` for `width_s` (after setting `levels`, channel and V, in the same
+        exchange); the current at its end, A (confirm), or None (sent as a write, confirmed by the next query)."""
+        ...
+
+    def measure_current(self, ch: str, levels: list[tuple[str, float]] | None = None) -> float:
+        """One current reading (after setting `levels` in the same exchange), A."""
+        ...
+
+
+@runtime_checkable
 class PulseReads(Protocol):
     """A programmer whose pulse reads the device back in the same exchange (the ArC ONE's pulse-and-read):
     write-verify then needs no separate read per pulse."""

@@ -8,9 +8,11 @@ import threading
 import numpy as np
 import torch
 
+from drivers.lab import ChannelRef
 from hil.core.devices import resolve_device_model
 from sim_backend.crossbar import SimCrossbar
 from sim_backend.devices import DeviceArray
+from sim_backend.emulator.array import CrossbarArray
 from sim_backend.emulator.sources import Source, Unknown, solve
 
 
@@ -70,6 +72,11 @@ class EmulatedBench:
                     self.devices[(blk.board, blk.row_offset + i, blk.col_offset + j)] = (blk.layer, i, j)
         self.read_voltage = 0.0
         self.time_s = 0.0
+        #: programmers made of lab instruments: their crossbar arrays, and which SMU channel sits on which array
+        self.arrays = {name: CrossbarArray(self, name, cfg) for name, cfg in lab.programmers.items()}
+        self.array_of: dict[tuple[str, str], CrossbarArray] = {
+            bus.source: arr for arr in self.arrays.values() for bus in arr.cfg.buses.values()}
+        self.array_switches = {arr.cfg.switch for arr in self.arrays.values()}
 
     def _use_device_model(self, lab) -> None:
         """emulator.device_model: the simulator's pulsed devices (sim_backend/devices) on [g_min_S, g_max_S]."""
@@ -99,7 +106,7 @@ class EmulatedBench:
     def set_dac(self, dac: str, ch: str, volts: float) -> None:
         with self.lock:
             self.dac_levels[(dac, ch)] = volts
-            self.dirty = True
+            self.dirty = self.dirty or (dac, ch) not in self.array_of  # a programmer's bias touches no node
             idx = self.dac_to_input.get((dac, ch))
             if idx is not None:
                 self.v_in[0, idx] = volts / self.vu
@@ -109,7 +116,7 @@ class EmulatedBench:
         """What an SMU channel forces: func "VOLT" (level V, limit A) or "CURR" (level A, limit V); off: nothing."""
         with self.lock:
             self.sources[(smu, ch)] = Source(func, level, limit, on)
-            self.dirty = True
+            self.dirty = self.dirty or (smu, ch) not in self.array_of  # a programmer's SMU touches no node
 
     def set_fault_current(self, smu: str, ch: str, amps: float) -> None:
         """A fault (a shorted or broken device) forces `amps` into the node this SMU channel touches."""
@@ -131,7 +138,7 @@ class EmulatedBench:
     def set_routes(self, switch: str, closed: set[str]) -> None:
         with self.lock:
             self.closed_routes[switch] = set(closed)
-            self.dirty = True
+            self.dirty = self.dirty or switch not in self.array_switches  # a programmer's matrix routes no node
 
     # ---- physics -----------------------------------------------------------------
     def _relax(self) -> None:
@@ -214,9 +221,15 @@ class EmulatedBench:
         with self.lock:
             key = (smu, ch)
             src = self.sources.get(key)
-            self._settle()
+            arr = self.array_of.get(key)
+            if arr is None:
+                self._settle()
+            on_array = None if arr is None or src is None or not src.on else arr.source_current(ChannelRef(*key))
             if src is None or not src.on:   # output relay open: the meter sees its own floating terminals
                 v, i = 0.0, 0.0
+            elif on_array is not None and src.func == "VOLT":   # routed onto a programmer's crossbar lines
+                v, i = src.level, on_array
+                self.compliance[key] = abs(i) > src.limit
             elif key in self.floating:
                 if src.func == "VOLT":
                     v, i = src.level, 0.0
@@ -257,6 +270,24 @@ class EmulatedBench:
         if dev.write_sd_S > 0:
             g = dev.write_noise(g, torch.tensor([True]), self.device_gen)
         self.net.weights[layer][0, i, j] = float(g) / self.gu
+
+    def model_pulses(self, layer: int, idx: torch.Tensor, signs: torch.Tensor) -> None:
+        """One SET (sign > 0) or RESET of the device model on each device `idx` (flat) of a layer at once."""
+        assert self.device_arrays is not None  # only called with a device model
+        dev = self.device_arrays[layer].take(idx)
+        held = self.device_held_S[layer].view(-1)
+        g = dev.apply_pulses(held[idx], signs.to(torch.float64), self.device_gen)
+        held[idx] = g
+        if dev.write_sd_S > 0:
+            g = dev.write_noise(g, torch.ones_like(g, dtype=torch.bool), self.device_gen)
+        self.net.weights[layer][0].view(-1)[idx] = g / self.gu
+
+    def array_pulse(self, smu: str, ch: str, width_s: float) -> int:
+        """The SMU channel's present level reaches the crossbar lines it is routed to for width_s: every device
+        past its threshold changes (array.py). Returns how many did; 0 when the channel touches no array."""
+        with self.lock:
+            arr = self.array_of.get((smu, ch))
+            return 0 if arr is None else arr.pulse(width_s)
 
     def pulse(self, board: str, row: int, col: int, volts: float, width_s: float) -> bool:
         """One pulse: over device_threshold_V, one SET/RESET of emulator.device_model when set; otherwise the rate

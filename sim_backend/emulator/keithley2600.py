@@ -7,12 +7,17 @@ v(), i(), iv(), r(), p()), smuX.nvbuffer1/2 (clear(), n, readings, sourcevalues,
 smuX.sense, smuX.reset(), status.measurement.instrument.smuX.condition (bit 0 voltage limit, bit 1
 current limit), and the constants smuX.OUTPUT_ON/OFF, OUTPUT_DCAMPS/DCVOLTS, SENSE_LOCAL/REMOTE, ...
 Ranges and limits are the 2636B's (section 1 specifications: 200 V, 1.5 A DC).
+
+The KIPulse factory script's PulseVMeasureI(smu, bias, level, ton, toff, points) (2600B reference manual,
+"KIPulse factory script"): per point the channel sources `bias` for ton, `level` for ton, measures the current
+at the end of it (into smuX.nvbuffer1), and returns to `bias` for toff. A channel routed onto a programmer's
+crossbar lines (sim_backend/emulator/array.py) pulses those devices for ton.
 """
 
 from __future__ import annotations
 
 from sim_backend.emulator.smu import Reading, ReadingBuffer, SmuChannelPhysics
-from sim_backend.emulator.tsp import Bound, TspInstrument, in_range
+from sim_backend.emulator.tsp import Bound, TspError, TspInstrument, in_range
 
 MAX_V, MAX_A = 202.0, 1.515
 NPLC_RANGE = (0.001, 25.0)
@@ -290,6 +295,33 @@ class Emulated2600(SmuChannelPhysics, TspInstrument):
         for c, smu in self.smus.items():
             g[f"smu{c}"] = smu
         g.status = Status(self)
+        g.PulseVMeasureI = self.pulse_v_measure_i
+
+    def pulse_v_measure_i(self, smu, bias, level, ton, toff, points):
+        """KIPulse PulseVMeasureI: `points` voltage pulses from bias to level, the current measured at each end."""
+        if not isinstance(smu, Smu):
+            raise TspError(-286, f"TSP Runtime error; PulseVMeasureI: bad argument #1 (smu expected, got {smu!r})")
+        ch, st = smu._ch, smu._st
+        bias = in_range("PulseVMeasureI bias", bias, -MAX_V, MAX_V)
+        level = in_range("PulseVMeasureI level", level, -MAX_V, MAX_V)
+        ton = in_range("PulseVMeasureI ton", ton, 0.0, 1e4)
+        toff = in_range("PulseVMeasureI toff", toff, 0.0, 1e4)
+        points = int(in_range("PulseVMeasureI points", points, 1, 60000))
+        st.source_func = "VOLT"
+        rows = []
+        for _ in range(points):
+            st.level_V = bias
+            self.push_source(ch, st)
+            self.clock.advance(ton)
+            st.level_V = level
+            self.push_source(ch, st)
+            self.bench.array_pulse(self.name, ch, ton)
+            self.clock.advance(ton)
+            rows += self.acquire(ch, st, 1, "CURR")
+            st.level_V = bias
+            self.push_source(ch, st)
+            self.clock.advance(toff)
+        smu.nvbuffer1.add(rows)
 
     def reset(self) -> None:
         for smu in self.smus.values():

@@ -3,8 +3,11 @@
 The bound `channel` object follows the Series 707B/708B Reference Manual (707B-901-01), section 8 "TSP
 command reference": channel.open(), channel.close(), channel.exclusiveclose(), channel.exclusiveslotclose(),
 channel.getclose(), channel.getstate(), channel.reset(), channel.connectrule; channel lists are strings of
-comma-separated slot-row-column names ("1A01,1B03"), "slotN" or "allslots". Each switching operation
-takes the relay actuation time (707B specification: 3 ms for the 7174A card, settle included).
+comma-separated slot-row-column names ("1A01,1B03"), "slotN" or "allslots". Six 8x12 cards (slots 1-6,
+the mainframe's six). A switching operation takes the relay settle time to open and to close (3 ms each, the
+7174A card's specification); one that both opens and closes takes both under the default break-before-make
+rule and make-before-break, the longer one with channel.connectrule = channel.OFF (707B-901-01 Rev. B,
+section 7, channel.connectrule); an operation that changes no relay takes none.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from sim_backend.emulator.tsp import Bound, TspError, TspInstrument
 
 CHANNEL = re.compile(r"^([1-6])([A-H])(\d\d)$")
 ACTUATION_S = 3e-3
-ROWS, COLUMNS, SLOTS = "ABCDEFGH", 12, (1,)
+ROWS, COLUMNS, SLOTS = "ABCDEFGH", 12, (1, 2, 3, 4, 5, 6)
 
 
 class Channel(Bound):
@@ -50,8 +53,10 @@ class Channel(Bound):
         return {f"{s}{r}{c:02d}" for s in SLOTS for r in ROWS for c in range(1, COLUMNS + 1)}
 
     def _switch(self, closed: set[str]) -> None:
+        opening, closing = bool(self._inst.closed - closed), bool(closed - self._inst.closed)
+        settle = ACTUATION_S * (opening + closing) if self.connectrule else ACTUATION_S * (opening or closing)
         self._inst.closed = closed
-        self._inst.clock.advance(ACTUATION_S)
+        self._inst.clock.advance(settle)
         self._inst.bench.set_routes(self._inst.name, closed)
 
     def close(self, spec):
