@@ -3,6 +3,9 @@
 import os
 import platform
 
+import hil  # noqa: F401  (before torch: hil sets the OpenMP wait policy that torch's import starts with)
+
+# isort: split
 import torch
 
 

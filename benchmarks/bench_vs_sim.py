@@ -41,6 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import hil  # noqa: F401  (before torch: hil sets the OpenMP wait policy that torch's import starts with)
+
+# isort: split
 import torch
 import yaml
 

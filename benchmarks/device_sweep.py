@@ -17,6 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import hil  # noqa: F401  (before torch: hil sets the OpenMP wait policy that torch's import starts with)
+
+# isort: split
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -19,6 +19,9 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
+import hil  # noqa: F401  (before torch: hil sets the OpenMP wait policy that torch's import starts with)
+
+# isort: split
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
