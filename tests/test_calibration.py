@@ -13,12 +13,13 @@ from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import NoiseDataError, estimate_noise
 from hil.cli import main
 from sim_backend.noise import ReadNoise
+from sim_backend.streams import ReplicaStreams
 
 
 def sim_readings(m, nodes=16, seed=0, **model):
     noise = ReadNoise(model.pop("sigma", 1e-3), 1, "cpu", torch.float64, **model)
-    g = torch.Generator().manual_seed(seed)
-    return noise.sample(torch.zeros(1, 1, nodes, dtype=torch.float64), m, g)[:, 0, 0].numpy()
+    streams = ReplicaStreams([seed], "cpu")
+    return noise.sample(torch.zeros(1, 1, nodes, dtype=torch.float64), m, streams)[:, 0, 0].numpy()
 
 
 def test_interval_on_sigma_covers_95_percent_of_2000_trials():
