@@ -357,19 +357,16 @@ def _sweep_setup(args: argparse.Namespace, default_name: str,
         if cfg.noise.adaptive:  # per-replica adaptive N in sweeps is not built (docs/calibration.md)
             raise UsageError("--samples auto: only hil train adapts N; a sweep reads every network a fixed N times")
         return given(cfg) if given else None
-
-    check = checked
     if hasattr(args, "sigma_min"):
         calibration_commands.sigma_grid(args)  # validate the grid before anything is written
     if args.resume_from is not None:
         store = RunStore.open(args.resume_from)
         cfg = store.config()  # the resolved config it started with, not today's config files
-        if check:
-            check(cfg)
+        checked(cfg)
         prep = prepare(cfg)
         store.mark_running()
     else:
-        cfg, prep, store = _setup(args, default_name, check=check, connect=False)
+        cfg, prep, store = _setup(args, default_name, check=checked, connect=False)
         atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
     # what every network of the sweep trains (a --preset, a lab's run: section and flags resolved)
     varied = [key for key, _ in getattr(args, "vary", None) or []]
@@ -562,6 +559,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             notes.append(f"{report.split('.')[0]}: {report}")
         if st.get("lab"):
             notes.append(f"bench {Path(st['lab']).name}")
+        reading = st.get("reading")
+        if isinstance(reading, dict) and isinstance(reading.get("readings"), int):  # issue 21's accounting
+            notes.append(f"{reading['readings']:.3g} readings, {reading['reading_time_s'] / 3600:.3g} h (fixed N = "
+                         f"{reading['worst_case_samples']} for the worst sigma: {reading['worst_case_reading_time_s'] / 3600:.3g} h)")
         resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"
         if not sweep and not store.checkpoint_path.is_file():  # stopped before training began: nothing to resume
             resume = (f"hil safe --lab {st['lab']}, then start again" if st.get("lab") else "start again")

@@ -432,7 +432,9 @@ def simulated_only_settings(cfg: RunConfig) -> list[str]:
     given = []
     for dotted in SIMULATED_ONLY_FIELDS:
         section, _, leaf = dotted.rpartition(".")
-        mine, base = (getattr(cfg, section), getattr(default, section)) if section else (cfg, default)
+        mine, base = cfg, default
+        for part in section.split(".") if section else ():  # a nested section (noise.sigma_schedule)
+            mine, base = getattr(mine, part), getattr(base, part)
         if leaf in mine.model_fields_set and getattr(mine, leaf) != getattr(base, leaf):
             given.append(dotted)
     return given

@@ -12,8 +12,9 @@ Per node the same sums give each node's sigma, and a node whose interval lies we
 is named (a bad contact, a range change).
 
 Drift: the readings of the last block of steps are compared with the running estimate by a two-sided F test
-(their variance ratio is F(dof_block, dof_ref) when sigma did not change); a significant change restarts the
-running estimate from the block, so it follows a bench whose noise stepped within one block.
+(their variance ratio is F(dof_block, dof_ref) when sigma did not change, with Satterthwaite's effective
+degrees of freedom when nodes differ); a significant change restarts the running estimate from the block, so
+it follows a bench whose noise stepped within one block.
 
 Everything is (R, nodes): one estimate per replica, vectorized, float64 (the sums reach 1e9 terms).
 """
@@ -74,14 +75,25 @@ class VarianceSums:
         dof = self.dof.sum(1).cpu()
         return self.ss.sum(1).cpu() / dof, dof
 
+    def effective_dof(self) -> torch.Tensor:
+        """(R,) degrees of freedom of the pooled variance when nodes differ in sigma (Satterthwaite):
+        (sum_i s_i^2 d_i)^2 / sum_i s_i^4 d_i. Equal to sum d_i for equal nodes, near one node's d when one node
+        dominates: the drift test then does not take one noisy channel's scatter for a change."""
+        var = torch.nan_to_num(self.ss / self.dof).cpu()
+        d = self.dof.cpu()
+        # s^4 overestimates sigma^4 by (d + 2) / d: unbiased, equal nodes get back about sum d_i
+        num, den = (var * d).sum(1) ** 2, (var * var * d * d / (d + 2)).sum(1)
+        return torch.where(den > 0, torch.minimum(num / den, d.sum(1)), d.sum(1))
+
     def per_node(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, nodes) variance of each node (V^2; NaN without data) and its degrees of freedom."""
         return (self.ss / self.dof).cpu(), self.dof.cpu()
 
     def sigma(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(R,) pooled sigma and its 95% interval, V."""
-        var, dof = self.pooled()
-        lo, hi = chi2_interval(var, dof)
+        """(R,) pooled sigma and its 95% interval, V (the interval with the effective degrees of freedom, so
+        that it stays honest when one node is noisier than the rest)."""
+        var, _ = self.pooled()
+        lo, hi = chi2_interval(var, self.effective_dof())
         return var.sqrt(), lo, hi
 
     def state(self) -> dict:
@@ -142,8 +154,9 @@ class SigmaEstimator:
 
     def check(self, step: int) -> list[DriftEvent]:
         """Fold the block into the running estimate, or restart it from the block where sigma changed."""
-        v_ref, d_ref = self.reference.pooled()
-        v_blk, d_blk = self.block.pooled()
+        v_ref, _ = self.reference.pooled()
+        v_blk, _ = self.block.pooled()
+        d_ref, d_blk = self.reference.effective_dof(), self.block.effective_dof()
         events = []
         both = (d_ref > 0) & (d_blk > 0)
         if bool(both.any()):
