@@ -157,10 +157,10 @@ class AdaptConfig(_Strict):
     n_max: int | None = Field(default=None, ge=1, description="Most readings per node and state (the Allan N_max: "
                               "past it averaging stops paying); unset: from allan_from, else no cap.")
     allan_from: Path | None = Field(json_schema_extra=flag(metavar="CHARACTERIZE.json"), default=None,
-                                    description="A `hil characterize` report whose Allan N_max caps N.")
+                                    description="Cap N at the Allan N_max of this `hil characterize` report.")
     target_from_sweep: Path | None = Field(json_schema_extra=flag(metavar="RUN_DIR"), default=None,
-                                           description="A `hil sweep sigma` folder whose sigma_opt (as `hil "
-                                           "calibrate --from-sweep` chooses it) is the sigma target.")
+                                           description="Take the sigma target from this `hil sweep sigma` "
+                                           "folder (its sigma_opt, as `hil calibrate --from-sweep` chooses it).")
     estimate_fraction: float | None = Field(default=None, gt=0, le=1, description="With N = 1: the fraction of "
                                             "nodes read a second time each step (a rotating subset) to estimate "
                                             "sigma; unset: 0.25 with samples auto, none with a fixed N.")
@@ -178,8 +178,8 @@ class NoiseConfig(_Strict):
                                            "readings averaged per node and state (noise sigma/sqrt(N)); auto: "
                                            "chosen during training for --sigma-target.")
     sigma_target: float | None = Field(json_schema_extra=flag(), default=None, gt=0, description="Effective noise "
-                                       "sigma/sqrt(N) to hold, V: with samples auto N follows the online sigma "
-                                       "estimate; with a fixed N the simulator adds read noise up to it. "
+                                       "sigma/sqrt(N) to hold, V (samples auto: N follows the online sigma "
+                                       "estimate; a fixed N on the simulator: read noise is added up to it). "
                                        "target_schedule anneals it.")
     target_schedule: Schedule = Field(default=Schedule(), description="sigma_target times this factor over "
                                       "training (e.g. annealed: ramp to factor 0.25).")
