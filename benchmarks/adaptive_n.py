@@ -1,6 +1,6 @@
 """Adaptive N against a fixed N when the read noise steps up 4x halfway through training (issue 21).
 
-    python benchmarks/adaptive_n.py [--sigma 0.004] [--target 0.004] [--epochs 2] [--seeds 5] [--threads 2]
+    python benchmarks/adaptive_n.py [--sigma 0.001] [--target 0.001] [--epochs 2] [--seeds 5] [--threads 2]
 
 The digits (64-128-10, the defaults), simulated white read noise sigma that steps to 4 sigma halfway through
 the training steps (noise.sigma_schedule). Two runs of `--seeds` networks each (replicas, seeds 0..4):
@@ -57,8 +57,8 @@ def settle_steps(trainer: Trainer, step_at: int, target: float, band: float = 0.
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sigma", type=float, default=0.004, help="read noise before the step, V (default 0.004)")
-    p.add_argument("--target", type=float, default=0.004, help="effective noise to hold, V (default 0.004: N = 1, then 16)")
+    p.add_argument("--sigma", type=float, default=0.001, help="read noise before the step, V (default 0.001)")
+    p.add_argument("--target", type=float, default=0.001, help="effective noise to hold, V (default 0.001: N = 1, then 16)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seeds", type=int, default=5, help="networks per run (replicas, seeds 0..n-1)")
     p.add_argument("--every", type=int, default=20, help="K: steps between updates of N (default 20)")

@@ -161,3 +161,25 @@ def test_refusals_name_the_setting(tmp_path, capsys):
     assert main(["sweep", "sigma", "--sigma", "1e-3", "--samples", "auto", "--sigma-target", "1e-3",
                  "--runs-dir", str(tmp_path / "r")]) == 2
     assert "--samples auto" in capsys.readouterr().err
+
+
+def test_target_from_a_sweep_and_n_max_from_a_characterization(tmp_path):
+    """The files' numbers land in the config (and so in the run's config.yaml); a file without them is one error."""
+    from calibration.commands import CommandError, resolve_adaptive_inputs
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    points = [{"sigma_V": s} for s in (1e-6, 1e-5, 1e-4)]
+    (sweep / "critical.json").write_text(json.dumps({"sigma_crit_V": 4e-5, "sigma_opt_V": 1e-5, "points": points}))
+    ch = tmp_path / "characterize.json"
+    ch.write_text(json.dumps({"allan": {"n_max": 3}}))
+    cfg = build_config({}, {"noise.samples": "auto", "noise.adapt.target_from_sweep": str(sweep),
+                            "noise.adapt.allan_from": str(ch)})
+    resolve_adaptive_inputs(cfg)
+    assert cfg.noise.sigma_target == 1e-5 and cfg.noise.adapt.n_max == 3 and cfg.noise.adapt.start_samples == 3
+    ch.write_text(json.dumps({"estimate": {}}))
+    with pytest.raises(CommandError, match="--allan-from"):
+        resolve_adaptive_inputs(build_config({}, {"noise.sigma_target": 1e-3, "noise.adapt.allan_from": str(ch)}))
+    with pytest.raises(CommandError, match="give one of them"):
+        resolve_adaptive_inputs(build_config({}, {"noise.sigma_target": 1e-3,
+                                                  "noise.adapt.target_from_sweep": str(sweep)}))
