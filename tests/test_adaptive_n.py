@@ -183,3 +183,18 @@ def test_target_from_a_sweep_and_n_max_from_a_characterization(tmp_path):
     with pytest.raises(CommandError, match="give one of them"):
         resolve_adaptive_inputs(build_config({}, {"noise.sigma_target": 1e-3,
                                                   "noise.adapt.target_from_sweep": str(sweep)}))
+
+
+def test_resume_keeps_the_adapted_n_and_the_counts(runs_dir, capsys):
+    """A resumed adaptive run goes on with the N it had chosen and its reading counts, not from the start."""
+    args = ["--sigma", "0.01", "--samples", "auto", "--sigma-target", "0.002", "--train-limit", "200",
+            "--set", "noise.adapt.every_steps=10", "--no-progress"]
+    assert main(["train", *args, "--epochs", "1", "--runs-dir", str(runs_dir)]) == 0
+    run = only_run(runs_dir)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    first, second = rows_of(run)
+    n = second["samples"]  # (0.01 / 0.002)^2 = 25, or 26 where the estimate came out a hair above 0.01
+    assert first["samples"] < 25 and n in (25.0, 26.0)  # epoch 1 began at N = 4, epoch 2 did not
+    # 50 steps x 4 samples x 138 nodes x 2 phases at N, and the evaluation of 360 samples
+    assert second["readings"] - first["readings"] == 50 * 4 * 138 * 2 * n + 360 * 138 * n
+    assert json.loads((run / "run.json").read_text())["reading"]["readings"] == second["readings"]
