@@ -181,6 +181,9 @@ class NoiseTracker:
         self._epoch_sample_sum = [s + n for s, n in zip(self._epoch_sample_sum, self.samples)]
         if step % self.a.every_steps != 0:
             return False
+        if not self.cfg.adaptive and self.device.type != "cpu":
+            return False  # a check reads back to the host; on a GPU only adaptive N is worth that stall
+
         blk_var, blk_dof = self.estimator.block.pooled()
         events = self.estimator.check(step)
         self.drift_events += events
