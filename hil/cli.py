@@ -98,16 +98,13 @@ def _set_pair(text: str) -> tuple[str, Any]:
 
 
 def _samples_arg(text: str) -> int | str:
-    """N (a whole number >= 1) or auto."""
+    """N (a whole number; the config says which are allowed) or auto."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        n = int(text)
+        return int(text)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected N >= 1 or auto, got {text!r}")
-    return n
+        raise argparse.ArgumentTypeError(f"expected a whole number N or auto, got {text!r}") from None
 
 
 #: Flags whose text needs more than int(): list[int] fields read comma-separated lists.

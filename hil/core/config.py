@@ -205,7 +205,7 @@ class NoiseConfig(_Strict):
     @classmethod
     def _samples(cls, n: int | str) -> int | str:
         if isinstance(n, int) and n < 1:
-            raise ValueError(f"samples: N must be >= 1 or auto (got {n})")
+            raise ValueError("N must be >= 1, or auto")
         return n
 
     @model_validator(mode="after")
