@@ -134,9 +134,17 @@ def test_bench_adapts_n_and_names_the_noisy_route(tmp_path, capsys):
             code = main(["train", "--lab", str(lab_path), "--samples", "auto", "--sigma-target", "3e-4",
                          "--train-limit", "40", "--test-limit", "20", "--epochs", "2", "--set",
                          "noise.adapt.every_steps=4", "--no-progress", "--runs-dir", str(tmp_path / "runs")])
+            # a target that N = 1 meets: a rotating quarter of the nodes is read a second time, and only those
+            code1 = main(["train", "--lab", str(lab_path), "--samples", "auto", "--sigma-target", "1e-2",
+                          "--set", "noise.adapt.start_samples=1", "--train-limit", "20", "--test-limit", "8",
+                          "--epochs", "1", "--no-progress", "--runs-dir", str(tmp_path / "runs1")])
         finally:
             del os.environ["HIL_EMULATOR_REGISTRY"]
-        assert code == 0 and emu.outputs() == {}
+        assert code == 0 and code1 == 0 and emu.outputs() == {}
+    (one,) = rows_of(only_run(tmp_path / "runs1"))
+    assert one["samples"] == 1 and 0.5e-3 < one["sigma_estimate_V"] < 1.0e-3, one
+    # 5 steps x 4 samples x 10 nodes x 2 phases, round(0.25 x 10) = 2 nodes again per sample, evaluation 8 x 10
+    assert one["readings"] == 5 * 4 * 10 * 2 + 5 * 4 * 2 + 8 * 10
     out = capsys.readouterr().out
     rows = rows_of(only_run(tmp_path / "runs"))
     assert [r["epoch"] for r in rows] == [1, 2]
