@@ -12,7 +12,13 @@ import numpy as np
 import yaml
 
 from calibration.allan import AllanResult, analyse_allan
-from calibration.critical import beyond_grid, critical_from_points, describe_crit, find_critical_sigma
+from calibration.critical import (
+    beyond_grid,
+    crit_interval,
+    critical_from_points,
+    describe_crit,
+    find_critical_sigma,
+)
 from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_crit_vs_n
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
@@ -279,7 +285,10 @@ def cmd_sweep_sigma(args, cfg, prep, store) -> int:
     finish_sweep(store)
     print(format_summary(res.points, args.threshold))
     crit = describe_crit(res.sigma_crit, res.points, args.threshold)
-    print(f"sigma_crit {crit} (mean accuracy reaches {100 * args.threshold:g}%), sigma_opt {res.sigma_opt:.3g} V (best mean accuracy)")
+    ci = res.sigma_crit_interval
+    shown_ci = f", 95% CI {ci[0]:.3g}-{ci[1]:.3g} V (bootstrap over trials)" if ci and res.sigma_crit else ""
+    print(f"sigma_crit {crit}{shown_ci} (mean accuracy reaches {100 * args.threshold:g}%), sigma_opt "
+          f"{res.sigma_opt:.3g} V (best mean accuracy)")
     print(f"saved table.csv, trials.csv, critical.json and accuracy_vs_sigma.png in {store.path}")
     return 0
 
@@ -296,22 +305,25 @@ def cmd_sweep_samples(args, cfg, prep, store) -> int:
                              max_replicas=args.max_replicas, progress=not args.no_progress,
                              **sweep_recording(args, cfg, store))
         points = summarize(results, args.threshold)
-        per_n, crits = [], []
+        per_n, crits, cis = [], [], []
         for n in ns:
             pts = [p for p in points if p.samples == n]
             crit, opt = critical_from_points(pts, args.threshold)
             crits.append(crit)
-            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_opt_V": opt,
+            cis.append(crit_interval(results, args.threshold, n))
+            per_n.append({"samples": n, "sigma_crit_V": crit, "sigma_crit_95_V": cis[-1], "sigma_opt_V": opt,
                           "sigma_crit_is_lower_bound": beyond_grid(pts, args.threshold)})
         base = crits[0]
-        lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
+        lines = [f"{'N':>4}  {'sigma_crit (V)':>14}  {'95% CI (V)':>19}  {'ratio to N=' + str(ns[0]):>12}  {'sqrt(N/N0)':>10}"]
         csv_rows = []
-        for n, c in zip(ns, crits):
+        for n, c, ci in zip(ns, crits, cis):
             ratio = c / base if (c and base) else float("nan")
-            csv_rows.append([n, c if c else "", ratio, math.sqrt(n / ns[0])])
+            csv_rows.append([n, c if c else "", *(ci if ci else ("", "")), ratio, math.sqrt(n / ns[0])])
             shown = (">=" if beyond_grid([p for p in points if p.samples == n], args.threshold) else "") + f"{c:.4g}" if c else "none"
-            lines.append(f"{n:>4}  {shown:>14}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
-        write_csv(store.path / "critical.csv", ["samples", "sigma_crit_V", "ratio", "sqrt_ratio"], csv_rows)
+            shown_ci = f"{ci[0]:.3g}-{ci[1]:.3g}" if ci else "-"
+            lines.append(f"{n:>4}  {shown:>14}  {shown_ci:>19}  {ratio:>12.2f}  {math.sqrt(n / ns[0]):>10.2f}")
+        write_csv(store.path / "critical.csv", ["samples", "sigma_crit_V", "sigma_crit_lo_V", "sigma_crit_hi_V", "ratio",
+                                                "sqrt_ratio"], csv_rows)
         write_trials_csv(store.path / "trials.csv", results)
         write_summary_csv(store.path / "table.csv", points)
         atomic_write_text(store.path / "critical.json",

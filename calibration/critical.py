@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from hil.core.config import RunConfig, build_config, merge_trees
 from hil.data import Dataset
 from hil.runner import prepare
@@ -26,16 +28,22 @@ class CriticalSigma:
     trials: list[Trial]
 
     @property
+    def sigma_crit_interval(self) -> tuple[float, float] | None:
+        """95% bootstrap interval of sigma_crit over the trials (see `crit_interval`)."""
+        return crit_interval(self.trials, self.threshold, self.samples)
+
+    @property
     def beyond_grid(self) -> bool:
         """The largest sigma tried still reached the threshold: sigma_crit is only a lower bound."""
         return beyond_grid(self.points, self.threshold)
 
     def to_json(self) -> dict:
         return {"samples": self.samples, "threshold": self.threshold, "sigma_crit_V": self.sigma_crit,
-                "sigma_opt_V": self.sigma_opt,
+                "sigma_crit_95_V": self.sigma_crit_interval, "sigma_opt_V": self.sigma_opt,
                 "sigma_crit_is_lower_bound": self.beyond_grid,
-                "points": [{"sigma_V": p.sigma, "mean_acc": p.mean_acc, "best_acc": p.best_acc,
-                            "convergence_rate": p.convergence_rate, "trials": p.trials} for p in self.points]}
+                "points": [{"sigma_V": p.sigma, "mean_acc": p.mean_acc, "mean_acc_95": p.mean_interval,
+                            "best_acc": p.best_acc, "convergence_rate": p.convergence_rate,
+                            "convergence_rate_95": p.rate_interval, "trials": p.trials} for p in self.points]}
 
 
 def crossing(points: Sequence[PointSummary], threshold: float) -> float | None:
@@ -54,6 +62,31 @@ def crossing(points: Sequence[PointSummary], threshold: float) -> float | None:
     if lo.sigma <= 0:  # no log scale from 0 V: interpolate linearly
         return f * hi.sigma
     return math.exp(math.log(lo.sigma) + f * (math.log(hi.sigma) - math.log(lo.sigma)))
+
+
+def crit_interval(trials: Sequence[Trial], threshold: float, samples: int | None = None, boot: int = 2000,
+                  seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of sigma_crit (percentiles of `boot` resamples; None: fewer than 2 trials per sigma).
+
+    Trial k has the same seed at every sigma, so whole trials are resampled (a paired bootstrap); a resample whose
+    mean accuracy never reaches the threshold counts as sigma_crit = 0, one that reaches it at every sigma as the
+    largest sigma (a lower bound, as `crossing` returns)."""
+    mine = [t for t in trials if samples is None or t.samples == samples]
+    sigmas = sorted({t.sigma for t in mine})
+    per = {s: {t.trial: (t.final if math.isfinite(t.final) else 0.0) for t in mine if t.sigma == s} for s in sigmas}
+    common = sorted(set.intersection(*(set(v) for v in per.values()))) if per else []
+    if len(common) < 2:
+        return None
+    acc = np.array([[per[s][k] for k in common] for s in sigmas])  # (sigmas, trials)
+    pick = np.random.default_rng(seed).integers(0, len(common), size=(boot, len(common)))
+    means = acc[:, pick].mean(axis=2).T  # (boot, sigmas)
+    crits = []
+    for row in means:  # a loop over resamples (host statistics), not over the simulator's nodes
+        pts = [PointSummary(s, samples or 1, len(common), 0, float(m), 0.0, 0.0, 0.0) for s, m in zip(sigmas, row)]
+        c = crossing(pts, threshold)
+        crits.append(0.0 if c is None else c)
+    lo, hi = np.percentile(crits, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def beyond_grid(points: Sequence[PointSummary], threshold: float) -> bool:

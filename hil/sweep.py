@@ -23,6 +23,7 @@ import torch
 
 from hil.core.config import ConfigError, RunConfig
 from hil.data import Dataset
+from hil.intervals import mean_interval, wilson_interval
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder
 from hil.store import atomic_torch_save, atomic_write_text, load_tensors
@@ -191,10 +192,16 @@ class PointSummary:
     std_acc: float
     best_acc: float
     mean_best5: float
+    mean_interval: tuple[float, float] = (float("nan"), float("nan"))  # 95% Student t, of mean_acc
 
     @property
     def convergence_rate(self) -> float:
         return self.converged / self.trials if self.trials else float("nan")
+
+    @property
+    def rate_interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the convergence rate."""
+        return wilson_interval(self.converged, self.trials)
 
 
 def summarize(results: Sequence[Trial], threshold: float) -> list[PointSummary]:
@@ -206,7 +213,7 @@ def summarize(results: Sequence[Trial], threshold: float) -> list[PointSummary]:
         ok = [f if math.isfinite(f) else 0.0 for f in finals]  # a diverged trial counts as 0 accuracy
         top = sorted(ok, reverse=True)[:5]
         out.append(PointSummary(sigma, n, len(ok), sum(f >= threshold for f in ok), statistics.fmean(ok),
-                                statistics.pstdev(ok), max(ok), statistics.fmean(top)))
+                                statistics.pstdev(ok), max(ok), statistics.fmean(top), mean_interval(ok)))
     return out
 
 
@@ -254,17 +261,23 @@ class SweepProgress:
 
 
 def write_summary_csv(path: Path, rows: Sequence[PointSummary]) -> None:
+    """One row per (sigma, N); the _lo/_hi columns bound 95% intervals (Wilson for the rate, Student t for the mean)."""
     write_csv(path, ["sigma_V", "samples", "sigma_eff_V", "trials", "converged", "convergence_rate",
-                     "mean_test_acc", "std_test_acc", "best_test_acc", "mean_best5_test_acc"],
+                     "convergence_rate_lo", "convergence_rate_hi", "mean_test_acc", "mean_test_acc_lo",
+                     "mean_test_acc_hi", "std_test_acc", "best_test_acc", "mean_best5_test_acc"],
               ([r.sigma, r.samples, r.sigma / math.sqrt(r.samples), r.trials, r.converged, f"{r.convergence_rate:.4f}",
-                f"{r.mean_acc:.4f}", f"{r.std_acc:.4f}", f"{r.best_acc:.4f}", f"{r.mean_best5:.4f}"] for r in rows))
+                *(f"{x:.4f}" for x in r.rate_interval), f"{r.mean_acc:.4f}", *(f"{x:.4f}" for x in r.mean_interval),
+                f"{r.std_acc:.4f}", f"{r.best_acc:.4f}", f"{r.mean_best5:.4f}"] for r in rows))
 
 
 def format_summary(rows: Sequence[PointSummary], threshold: float) -> str:
-    lines = [f"{'sigma (V)':>10}  {'N':>4}  {'converged':>10}  {'rate':>6}  {'mean acc':>8}  {'best 5':>7}  {'best':>6}",
-             ]
+    lines = [f"{'sigma (V)':>10}  {'N':>4}  {'converged':>10}  {'rate':>6}  {'95% CI':>9}  {'mean acc':>8}  "
+             f"{'95% CI':>11}  {'best 5':>7}  {'best':>6}"]
     for r in rows:
+        (rl, rh), (ml, mh) = r.rate_interval, r.mean_interval
         lines.append(f"{r.sigma:>10.3g}  {r.samples:>4d}  {r.converged:>4d}/{r.trials:<5d}  {100 * r.convergence_rate:>5.0f}%  "
-                     f"{100 * r.mean_acc:>7.1f}%  {100 * r.mean_best5:>6.1f}%  {100 * r.best_acc:>5.1f}%")
-    lines.append(f"(converged: final test accuracy >= {100 * threshold:g}%; best 5: mean of the five best trials)")
+                     f"{100 * rl:>3.0f}-{100 * rh:<3.0f}%  {100 * r.mean_acc:>7.1f}%  {100 * ml:>5.1f}-{100 * mh:<4.1f}%  "
+                     f"{100 * r.mean_best5:>6.1f}%  {100 * r.best_acc:>5.1f}%")
+    lines.append(f"(converged: final test accuracy >= {100 * threshold:g}%; 95% CI: Wilson for the rate, Student t for "
+                 "the mean; best 5: mean of the five best trials)")
     return "\n".join(lines)

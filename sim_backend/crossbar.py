@@ -44,6 +44,7 @@ from hil.core.backend import (
 from hil.core.config import DevicesConfig, NetworkConfig, RelaxConfig, RunConfig
 from sim_backend.devices.programming import PulseProgrammer
 from sim_backend.noise import ReadNoise, WhiteReadNoise
+from sim_backend.streams import ReplicaStreams
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,17 +57,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def initial_conductances(
-    lower: int, upper: int, seeds: Sequence[int], init_scale: float, layer: int
+    lower: int, upper: int, seeds: Sequence[int], init_scale: float, layer: int, init: str = "uniform"
 ) -> torch.Tensor:
-    """Uniform on [0, c/sqrt(fan_in)] S per replica, drawn on the CPU in float64 from each replica's own seed.
+    """Initial conductances per replica, S, drawn on the CPU in float64 from each replica's own seed.
 
+    init "uniform": U(0, c/sqrt(fan_in)); "symmetric": U(-c/sqrt(fan_in), c/sqrt(fan_in)), which the caller
+    clamps into the device range (the DRN code's init: about half the devices start at the bottom).
     Drawing on the CPU makes the start identical on CPU and CUDA and in float32/float64.
     """
+    if init not in ("uniform", "symmetric"):
+        raise ValueError(f"network.init: {init!r} is not one of 'uniform', 'symmetric'")
     bound = init_scale / math.sqrt(lower)
+    low = 0.0 if init == "uniform" else -bound
     out = torch.empty(len(seeds), lower, upper, dtype=torch.float64)
     for r, seed in enumerate(seeds):  # once per run, not in the training loop
         gen = torch.Generator().manual_seed(int(seed) * 1000003 + layer)
-        out[r].uniform_(0.0, bound, generator=gen)
+        out[r].uniform_(low, bound, generator=gen)
     return out
 
 
@@ -90,7 +96,8 @@ class SimCrossbar:
         """layer_sizes: [inputs, *network.hidden, outputs]; network, relax: the run's sections (gain, diodes,
         device range; sweeps); noise: the read-noise model of the readings, on `device` with one sigma per replica;
         devices: how updates reach the devices (None or `exact`: added exactly); seeds: one per replica (initial
-        conductances); noise_seed: the readings' generator (default: from the seeds)."""
+        conductances); noise_seed: a salt of the readings' streams and the pulsed devices' generator (default: the replica seeds
+        alone decide the readings, and the first seed the devices' write noise)."""
         if len(layer_sizes) < 2 or any(int(s) < 1 for s in layer_sizes):
             raise ValueError(f"layer_sizes: need at least [inputs, outputs], all >= 1 (got {list(layer_sizes)})")
         if [int(s) for s in layer_sizes[1:-1]] != list(network.hidden):
@@ -121,12 +128,14 @@ class SimCrossbar:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.noise = noise
-        self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(noise_seed if noise_seed is not None else (hash(tuple(self.seeds)) & 0x7FFFFFFF))
+        # The readings' random numbers: one stream per replica seed, so a replica reads the same noise whichever
+        # replicas share its run (a sweep's chunking, --max-replicas, the executor).
+        self._gen = ReplicaStreams(self.seeds, self.device, salt=0 if noise_seed is None else noise_seed)
 
         L = len(self.node_sizes) - 1
         self.weights = [
-            initial_conductances(self.node_sizes[j], self.node_sizes[j + 1], self.seeds, init_scale, j)
+            initial_conductances(self.node_sizes[j], self.node_sizes[j + 1], self.seeds, init_scale, j,
+                                 network.init)
             .clamp_(self.g_min, self.g_max)
             .to(self.device, dtype)
             for j in range(L)
@@ -152,7 +161,7 @@ class SimCrossbar:
             if self.g_max is None:
                 raise ValueError(f"g_max: the device model {devices.model!r} needs the device range [g_min, g_max]")
             self.programmer = PulseProgrammer(devices, self.weights, g_min=self.g_min, g_max=self.g_max,
-                                              seeds=self.seeds, seed=noise_seed if noise_seed is not None else 0,
+                                              seeds=self.seeds, seed=self.seeds[0] if noise_seed is None else noise_seed,
                                               host_checks=self.host_checks)
         self._den: list[torch.Tensor] | None = None  # stale after programming; see _sums()
         # The batch size of the drive GEMM that gave the node sums (None: summed directly). Sums are kept only for
@@ -175,7 +184,7 @@ class SimCrossbar:
         return cls([n_inputs, *cfg.network.hidden, n_outputs], cfg.network, cfg.relax,
                    ReadNoise.from_config(cfg.noise, r, device, cfg.torch_dtype, sigma=sigma), devices=cfg.devices,
                    replicas=r, seeds=seeds if seeds is not None else [cfg.train.seed + i for i in range(r)],
-                   noise_seed=cfg.train.seed, device=device, dtype=cfg.torch_dtype)
+                   device=device, dtype=cfg.torch_dtype)
 
     @classmethod
     def from_settings(
@@ -188,6 +197,7 @@ class SimCrossbar:
         bias: bool = False,
         bipolar: bool = False,
         init_scale: float = 1.0,
+        init: str = "uniform",
         g_min: float = 0.0,
         g_max: float | None = None,
         sweeps: int = 5,
@@ -204,7 +214,7 @@ class SimCrossbar:
         if sweeps < 1:
             raise ValueError(f"sweeps: must be >= 1 (got {sweeps})")
         network = NetworkConfig(hidden=[int(s) for s in layer_sizes[1:-1]], input_gain=input_gain, bias=bias,
-                                bipolar=bipolar, init_scale=init_scale, g_min=g_min, g_max=g_max)
+                                bipolar=bipolar, init=init, init_scale=init_scale, g_min=g_min, g_max=g_max)
         dev = torch.device(device) if not isinstance(device, str) else resolve_device(device)
         return cls(layer_sizes, network, RelaxConfig(sweeps=sweeps, warm_start=warm_start),
                    ReadNoise(sigma, replicas, dev, dtype), replicas=replicas, seeds=seeds, noise_seed=noise_seed,
@@ -398,13 +408,14 @@ class SimCrossbar:
     def random_state(self) -> dict:
         """What the next readings and updates depend on besides the conductances: the noise generator, the
         simulated clock, 1/f state and, with pulsed devices, the programmer's rounding state."""
-        state = {"generator": self._gen.get_state(), **self.noise.state()}
+        state = {"streams": self._gen.state(), **self.noise.state()}
         if self.programmer is not None:
             state["programmer"] = self.programmer.state()
         return state
 
     def load_random_state(self, state: dict) -> None:
-        self._gen.set_state(state["generator"])
+        if "streams" in state:  # checkpoints before per-replica streams held a torch generator: a new stream
+            self._gen.load_state(state["streams"])
         self.noise.load_state(state)
         if self.programmer is not None and "programmer" in state:
             self.programmer.load_state(state["programmer"])

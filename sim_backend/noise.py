@@ -2,7 +2,9 @@
 
 The paper's model (the default): every read is V + sigma*xi, xi ~ N(0, 1),
 independent between readings, nodes, samples and replicas. sigma may differ
-per replica, so a whole sigma sweep runs as one program.
+per replica, so a whole sigma sweep runs as one program. Each replica draws
+its xi from its own stream (sim_backend/streams.py), so its readings do not
+depend on which replicas share its run.
 
 A bench adds what averaging cannot remove. `ReadNoise` models, per reading:
 
@@ -32,6 +34,7 @@ import torch
 
 from hil.core.backend import NodeStats
 from hil.core.config import NoiseConfig
+from sim_backend.streams import ReplicaStreams
 
 
 def _per_replica(value: float | Sequence[float] | torch.Tensor, replicas: int, name: str) -> torch.Tensor:
@@ -71,21 +74,21 @@ class WhiteReadNoise:
         """No noise besides the white: readings are exact when sigma is 0."""
         return True
 
-    def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, voltages: torch.Tensor, n: int, generator: ReplicaStreams) -> torch.Tensor:
         """n noisy readings of voltages (R, B, nodes) -> (n, R, B, nodes)."""
         if self.silent:
             return voltages.unsqueeze(0).expand(n, *voltages.shape)
         return voltages.unsqueeze(0) + self.deviations(voltages, n, generator)
 
-    def deviations(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def deviations(self, voltages: torch.Tensor, n: int, generator: ReplicaStreams) -> torch.Tensor:
         """What n readings add to voltages (R, B, nodes): (n, R, B, nodes), V."""
-        xi = torch.randn((n, *voltages.shape), generator=generator, device=voltages.device, dtype=voltages.dtype)
+        xi = generator.normal((n, *voltages.shape), replica_dim=1, dtype=voltages.dtype)
         return self.sigma.view(1, -1, 1, 1) * xi
 
     #: Readings generated at once by `stats`, in values (16 MiB in float32): memory does not grow with N.
     CHUNK_ELEMENTS = 1 << 22
 
-    def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: torch.Generator) -> NodeStats:
+    def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: ReplicaStreams) -> NodeStats:
         """Mean and variance of weighted readings (weights (n, R), see `hil.core.ep.reading_weights`), taken in chunks
         of readings so that memory stays bounded (about CHUNK_ELEMENTS values) whatever n is."""
         if self.silent:
@@ -159,17 +162,17 @@ class ReadNoise(WhiteReadNoise):
                    line_frequency_hz=noise.line_frequency_hz, overhead_s=noise.overhead_s,
                    flicker_floor_V=noise.flicker_floor_V, drift_V_per_s=noise.drift_V_per_s)
 
-    def sample(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, voltages: torch.Tensor, n: int, generator: ReplicaStreams) -> torch.Tensor:
         if self.silent:
             self.time_s += self.period_s * n
         return super().sample(voltages, n, generator)
 
-    def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: torch.Generator) -> NodeStats:
+    def stats(self, voltages: torch.Tensor, weights: torch.Tensor, generator: ReplicaStreams) -> NodeStats:
         if self.silent:
             self.time_s += self.period_s * weights.shape[0]
         return super().stats(voltages, weights, generator)
 
-    def deviations(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def deviations(self, voltages: torch.Tensor, n: int, generator: ReplicaStreams) -> torch.Tensor:
         white = super().deviations(voltages, n, generator)
         start_s = self.time_s
         self.time_s = start_s + self.period_s * n  # the clock at the end of the last reading
@@ -192,16 +195,16 @@ class ReadNoise(WhiteReadNoise):
         f = state.get("flicker")
         self._state = None if f is None else f.to(self.sigma.device, self.sigma.dtype)
 
-    def _flicker(self, voltages: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def _flicker(self, voltages: torch.Tensor, n: int, generator: ReplicaStreams) -> torch.Tensor:
         poles = len(self.tau_s)
         shape = (poles, *voltages.shape)
         a = torch.exp(-self.period_s / self.tau_s).to(voltages.dtype).to(voltages.device).view(-1, 1, 1, 1)
         kick = (self.pole_sd * torch.sqrt(1 - a**2))
         if self._state is None or self._state.shape != shape:
             # Start from the stationary distribution (a new batch shape is a new set of channels).
-            self._state = self.pole_sd * torch.randn(shape, generator=generator, device=voltages.device, dtype=voltages.dtype)
+            self._state = self.pole_sd * generator.normal(shape, replica_dim=1, dtype=voltages.dtype)
         out = torch.empty((n, *voltages.shape), device=voltages.device, dtype=voltages.dtype)
-        xi = torch.randn((n, *shape), generator=generator, device=voltages.device, dtype=voltages.dtype)
+        xi = generator.normal((n, *shape), replica_dim=2, dtype=voltages.dtype)
         s = self._state
         for k in range(n):  # a loop over time (readings are sequential), not over nodes
             s = a * s + kick * xi[k]

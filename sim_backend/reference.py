@@ -19,15 +19,15 @@ from sim_backend.crossbar import initial_conductances
 class PlainEP:
     """One replica of a ReLU network trained by positive EP, every quantity recomputed from scratch.
 
-    gamma: input gain, V; beta: nudge conductance, S; eta: learning rate; sweeps: T; seed, init_scale: the same
-    initial conductances as `SimCrossbar` (S); g_min, g_max: the device range, S.
+    gamma: input gain, V; beta: nudge conductance, S; eta: learning rate; sweeps: T; seed, init_scale, init: the
+    same initial conductances as `SimCrossbar` (S); g_min, g_max: the device range, S.
     """
 
     def __init__(self, layer_sizes: Sequence[int], *, gamma: float, beta: float, eta: float, sweeps: int, seed: int,
-                 init_scale: float, g_min: float = 0.0, g_max: float | None = None,
+                 init_scale: float, init: str = "uniform", g_min: float = 0.0, g_max: float | None = None,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         nodes = [2 * layer_sizes[0], *layer_sizes[1:]]
-        self.W = [initial_conductances(nodes[j], nodes[j + 1], [seed], init_scale, j)[0].clamp(g_min, g_max)
+        self.W = [initial_conductances(nodes[j], nodes[j + 1], [seed], init_scale, j, init)[0].clamp(g_min, g_max)
                   .to(device, dtype) for j in range(len(nodes) - 1)]
         self.gamma, self.beta, self.eta, self.T = gamma, beta, eta, sweeps
         self.g_min, self.g_max = g_min, g_max

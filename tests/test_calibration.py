@@ -141,6 +141,8 @@ def test_sweep_samples_shows_sqrt_n(tmp_path, capsys):
     rows = list(csv.DictReader(open(run / "critical.csv")))
     ratio = float(rows[1]["ratio"])
     assert 1.4 <= ratio <= 2.6, rows
+    for r in rows:  # a 95% bootstrap interval around each sigma_crit, inside the grid
+        assert 1e-3 <= float(r["sigma_crit_lo_V"]) <= float(r["sigma_crit_V"]) <= float(r["sigma_crit_hi_V"]) <= 2e-2
     table = list(csv.DictReader(open(run / "table.csv")))
     n1 = [float(r["mean_test_acc"]) for r in table if r["samples"] == "1"]
     assert n1[0] > 0.7 and n1[-1] < 0.2  # accuracy falls toward chance above sigma_crit
@@ -157,6 +159,9 @@ def test_sweep_sigma_finds_critical_sigma(tmp_path, capsys):
     assert 1e-3 <= crit["sigma_crit_V"] <= 3e-2
     means = [p["mean_acc"] for p in crit["points"]]
     assert means[0] > 0.6 and means[-1] < 0.2
+    lo, hi = crit["sigma_crit_95_V"]
+    assert lo <= crit["sigma_crit_V"] <= hi
+    assert all(p["mean_acc_95"][0] <= p["mean_acc"] <= p["mean_acc_95"][1] for p in crit["points"])
     assert "sigma_crit" in capsys.readouterr().out
     # calibrate --from-sweep picks its target from this folder
     assert main(["calibrate", "--from-sweep", str(run), "--reading-sigma", "2e-2", "--runs-dir", str(tmp_path / "c")]) == 0

@@ -28,6 +28,7 @@ def test_paper_preset_is_the_papers_setting(runs_dir, fashion):
     assert cfg["data"]["dataset"] == "fashion-mnist"
     net, ep = cfg["network"], cfg["ep"]
     assert net["hidden"] == [1024] and net["input_gain"] == 500.0 and net["g_min"] == 0.0
+    assert net["init"] == "symmetric" and net["init_scale"] == 1.0  # the DRN code's init (docs/results.md)
     assert ep["beta"] == 1.0 and ep["eta"] == 1e-3 and ep["centered"] is False
     assert cfg["relax"]["sweeps"] == 5 and cfg["train"]["batch_size"] == 4
     # 1.5e5 updates: 10 epochs of 60,000 samples in batches of 4

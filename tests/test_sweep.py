@@ -30,6 +30,9 @@ def test_sweep_table_cli(tmp_path, capsys):
     assert [float(r["sigma_V"]) for r in rows] == [0.0, 0.5]
     quiet, loud = rows
     assert int(quiet["trials"]) == 3 and float(quiet["convergence_rate"]) == 1.0
+    # 95% intervals: Wilson for 3/3 (0.44-1), Student t around each mean
+    assert abs(float(quiet["convergence_rate_lo"]) - 0.4385) < 1e-3 and float(quiet["convergence_rate_hi"]) == 1.0
+    assert all(float(r["mean_test_acc_lo"]) <= float(r["mean_test_acc"]) <= float(r["mean_test_acc_hi"]) for r in rows)
     assert float(quiet["mean_test_acc"]) > 0.7
     assert float(loud["mean_test_acc"]) < 0.4  # sigma = 0.5 V drowns the nudge signal
     trials = list(csv.DictReader(open(folder / "trials.csv")))
@@ -220,3 +223,13 @@ def test_sweep_killed_with_sigkill_resumes_from_its_last_snapshot(tmp_path):
     (whole,) = whole_dir.iterdir()
     assert (folder / "table.csv").read_text() == (whole / "table.csv").read_text()
     assert (folder / "trials.csv").read_text() == (whole / "trials.csv").read_text()
+
+
+def test_interval_formulas():
+    from hil.intervals import mean_interval, wilson_interval
+
+    lo, hi = wilson_interval(15, 30)  # the Table I sweep's 15/30: 33-67%
+    assert abs(lo - 0.3315) < 1e-4 and abs(hi - 0.6685) < 1e-4
+    assert wilson_interval(0, 30)[0] == 0.0 and wilson_interval(30, 30)[1] == 1.0
+    lo, hi = mean_interval([0.80, 0.82, 0.79])  # t(0.975, 2) = 4.303, sd 0.01528
+    assert abs((hi - lo) / 2 - 4.303 * 0.015275 / 3**0.5) < 1e-4

@@ -166,3 +166,20 @@ def test_sweeps_refuse_points_given_twice_and_settings_they_override(tmp_path, c
     assert main(["sweep", *argv, "--runs-dir", str(tmp_path)]) == 2
     assert named in capsys.readouterr().err
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_noisy_grid_does_not_depend_on_its_chunking(tmp_path):
+    """Each replica reads its noise from its own seed's stream: the chunks (--max-replicas) change nothing."""
+    base = ["sweep", "grid", "--vary", "ep.beta=0.5,1", "--sigma", "0.01", "--sigma", "0.03", "--trials", "2",
+            "--epochs", "2", "--train-limit", "200", "--test-limit", "100", "--hidden", "16", "--no-progress"]
+    tables, trials = [], []
+    for r in (1, 2, 4):
+        runs = tmp_path / f"r{r}"
+        assert main([*base, "--max-replicas", str(r), "--runs-dir", str(runs)]) == 0
+        (folder,) = list(runs.iterdir())
+        tables.append((folder / "table.csv").read_text())
+        trials.append(_rows(folder / "trials.csv"))
+    assert tables[0] == tables[1] == tables[2]
+    assert trials[0] == trials[1] == trials[2]
+    accs = {t["final_test_acc"] for t in trials[0]}
+    assert len(accs) > 1  # the trials differ from each other (their seeds and sigmas), only not between chunkings

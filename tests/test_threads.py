@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -132,6 +133,23 @@ def test_a_busy_machine_gets_a_passive_wait_policy_an_idle_one_the_default():
     assert idle_wait_policy(1.6, 2) == "PASSIVE"
     assert idle_wait_policy(0.4, 2) is None  # alone: libgomp's short spin is faster
     assert idle_wait_policy(3.0, 16) is None
+
+
+def test_the_wait_policy_sees_work_running_now_not_the_load_average():
+    """Busy processes are counted at once (the 1-minute load average takes a minute to see them, and as long to
+    forget them); a burn of 2 x cores processes reads as busy."""
+    import hil
+
+    cores = len(os.sched_getaffinity(0))
+    burn = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * cores)]
+    try:
+        time.sleep(0.5)
+        busy = hil.runnable_others(samples=20)
+    finally:
+        for p in burn:
+            p.kill()
+            p.wait()
+    assert busy >= cores - 0.5 and hil.idle_wait_policy(busy, cores) == "PASSIVE"
 
 
 def test_importing_hil_keeps_a_wait_policy_the_user_chose():

@@ -72,9 +72,15 @@ class NetworkConfig(_Strict):
         default=False,
         description="Half of each hidden layer gets reversed diodes (V <= 0) instead of ReLU (V >= 0).",
     )
+    init: Literal["uniform", "symmetric"] = Field(json_schema_extra=flag(),
+        default="uniform",
+        description="Initial conductances, with c = init_scale: uniform draws U(0, c/sqrt(fan_in)) S, symmetric "
+        "draws U(-c/sqrt(fan_in), c/sqrt(fan_in)) S clamped into [g_min, g_max]. Symmetric with c = 1 is the DRN "
+        "code's init (rain-neuromorphics/energy-based-learning): about half the devices start at g_min. fan_in "
+        "counts the doubled inputs.")
     init_scale: float = Field(json_schema_extra=flag(),
         default=0.7, gt=0,
-        description="c: initial conductances are uniform on [0, c/sqrt(fan_in)] S. Node voltages "
+        description="c: initial conductances are uniform on [0, c/sqrt(fan_in)] S (see init). Node voltages "
         "do not depend on c (Millman's ratio is scale-free); c sets how strong the nudge beta is "
         "against the ~c*sqrt(fan_in)/2 S already at each output node, and how large a relative "
         "step eta makes. 0.7 lets the paper's setting pass 80% after one Fashion-MNIST epoch.",
