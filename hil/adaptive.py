@@ -26,6 +26,8 @@ from hil.core.sigma_estimate import DriftEvent, SigmaEstimator, noisy_nodes, pai
 
 #: estimate_fraction when unset and N adapts: a quarter of the nodes read twice per step at N = 1
 AUTO_ESTIMATE_FRACTION = 0.25
+#: N is the smallest with sigma/sqrt(N) <= target * this: an estimate a hair above sigma = 5 target asks 25, not 26
+TARGET_SLACK = 1.01
 
 
 def default_node_names(measured_sizes: Sequence[int]) -> list[str]:
@@ -202,7 +204,7 @@ class NoiseTracker:
             s = float(sigma[r])
             if not math.isfinite(s):
                 continue
-            needed = max(1, math.ceil((s / target) ** 2 - 1e-9))
+            needed = max(1, math.ceil((s / (target * TARGET_SLACK)) ** 2))
             if self.a.n_max is not None and needed > self.a.n_max:
                 if not self.capped[r]:
                     self.notices.append(

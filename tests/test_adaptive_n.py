@@ -15,6 +15,7 @@ from hil.core.ep import reading_weights
 from hil.core.sigma_estimate import SigmaEstimator, VarianceSums, noisy_nodes, stats_sums
 from sim_backend.emulator import EmulatedLab
 from sim_backend.noise import WhiteReadNoise
+from sim_backend.streams import ReplicaStreams
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
 
@@ -33,9 +34,8 @@ def test_interval_covers_true_sigma_95_percent_of_1000_estimates():
     (30 degrees of freedom): the chi-squared 95% interval covers the true sigma 93-97% of the time."""
     sigma, n, reps = 3e-3, 4, 1000
     noise = WhiteReadNoise(sigma, reps, "cpu", torch.float64)
-    gen = torch.Generator().manual_seed(21)
-    voltages = torch.rand(reps, 2, 5, generator=gen, dtype=torch.float64)
-    st = noise.stats(voltages, reading_weights(n, reps, dtype=torch.float64), gen)
+    voltages = torch.rand(reps, 2, 5, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    st = noise.stats(voltages, reading_weights(n, reps, dtype=torch.float64), ReplicaStreams(range(reps), "cpu", salt=21))
     sums = VarianceSums(reps, 5)
     sums.add(*stats_sums(st, torch.full((reps,), n)))
     est, lo, hi = sums.sigma()
@@ -46,7 +46,7 @@ def test_interval_covers_true_sigma_95_percent_of_1000_estimates():
 
 
 def test_drift_restarts_the_running_estimate_and_names_a_noisy_node():
-    gen = torch.Generator().manual_seed(1)
+    gen = ReplicaStreams([1], "cpu")
     est = SigmaEstimator(1, 6, drift_alpha=1e-3)
     node_sigma = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 3.0]) * 1e-3
 
@@ -201,8 +201,8 @@ def test_resume_keeps_the_adapted_n_and_the_counts(runs_dir, capsys):
     run = only_run(runs_dir)
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
     first, second = rows_of(run)
-    n = second["samples"]  # (0.01 / 0.002)^2 = 25, or 26 where the estimate came out a hair above 0.01
-    assert first["samples"] < 25 and n in (25.0, 26.0)  # epoch 1 began at N = 4, epoch 2 did not
+    n = second["samples"]  # (0.01 / 0.002)^2 = 25
+    assert first["samples"] < 25 and n == 25.0  # epoch 1 began at N = 4, epoch 2 did not
     # 50 steps x 4 samples x 138 nodes x 2 phases at N, and the evaluation of 360 samples
     assert second["readings"] - first["readings"] == 50 * 4 * 138 * 2 * n + 360 * 138 * n
     assert json.loads((run / "run.json").read_text())["reading"]["readings"] == second["readings"]
