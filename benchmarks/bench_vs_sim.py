@@ -6,7 +6,10 @@ volts, so the two differ only by the bench: its physics settled fully, its curre
 programming with a finite tolerance, and its devices. Prints both accuracies, VISA round trips and wall time
 per training sample, and (with --time-scale 1, real instrument time) the wall time per sample against the
 physics bound: the time the emulated instruments themselves need (SMU apertures and overheads and relay
-times one after the other, plus the longest DAC's slew ramps, which the DACs run in parallel).
+times one after the other, plus the longest DAC's slew ramps, which the DACs run in parallel). For the
+programmer it prints the time per update spent programming (write-verify alone, and the whole update with its
+journal) against the programmer's own instrument time over the same calls, where its emulator keeps one (the
+ArC ONE: pulses, read-outs and serial bytes).
 
 --device-model PRESET gives the emulated bench that pulsed device model (sim_backend/devices); the simulator
 then programs through the same model by write-verify with the lab's tolerance, pulse and reversal limits.
@@ -17,6 +20,8 @@ dry run a user without the preset's numbers would do. --seeds 0,1,2 reports the 
     python benchmarks/bench_vs_sim.py [--lab examples/lab-emulated.yaml] [--epochs 3] [--time-scale 1]
         [--train-limit N --test-limit M]
     python benchmarks/bench_vs_sim.py --device-model capacitor --fit --seeds 0,1,2
+    python benchmarks/bench_vs_sim.py --lab examples/lab-emulated-arc1.yaml --time-scale 1 --train-limit 40 \\
+        --test-limit 20 --epochs 1      # the ArC ONE programmer's time per update against its physics bound
 """
 
 from __future__ import annotations
@@ -111,6 +116,50 @@ def physics_bound_s(lab, emu) -> tuple[float, float]:
     return serial_s, dac_ramp_s
 
 
+class ProgrammerTiming:
+    """Wall time per update spent programming (the backend's `program`), against the programmers' own instrument
+    time over the same calls (the emulated clocks of the instruments in the board role: pulses, read-outs and
+    serial bytes at the protocol's rate; drivers/arc1.py, sim_backend/emulator/arc1.py)."""
+
+    def __init__(self, backend, lab, emu):
+        self.clocks = [emu.instruments[name].clock for name in lab.instruments_of("board")]
+        self.kinds = sorted({lab.instruments[name].kind for name in lab.instruments_of("board")})
+        self.wall_s = self.instrument_s = self.write_verify_s = 0.0
+        self.updates = self.exchanges = 0
+        program, write = backend.program, backend.programmer.write
+
+        def timed_write(*args):  # one device's write-verify: the programmer's exchanges alone
+            t0 = time.perf_counter()
+            try:
+                return write(*args)
+            finally:
+                self.write_verify_s += time.perf_counter() - t0
+
+        backend.programmer.write = timed_write
+
+        def timed(update):
+            c0, t0, x0 = sum(c.now_s for c in self.clocks), time.perf_counter(), backend.board_transactions
+            program(update)
+            self.wall_s += time.perf_counter() - t0
+            self.instrument_s += sum(c.now_s for c in self.clocks) - c0
+            self.exchanges += backend.board_transactions - x0
+            self.updates += 1
+
+        backend.program = timed
+
+    def line(self, scale: float) -> str:
+        n = max(self.updates, 1)
+        per, wv = self.wall_s / n, self.write_verify_s / n
+        bound = self.instrument_s * scale / n
+        if bound == 0:
+            return f"  programmer {', '.join(self.kinds)}: {1e3 * per:.1f} ms per update (no timing model in its emulator)"
+        return (f"  programmer {', '.join(self.kinds)}, time scale {scale:g}, {self.updates} updates: physics bound "
+                f"(pulses, read-outs, serial bytes) {1e3 * bound:.1f} ms per update; write-verify {1e3 * wv:.1f} ms "
+                f"(ratio {wv / bound:.2f}); the whole update with its journal {1e3 * per:.1f} ms (ratio {per / bound:.2f}); "
+                f"{self.exchanges / n:.0f} exchanges per update, {1e3 * self.instrument_s * scale / max(self.exchanges, 1):.2f} "
+                f"ms of instrument time each")
+
+
 def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
     # A device with a fixed step needs up to range/step pulses to reach a far target: the bench's initial
     # programming (from the fresh chip's states to the seeded start, which the simulator sets exactly) gets that
@@ -143,6 +192,7 @@ def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
             lab_file.write_text(yaml.safe_dump(lab_init.model_dump(mode="json"), sort_keys=False))
             prep = prepare(cfg, lab_file, registry)  # programs the seeded start with the initial budget
             prep.backend.lab = lab_s  # then trains with the lab's own write-verify limits
+            programming = ProgrammerTiming(prep.backend, lab_s, emu)
             t0 = time.perf_counter()
             bench = train_run(prep, RunStore.create(cfg))[-1]
             bench_s = time.perf_counter() - t0
@@ -153,11 +203,11 @@ def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
         sim = train_run(prep, RunStore.create(cfg))[-1]
         per = len(prep.data.x_train) * cfg.train.epochs
         rows.append((seed, bench.test_acc[0], sim.test_acc[0], bench, sim, bench_s / per, left_on,
-                     serial_s / per, dac_ramp_s / per))
+                     serial_s / per, dac_ramp_s / per, programming))
     print(f"\ntask: {cfg.data.dataset} classes {cfg.data.classes}, {cfg.data.image_size}x{cfg.data.image_size} pixels, "
           f"{'-'.join(map(str, lab.layer_sizes))}, {cfg.train.epochs} epochs; simulator sigma {sigma:.3g} V (normalized)")
     scale = lab.emulator.time_scale
-    for seed, b, s, bench, sim, per_sample, left_on, serial, ramps in rows:
+    for seed, b, s, bench, sim, per_sample, left_on, serial, ramps, programming in rows:
         print(f"seed {seed}: bench {100 * b:.1f}%, simulator {100 * s:.1f}% ({100 * (b - s):+.1f} points); bench "
               f"{bench.extra['round_trips_per_training_sample']:.1f} VISA round trips, "
               f"{bench.extra['ms_per_training_sample']:.0f} ms per training sample in the last epoch, {1e3 * per_sample:.0f} "
@@ -167,6 +217,7 @@ def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
         print(f"  time scale {scale:g}: wall {1e3 * per_sample:.1f} ms per training sample; physics bound (instrument "
               f"time, x time scale) {1e3 * bound:.1f} ms; ratio {per_sample / max(bound, 1e-12):.2f} (of the bound: DAC "
               f"slew ramps {1e3 * ramps * scale:.1f} ms, SMU readings and relays {1e3 * serial * scale:.1f} ms)")
+        print(programming.line(scale))
     mb = sum(r[1] for r in rows) / len(rows)
     ms = sum(r[2] for r in rows) / len(rows)
     print(f"mean over {len(rows)} seed(s): bench {100 * mb:.1f}%, simulator {100 * ms:.1f}%, difference "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 from pathlib import Path
@@ -23,7 +24,7 @@ from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_cri
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
 from hil.core.config import RunConfig
-from hil.store import atomic_write_text
+from hil.store import atomic_write_bytes, atomic_write_text
 from hil.sweep import (
     finish_sweep,
     format_summary,
@@ -110,8 +111,13 @@ def cmd_characterize(args: argparse.Namespace, cfg, prep, store) -> int:
         "timing": {"nplc": nz.nplc, "line_frequency_hz": nz.line_frequency_hz, "aperture_s": aperture,
                    "overhead_s": nz.overhead_s},
         "noise_config": cfg.noise.model_dump() if bench is None else None, "estimate": est.to_json(), "allan": allan.to_json() if allan else None,
+        # a bench reads in normalized volts: this many volts each (None: the simulator's volts)
+        "voltage_unit_V": bench.voltage_unit_V if bench is not None else None,
     }
     atomic_write_text(store.path / "characterize.json", json.dumps(report, indent=1) + "\n")
+    buf = io.BytesIO()
+    np.save(buf, samples)  # every reading (readings, nodes), for `hil export` and the user's own analysis
+    atomic_write_bytes(store.path / "readings.npy", buf.getvalue())
     if allan is not None:
         plot_allan(store.path / "allan.png", allan, f"{store.path.name}: {len(names)} nodes, pooled")
     store.set_status("completed")

@@ -9,22 +9,20 @@ from pathlib import Path
 import numpy as np
 
 from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fit_pulse_trains, fitted_trajectories
-from drivers.session import CommandLog
-from drivers.xbar_board import XbarBoard
+from drivers.bench import open_instrument
+from drivers.session import CommandLog, VisaSession
 from hil.core.devices.store import save_device_model
 from hil.plotting import save_figure, subplots
 
 
 def open_boards(lab, log, registry=None) -> tuple[dict, list]:
-    """layer -> (connected XbarBoard, row offset, column offset), and the drivers to shut down."""
+    """layer -> (connected programmer of the lab's kind, row offset, column offset), and the drivers to shut down."""
     drivers, boards = {}, {}
+    session = VisaSession(lab.visa_library, log, registry)  # the driver class comes from the kind (drivers/registry.py)
     try:
         for blk in lab.devices:
             if blk.board not in drivers:
-                cfg, lim = lab.instruments[blk.board], lab.limits[blk.board]
-                port = XbarBoard.open_port(cfg.resource, registry, cfg.baudrate)
-                drv = XbarBoard(blk.board, port, log, strict=lab.strict, max_pulse_V=lim.max_pulse_V,
-                                max_pulse_width_s=lim.max_pulse_width_s, read_voltage_V=lab.programming.read_voltage_V)
+                drv = open_instrument(lab, blk.board, session)
                 drivers[blk.board] = drv
                 drv.connect()
             boards[blk.layer] = (drivers[blk.board], blk.row_offset, blk.col_offset)

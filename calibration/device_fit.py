@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibration.commands import CommandError
+from drivers.roles import PulseReads
 from hil.core.devices.config import DeviceModelConfig
 
 
@@ -60,8 +61,12 @@ def apply_pulse_trains(boards, devices, *, pulses: int, cycles: int, set_V: floa
         for c in range(cycles):
             g[d, c, 0] = board.read_conductance(row, col)
             for t in range(2 * K):
-                board.pulse(row, col, set_V if t < K else -reset_V, width_s)
-                g[d, c, t + 1] = board.read_conductance(row, col)
+                volts = set_V if t < K else -reset_V
+                if isinstance(board, PulseReads):  # the reading comes with the pulse (the ArC ONE)
+                    g[d, c, t + 1] = board.pulse_read(row, col, volts, width_s)
+                else:
+                    board.pulse(row, col, volts, width_s)
+                    g[d, c, t + 1] = board.read_conductance(row, col)
         if progress:
             progress(d + 1, D)
     return PulseTrains(list(devices), g, rep, g_min_S, g_max_S)

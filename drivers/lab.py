@@ -330,6 +330,27 @@ class LabConfig(_Strict):
         layers_mapped = sorted(b.layer for b in self.devices)
         if layers_mapped != list(range(len(self.nodes.hidden) + 1)):
             raise ValueError(f"devices: need exactly one block per layer 0..{len(self.nodes.hidden)} (got {layers_mapped})")
+        self._check_device_lines()
+
+    def _check_device_lines(self) -> None:
+        """Each block inside its programmer's word and bit lines (LINE_RANGE), and no crosspoint in two blocks."""
+        sizes = self.layer_sizes
+        spans: dict[str, list[tuple[int, range, range]]] = {}
+        for i, blk in enumerate(self.devices):
+            rows = range(blk.row_offset, blk.row_offset + (2 * sizes[0] if blk.layer == 0 else sizes[blk.layer]))
+            cols = range(blk.col_offset, blk.col_offset + sizes[blk.layer + 1])
+            kind = self.instruments[blk.board].kind
+            lines = driver_class(kind).LINE_RANGE
+            if lines is not None:
+                lo, hi = lines
+                for what, span in (("rows (word lines)", rows), ("columns (bit lines)", cols)):
+                    if span[0] < lo or span[-1] > hi:
+                        raise ValueError(f"devices[{i}]: layer {blk.layer} needs {what} {span[0]}..{span[-1]} on "
+                                         f"{blk.board}, a {kind} with lines {lo}..{hi}")
+            for j, other_rows, other_cols in spans.get(blk.board, []):
+                if set(rows) & set(other_rows) and set(cols) & set(other_cols):
+                    raise ValueError(f"devices[{i}]: layer {blk.layer} overlaps devices[{j}] on {blk.board}")
+            spans.setdefault(blk.board, []).append((i, rows, cols))
 
     # ---- derived -----------------------------------------------------------------
     @property

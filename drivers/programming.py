@@ -19,7 +19,7 @@ import torch
 
 from drivers.lab import ProgrammingConfig
 from drivers.retry import UnconfirmedWrite
-from drivers.roles import BoardDriver
+from drivers.roles import BoardDriver, PulseReads
 from drivers.signals import Deferred, deferred_interrupts
 
 
@@ -48,13 +48,18 @@ def write_verify(board: BoardDriver, row: int, col: int, target_S: float, cfg: P
     bounds = cfg.set if direction > 0 else cfg.reset
     amp, width = bounds.start_V, bounds.width_s
     unmoved = 0
+    reader = board if isinstance(board, PulseReads) else None  # its pulse returns the verify reading
     while abs(g - target_S) > cfg.tolerance_S and pulses < cfg.max_pulses:
+        g_read: float | None = None
         try:
-            board.pulse(row, col, direction * amp, width)
+            if reader is not None:
+                g_read = reader.pulse_read(row, col, direction * amp, width)
+            else:
+                board.pulse(row, col, direction * amp, width)
         except UnconfirmedWrite:
             pass  # its reply was lost: whether it was applied shows in the read-back below (never pulsed again blindly)
         pulses += 1
-        g_new = board.read_conductance(row, col)
+        g_new = board.read_conductance(row, col) if g_read is None else g_read
         unmoved = unmoved + 1 if abs(g_new - g) < 0.1 * cfg.tolerance_S else 0
         new_direction = 1 if target_S > g_new else -1
         if abs(g_new - target_S) <= cfg.tolerance_S:

@@ -64,4 +64,14 @@ class BoardDriver(Protocol):
     def check_errors(self, after: str = "") -> None: ...
 
 
+@runtime_checkable
+class PulseReads(Protocol):
+    """A programmer whose pulse reads the device back in the same exchange (the ArC ONE's pulse-and-read):
+    write-verify then needs no separate read per pulse."""
+
+    def pulse_read(self, row: int, col: int, volts: float, width_s: float) -> float:
+        """Pulse, then the device's conductance, S."""
+        ...
+
+
 ROLE_PROTOCOLS: dict[str, type] = {"dac": DacDriver, "smu": SmuDriver, "switch": SwitchDriver, "board": BoardDriver}

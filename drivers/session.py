@@ -184,6 +184,9 @@ class Instrument:
     #: hardware range: the largest |V| it can source (a board: pulse), and |A| (None: not a source of it)
     MAX_V: ClassVar[float | None] = None
     MAX_A: ClassVar[float | None] = None
+    #: a programmer's word and bit line numbers (first, last); None: any row and column from 0 (the lab config
+    #: refuses a device map outside them)
+    LINE_RANGE: ClassVar[tuple[int, int] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -255,6 +258,8 @@ class Instrument:
     def _exchange(self, command: str) -> str:
         try:
             reply = self.resource.query(command).strip()
+        except TransientFault:
+            raise  # a transport that can tell garbage itself (a binary reply) says so
         except Exception as err:  # noqa: BLE001
             raise TransientFault(classify(err), str(err)[:120]) from None
         if is_garbage(reply):

@@ -1,5 +1,6 @@
 """crossbar-hil: train analog resistive crossbars in situ with Equilibrium Propagation."""
 
+import importlib.metadata
 import os
 
 # MKL's strict conditional-numerical-reproducibility mode: a GEMM gives the same bits whatever the number of
@@ -58,3 +59,11 @@ def _startup_wait_policy() -> str | None:
 if _startup_wait_policy() == "PASSIVE":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
+def version() -> str:
+    """The installed project's version (`hil --version`, exported files)."""
+    try:
+        return importlib.metadata.version("crossbar-hil")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import re
 import signal
@@ -24,6 +23,7 @@ from calibration.device_commands import cmd_characterize_devices, sample_devices
 from calibration.statistics import NoiseDataError
 from drivers.crossbar import make_bench_safe
 from drivers.lab import load_lab
+from hil import version
 from hil.core.config import (
     FLAG_FIELDS,
     ConfigError,
@@ -41,9 +41,12 @@ from hil.grid import GridError, parse_vary
 from hil.grid_run import grid_from_args, run_grid_sweep
 from hil.presets import load_preset, preset_names
 from hil.runner import Prepared, describe_network, prepare, train_run
-from hil.store import RunStore, StoreError, atomic_write_text
+from hil.runview import run_folders
+from hil.runview import summarize as summarize_run
+from hil.store import RunStore, atomic_write_text
 from hil.sweep import (
     CHECKPOINT,
+    SWEEP_COMMAND,
     finish_sweep,
     format_summary,
     run_trials,
@@ -341,7 +344,6 @@ def _check_sweep(args: argparse.Namespace) -> None:
         raise UsageError(f"--samples-list: N values >= 1 (got {args.samples_list})")
 
 
-SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
 
 
 def _sweep_setup(args: argparse.Namespace, default_name: str,
@@ -529,47 +531,53 @@ def cmd_runs(args: argparse.Namespace) -> int:
     root = args.runs_dir
     if not root.is_dir():
         raise UsageError(f"--runs-dir: no folder {root} (runs are made in ./runs unless --runs-dir says otherwise)")
-    folders = sorted(p for p in root.iterdir() if (p / "config.yaml").is_file())
+    folders = run_folders(root)
     if not folders:
         print(f"no run folders in {root}")
         return 0
     width = max(len(p.name) for p in folders)
     print(f"{'run':<{width}}  {'status':<11}  {'epochs':>6}  {'test acc':>8}  where")
     for path in folders:
-        store = RunStore(path)
-        try:
-            status = store.shown_status()
-            st = store.status()
-            rows = store.metrics()
-        except (StoreError, ValueError):
+        run = summarize_run(path)
+        if run.status == "unreadable":
             print(f"{path.name:<{width}}  {'unreadable':<11}")
             continue
-        sweep = (path / SWEEP_COMMAND).is_file()  # a sweep's results are in its CSV files, not metrics.jsonl
-        report = next((f for f in ("characterize.json", "calibration.json") if (path / f).is_file()), None)
-        acc = rows[-1].get("test_acc") if rows else None
-        if isinstance(acc, list):  # replicas: the mean
-            acc = sum(acc) / len(acc) if acc else None
-        shown = f"{100 * acc:7.1f}%" if isinstance(acc, (int, float)) else f"{'-':>8}"
-        epochs = "-" if sweep or report else str(len(rows))
-        notes = ["sweep: table.csv, trials.csv"] if sweep and status == "completed" else []
-        if report:
-            notes.append(f"{report.split('.')[0]}: {report}")
-        if st.get("lab"):
-            notes.append(f"bench {Path(st['lab']).name}")
-        reading = st.get("reading")
-        if isinstance(reading, dict) and isinstance(reading.get("readings"), int):  # issue 21's accounting
-            notes.append(f"{reading['readings']:.3g} readings, {reading['reading_time_s'] / 3600:.3g} h (fixed N = "
-                         f"{reading['worst_case_samples']} for the worst sigma: {reading['worst_case_reading_time_s'] / 3600:.3g} h)")
-        resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"
-        if not sweep and not store.checkpoint_path.is_file():  # stopped before training began: nothing to resume
-            resume = (f"hil safe --lab {st['lab']}, then start again" if st.get("lab") else "start again")
-        if status == "crashed":
-            notes.append(f"pid {st.get('pid')} gone: {resume}")
-        elif status == "interrupted":
-            notes.append(f"resume: {resume}")
-        elif status == "failed" and st.get("error"):
-            notes.append(str(st["error"])[:80])
-        print(f"{path.name:<{width}}  {status:<11}  {epochs:>6}  {shown}  {'; '.join(notes)}".rstrip())
+        shown = f"{100 * run.test_acc:7.1f}%" if run.test_acc is not None else f"{'-':>8}"
+        print(f"{path.name:<{width}}  {run.status:<11}  {run.epochs:>6}  {shown}  {'; '.join(run.notes)}".rstrip())
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    if args.refresh_s <= 0:
+        raise UsageError(f"--refresh-s: {args.refresh_s:g} s; give a positive number of seconds")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: {args.port} is no TCP port (0 to 65535; 0: any free one)")
+    try:
+        # optional: Dash (the [dashboard] extra), and about a second to import; only this command needs it
+        from hil.dashboard import serve
+    except ImportError as err:
+        raise UsageError(f"hil dashboard needs the dashboard extra ({err.name or err} does not import): "
+                         "pip install 'crossbar-hil[dashboard]'") from None
+    try:
+        serve(args.runs_dir, args.host, args.port, args.refresh_s)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the way to stop it, not an interruption of anything
+        print("dashboard stopped")
+    except OSError as err:  # the port taken, an address not of this machine
+        raise UsageError(f"--host/--port: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.run_dir.is_dir():
+        raise UsageError(f"RUN_DIR: no folder {args.run_dir}")
+    try:
+        # optional: xarray and a netCDF writer (the [export] extra), and pandas with them; only this command needs them
+        from hil.export import export_run
+    except ImportError as err:
+        raise UsageError(f"hil export needs the export extra ({err.name or err} does not import): "
+                         "pip install 'crossbar-hil[export]'") from None
+    for path in export_run(args.run_dir, args.format):
+        print(f"wrote {path}")
     return 0
 
 
@@ -583,7 +591,7 @@ def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="hil", description="Train analog resistive crossbars in situ with Equilibrium Propagation.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a network (simulated by default)",
                        description="Train with EP; writes runs/<time>-<name>/ with config, metrics, checkpoint and plot.")
@@ -686,6 +694,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded as running whose process is gone from this host is shown as crashed.")
     ru.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders are (default ./runs)")
     ru.set_defaults(func=cmd_runs)
+
+    da = sub.add_parser("dashboard", help="a local web page of the runs, sweeps and characterizations, live (read only)",
+                        description="Serve a page listing the run folders of --runs-dir and, per folder, its metrics, "
+                        "conductance snapshots, bench accounting and command log, sweep tables or Allan plot, "
+                        "refreshed while it runs. It only reads the folders (no instrument, no lock a run needs) and "
+                        "serves no file outside them. Needs the [dashboard] extra.")
+    da.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders are (default ./runs)")
+    da.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                    "only; 0.0.0.0 shows the runs to anyone who can reach it)")
+    da.add_argument("--port", type=int, default=8050, help="TCP port (default 8050; 0: any free port, printed)")
+    da.add_argument("--refresh-s", type=float, default=2.0, help="how often an open page reads the folder again, s "
+                    "(default 2)")
+    da.set_defaults(func=cmd_dashboard)
+
+    ex = sub.add_parser("export", help="a run, characterization or sweep folder as netCDF (xarray, QCoDeS) or CSV",
+                        description="Write the metrics per epoch, the last conductance snapshot, characterize's "
+                        "readings statistics and a sweep's tables as one xarray Dataset with units and attributes "
+                        "(config, lab, project version, dates): RUN_DIR/<name>.nc, or CSV files. Needs the [export] extra.")
+    ex.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
+    ex.add_argument("--format", choices=("netcdf", "csv"), default="netcdf",
+                    help="netcdf (default): RUN_DIR/<name>.nc; csv: RUN_DIR/<name>-<dims>.csv and <name>-attrs.json")
+    ex.set_defaults(func=cmd_export)
 
     em = sub.add_parser("emulate", help="start an emulated lab (TCP servers speaking the instruments' command sets)",
                         description="Start every instrument of a lab config as an emulator on 127.0.0.1 and write the "
@@ -798,13 +828,6 @@ def _add_sweep_grid_parser(kinds) -> None:
     ex.add_argument("--max-retries", action=_StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
     add_run_options(gr, exclude=frozenset({"sigma", "replicas"}))
     gr.set_defaults(func=cmd_sweep_grid)
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("crossbar-hil")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed: pip install -e .)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

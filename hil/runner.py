@@ -16,6 +16,7 @@ from hil.data import Dataset, load_run_data
 from hil.journal import StepJournal
 from hil.snapshots import StepRecorder, bench_plan
 from hil.store import RunStore, StoreError
+from hil.sweep import check_replicas_fit
 from hil.trainer import EpochMetrics, Trainer
 from sim_backend.crossbar import SimCrossbar, resolve_device
 
@@ -69,6 +70,7 @@ def prepare(cfg: RunConfig, lab_path: Path | None = None, registry: Path | None 
         return prepare_bench(cfg, lab_path, registry, initialize=initialize, create_store=create_store)
     device = resolve_device(cfg.device)
     data = load_run_data(cfg.data, device, cfg.torch_dtype)
+    check_replicas_fit(cfg, data.n_inputs, data.n_classes, device)
     backend = SimCrossbar.from_config(cfg, data.n_inputs, data.n_classes)
     return Prepared(cfg, data, backend, f"simulated crossbar on {device.type} ({cfg.dtype}, R={cfg.train.replicas})")
 

@@ -51,6 +51,32 @@ def replica_bytes(cfg: RunConfig, n_in: int, n_out: int) -> int:
     return elems * cfg.torch_dtype.itemsize * 2  # weights + a weight-sized margin for transients
 
 
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on `device`: the GPU's free memory, or the host's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_replicas_fit(cfg: RunConfig, n_in: int, n_out: int, device: torch.device) -> None:
+    """Refuse, before allocating, a run whose replicas' conductances cannot fit in the device's free memory."""
+    # A training step holds about 4 conductance-sized tensors per replica (measured: 268 kB a replica for the
+    # digits' 64-128-10 in float32, R = 4,000): twice replica_bytes.
+    per = 2 * replica_bytes(cfg, n_in, n_out)
+    need, free = per * cfg.train.replicas, available_bytes(device)
+    if free is not None and need > free:
+        raise ConfigError(f"train.replicas: {cfg.train.replicas} replicas need about {need / 2**30:.1f} GiB "
+                          f"({per / 2**20:.2f} MiB each: the conductances and a step's transients), more than the "
+                          f"{free / 2**30:.1f} GiB free on {device}; lower --replicas to at most {max(1, free // per)}")
+
+
 def default_max_replicas(cfg: RunConfig, n_in: int, n_out: int, device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -61,6 +87,7 @@ def default_max_replicas(cfg: RunConfig, n_in: int, n_out: int, device: torch.de
 
 
 CHECKPOINT = "sweep-checkpoint.pt"
+SWEEP_COMMAND = "sweep.json"  # the command line a sweep was started with, for `hil sweep resume`
 
 
 class SweepResumeError(ConfigError):

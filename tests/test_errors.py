@@ -166,6 +166,11 @@ CASES = {
                        2, "--max-replicas"),
     "show-negative": (lambda t, f, p: ["characterize", "--sigma", "1e-3", "--readings", "10", "--show", "-1"], 2, "--show"),
     "hidden-empty": (lambda t, f, p: ["train", *TINY, "--hidden", ""], 2, "--hidden"),
+    "gamma-inf": (lambda t, f, p: ["train", *TINY, "--gamma", "inf"], 2, "network.input_gain: Input should be a finite"),
+    "eta-nan": (lambda t, f, p: ["train", *TINY, "--eta", "nan"], 2, "ep.eta: Input should be a finite"),
+    "classes-no-such-label": (lambda t, f, p: ["train", *TINY, "--classes", "11"], 2, "digits has no label 11"),
+    "replicas-beyond-memory": (lambda t, f, p: ["train", *TINY, "--replicas", "100000000"], 2,
+                               "train.replicas: 100000000 replicas need about"),
     "sweep-resume-not-a-sweep": (lambda t, f, p: ["sweep", "resume", str(p)], 2, "not a sweep folder"),
 }
 

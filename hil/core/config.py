@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import yaml
@@ -49,7 +49,8 @@ SIMULATED_ONLY: dict[str, Any] = {"simulated_only": True}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: --gamma inf or a NaN in a config file is one error naming the field, not a failed run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class NetworkConfig(_Strict):
@@ -300,8 +301,16 @@ class DataConfig(_Strict):
     train_limit: int | None = Field(json_schema_extra=flag(), default=None, ge=1, description="Use only the first n training samples (unset: all).")
     test_limit: int | None = Field(json_schema_extra=flag(), default=None, ge=1, description="Use only the first n test samples (unset: all).")
 
+    #: Labels of each dataset: 0..9 for all five.
+    LABELS: ClassVar[dict[str, int]] = {"digits": 10, "mnist": 10, "kmnist": 10, "fashion-mnist": 10, "mnist1d": 10}
+
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        labels = self.LABELS[self.dataset]
+        missing = sorted({c for c in self.classes or [] if not 0 <= c < labels})
+        if missing:
+            raise ValueError(f"classes: {self.dataset} has no label {', '.join(map(str, missing))} "
+                             f"(its labels are 0..{labels - 1})")
         if self.classes is not None and len(set(self.classes)) < 2:
             raise ValueError(f"classes: need at least 2 distinct labels (got {self.classes})")
         return self

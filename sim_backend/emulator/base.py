@@ -6,6 +6,7 @@ emulated lab starts the class registered for each instrument's kind (`emulated_c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from drivers.registry import KindRegistry
@@ -25,6 +26,8 @@ class EmulatedInstrument:
     KIND: ClassVar[str | None] = None
     #: the address its driver opens, given the TCP port it listens on (a serial driver takes a socket:// URL)
     RESOURCE: ClassVar[str] = "TCPIP0::127.0.0.1::{port}::SOCKET"
+    #: what follows each reply (a binary protocol's replies carry their own framing: b"")
+    REPLY_TERMINATOR: ClassVar[bytes] = b"\n"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -54,6 +57,11 @@ class EmulatedInstrument:
     def power_cycle(self) -> None:
         """Power off and on: every setting and the error queue back to the power-on state."""
         raise NotImplementedError
+
+    def framer(self) -> Callable[[str], str | None]:
+        """For one connection: received line -> the complete command it ends, or None while a command spans more
+        lines (faults and `handle` see whole commands). Line protocols: every line is a command."""
+        return lambda line: line
 
     def handle(self, line: str) -> str | bytes | None:
         """One received line -> the reply line, or None."""

@@ -40,8 +40,11 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self):
         inst = self.server.instrument
+        frame = inst.framer()  # a command cut off by a dropped connection does not run into the next one
         for raw in self.rfile:
-            line = raw.decode(errors="replace").rstrip("\r\n")
+            line = frame(raw.decode(errors="replace").rstrip("\r\n"))
+            if line is None:
+                continue
             fault = inst.faults.next(line)
             with self.server.lock:
                 if fault is not None and fault.kind in ("drop", "power_cycle"):
@@ -58,7 +61,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if fault is not None and fault.kind == "garbage":
                 reply = GARBAGE
             inst.clock.wait()   # outside the bench lock: the other instruments keep working meanwhile
-            self.wfile.write((reply if isinstance(reply, bytes) else reply.encode()) + b"\n")
+            self.wfile.write((reply.encode() + b"\n") if isinstance(reply, str) else reply + inst.REPLY_TERMINATOR)
             self.wfile.flush()
 
 
