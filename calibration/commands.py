@@ -23,6 +23,7 @@ from calibration.critical import (
 from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_crit_vs_n
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
+from hil.core.config import RunConfig
 from hil.store import atomic_write_bytes, atomic_write_text
 from hil.sweep import (
     finish_sweep,
@@ -159,6 +160,29 @@ def target_from_sweep(run_dir: Path) -> tuple[float, str]:
                        "accuracy is unknown: sweep lower to find out.")
     return s_crit / 2, (f"Target sigma_crit/2 = {s_crit / 2:.3g} V from {run_dir} (sigma_crit = {s_crit:.3g} V; the best "
                         "accuracy came without noise, so keep a factor 2 of margin).")
+
+
+def resolve_adaptive_inputs(cfg: RunConfig) -> RunConfig:
+    """Fill noise.sigma_target from noise.adapt.target_from_sweep (a `hil sweep sigma` folder, chosen as `hil
+    calibrate --from-sweep` chooses) and noise.adapt.n_max from noise.adapt.allan_from (a `hil characterize`
+    report's Allan N_max), in place; the run's config.yaml then records the numbers used."""
+    noise = cfg.noise
+    if noise.adapt.target_from_sweep is not None:
+        if noise.sigma_target is not None:
+            raise CommandError("--sigma-target and --target-from-sweep: give one of them (the target is one number)")
+        target, _ = target_from_sweep(noise.adapt.target_from_sweep)
+        noise.sigma_target = target
+    if noise.adapt.allan_from is not None and noise.adapt.n_max is None:
+        ch = _load_json(noise.adapt.allan_from, "--allan-from")
+        allan = ch.get("allan")
+        if not isinstance(allan, dict) or "n_max" not in allan:
+            raise CommandError(f"--allan-from: {noise.adapt.allan_from} has no Allan analysis (characterize with "
+                               "enough readings for one)")
+        if allan["n_max"] is not None:  # None: averaging kept paying within the readings taken, no cap
+            n_max = int(allan["n_max"])
+            noise.adapt.start_samples = min(noise.adapt.start_samples, n_max)
+            noise.adapt.n_max = n_max
+    return cfg
 
 
 def cmd_calibrate(args: argparse.Namespace, store_factory) -> int:

@@ -151,7 +151,7 @@ def find_critical_sigma(
         raise ValueError(f"sigmas: must be finite and >= 0 V (got {list(sigmas)})")
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold: an accuracy in (0, 1] (got {threshold})")
-    n = samples or cfg.noise.samples
+    n = samples or cfg.noise.initial_samples
     results = run_trials(cfg, data, [(s, n) for s in sigmas], trials, max_replicas=max_replicas, progress=progress,
                          on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, resume=resume)
     points = summarize(results, threshold)

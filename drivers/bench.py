@@ -7,6 +7,7 @@ role (drivers/roles.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -163,11 +164,14 @@ class LabBench:
         for sw, crosses in by_switch.items():
             self.switches[sw].set_crosspoints(crosses, closed=closed)
 
-    def read_nodes(self, n: int, only_outputs: bool = False) -> list[list[float]]:
-        """n readings of every node (or only the outputs), per node, V."""
+    def read_nodes(self, n: int, only_outputs: bool = False, nodes: Sequence[int] | None = None) -> list[list[float]]:
+        """n readings of every node (or only the outputs, or only `nodes`: indices into read_plan), per node, V."""
         cols = []
-        for step in self.read_plan:
+        chosen = None if nodes is None else set(nodes)
+        for k, step in enumerate(self.read_plan):
             if only_outputs and step.layer != self.output_layer:
+                continue
+            if chosen is not None and k not in chosen:
                 continue
             if step.route is not None:
                 self.switches[step.route.instrument].route(step.route.channel)

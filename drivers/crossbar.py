@@ -230,32 +230,53 @@ class InstrumentCrossbar:
             levels += [(node.plus, v), (node.minus, -1.0 * v)]
         self.instruments.set_voltages(levels)
 
-    def _read_nodes(self, n: int) -> torch.Tensor:
+    def _read_nodes(self, n: int, nodes: Sequence[int] | None = None) -> torch.Tensor:
         """(n, nodes) readings in normalized volts."""
-        return torch.tensor(self.instruments.read_nodes(n), dtype=torch.float64).T / self.vu
+        return torch.tensor(self.instruments.read_nodes(n, nodes=nodes), dtype=torch.float64).T / self.vu
 
     @_safe
     def measure(self, n: int) -> torch.Tensor:
+        return self._measure(n)
+
+    @_safe
+    def measure_nodes(self, n: int, nodes: Sequence[int]) -> torch.Tensor:
+        """n readings of some nodes only, each sample's state set again (`hil.core.backend.SubsetMeasurable`)."""
+        m = sum(self.measured_sizes)
+        if not nodes or any(not 0 <= k < m for k in nodes):
+            raise ValueError(f"nodes: indices in 0..{m - 1} (got {list(nodes)})")
+        return self._measure(n, sorted(nodes))
+
+    def _measure(self, n: int, nodes: Sequence[int] | None = None) -> torch.Tensor:
         if self.x is None:
             raise RuntimeError("clamp(x) must come before measure()")
         if n < 1:
             raise ValueError(f"n: readings per node must be >= 1 (got {n})")
         out = []
         n_out = self.layer_sizes[-1]
-        free = self.targets is None
+        free = self.targets is None and nodes is None
         for b in range(self.x.shape[0]):
             self._set_inputs(self.x[b])
             targets = None if self.targets is None else self.targets[b]
             y_free = None if self.y_free is None else self.y_free[b]
             self.nudger.apply(targets, y_free, self.beta, n)
             self.sleep(self._lab.timing.settle_time_s)
-            out.append(self._read_nodes(n))
+            out.append(self._read_nodes(n, nodes))
             self.samples_measured += 1
         self.instruments.check_after_measuring()
         readings = torch.stack(out, dim=1).unsqueeze(1)  # (n, 1, B, nodes)
         if free:
             self.y_free = readings[..., -n_out:].mean(0)[0]
         return readings.to(self.dtype)
+
+    def node_names(self) -> list[str]:
+        """`hil.core.backend.NamedNodes`: each node's layer, index and channel (and switch route), as the lab
+        config names them."""
+        names = []
+        for step in self.instruments.read_plan:
+            layer = "output" if step.layer == self.instruments.output_layer else f"hidden{step.layer + 1}"
+            via = f" via {step.route}" if step.route is not None else ""
+            names.append(f"{layer}[{step.node}] ({step.smu}{via})")
+        return names
 
     @_safe
     def program(self, update: ConductanceUpdate) -> None:

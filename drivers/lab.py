@@ -248,6 +248,10 @@ class EmulatorConfig(_Strict):
 
     seed: int = 0
     read_noise_V: float = Field(default=2e-6, ge=0, description="White noise of one SMU reading at 1 PLC, V")
+    channel_noise_V: dict[str, float] = Field(
+        default_factory=dict,
+        description="Read noise at 1 PLC, V, of the node a channel carries, in place of read_noise_V: keys are a "
+        "node's read channel or its switch route (\"switch/1A03\": a bad contact on that crosspoint)")
     settle_sweeps: int = Field(default=40, ge=1, description="Relaxation sweeps the emulated physics uses")
     device_rate_S_per_V_s: float = Field(default=5.0, gt=0, description="dG per (V over threshold) per s of pulse, S")
     device_threshold_V: float = Field(default=0.8, ge=0)
@@ -326,6 +330,12 @@ class LabConfig(_Strict):
         for key in self.emulator.faults:
             if key not in self.instruments:
                 raise ValueError(f"emulator.faults.{key}: no such instrument")
+        carried = {str(ref) for layer in self.read_layers for node in layer for ref in (node.read, node.route) if ref}
+        for key, sd in self.emulator.channel_noise_V.items():
+            if key not in carried:
+                raise ValueError(f"emulator.channel_noise_V.{key}: no node is read through this channel or route")
+            if not sd >= 0:
+                raise ValueError(f"emulator.channel_noise_V.{key}: a noise >= 0 V (got {sd})")
         self._check_refs()
         return self
 

@@ -100,8 +100,20 @@ def _set_pair(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"{key.strip()}: the value {value!r} is not readable YAML") from None
 
 
+def _samples_arg(text: str) -> int | str:
+    """N (a whole number; the config says which are allowed) or auto."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number N or auto, got {text!r}") from None
+
+
 #: Flags whose text needs more than int(): list[int] fields read comma-separated lists.
 _LIST_PARSERS: dict[str, Callable[[str], list[int]]] = {"hidden": _layer_list}
+#: Flags of a union type argparse cannot read from the annotation alone.
+_UNION_PARSERS: dict[str, Callable[[str], Any]] = {"samples": _samples_arg}
 
 
 def _flag_kwargs(field: FlagField) -> dict[str, Any]:
@@ -113,7 +125,9 @@ def _flag_kwargs(field: FlagField) -> dict[str, Any]:
     ann = field.info.annotation
     types = [t for t in (ann, *getattr(ann, "__args__", ())) if t is not type(None)]
     choices = field.choices
-    if bool in types:
+    if field.dest in _UNION_PARSERS:
+        kwargs["type"] = _UNION_PARSERS[field.dest]
+    elif bool in types:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif choices is not None:
         kwargs.update(choices=choices, type=type(choices[0]))
@@ -205,6 +219,7 @@ class _BoolOnce(argparse.BooleanOptionalAction):
 
 #: Flags that only change how a network learns: `hil characterize` holds one state and reads it, so it has none of them.
 TRAINING_ONLY = frozenset({"train_limit", "warm_start", "beta", "eta", "eta_layer_ratio", "centered", "samples",
+                           "sigma_target", "allan_from", "target_from_sweep",
                            "update_mode", "epochs", "batch_size", "replicas", "checkpoint_every_steps",
                            "checkpoint_every_s"})
 
@@ -283,6 +298,7 @@ def _setup(args: argparse.Namespace, default_name: str, check: Callable[[RunConf
     # The command's folder name and a --preset sit beneath a lab's run: section, config files and --name.
     cfg = load_config(args.config, over, base=merge_trees(merge_trees({"name": default_name}, preset_tree(args)),
                                                           lab_run_defaults(lab)))
+    calibration_commands.resolve_adaptive_inputs(cfg)  # a sweep's sigma_opt, a characterization's N_max
     if check:
         check(cfg)
     if lab is not None and connect:
@@ -334,17 +350,22 @@ def _sweep_setup(args: argparse.Namespace, default_name: str,
                  check: Callable[[RunConfig], object] | None = None) -> tuple[RunConfig, Prepared, RunStore]:
     """check(cfg): validates the command's settings against the resolved config before anything is written."""
     _check_sweep(args)
+    given = check
+
+    def checked(cfg: RunConfig) -> object:
+        if cfg.noise.adaptive:  # per-replica adaptive N in sweeps is not built (docs/calibration.md)
+            raise UsageError("--samples auto: only hil train adapts N; a sweep reads every network a fixed N times")
+        return given(cfg) if given else None
     if hasattr(args, "sigma_min"):
         calibration_commands.sigma_grid(args)  # validate the grid before anything is written
     if args.resume_from is not None:
         store = RunStore.open(args.resume_from)
         cfg = store.config()  # the resolved config it started with, not today's config files
-        if check:
-            check(cfg)
+        checked(cfg)
         prep = prepare(cfg)
         store.mark_running()
     else:
-        cfg, prep, store = _setup(args, default_name, check=check, connect=False)
+        cfg, prep, store = _setup(args, default_name, check=checked, connect=False)
         atomic_write_text(store.path / SWEEP_COMMAND, json.dumps({"argv": args.argv}, indent=1) + "\n")
     # what every network of the sweep trains (a --preset, a lab's run: section and flags resolved)
     varied = [key for key, _ in getattr(args, "vary", None) or []]
@@ -388,7 +409,7 @@ def cmd_sweep_table(args: argparse.Namespace) -> int:
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
     cfg, prep, store = _sweep_setup(args, "sweep-table")
-    points = [(s, cfg.noise.samples) for s in args.sigmas]
+    points = [(s, cfg.noise.initial_samples) for s in args.sigmas]
     print(f"Table I: {cfg.data.dataset}, {len(points)} sigma x {args.trials} trials, {cfg.train.epochs} epoch(s), "
           f"N={cfg.noise.samples}; folder {store.path}", flush=True)
     with store.recording():

@@ -165,7 +165,7 @@ class Grid:
                 values = dict(group) | per
                 cell = tuple((k, frozen(values[k])) for k in self.keys)
                 sigma = float(per.get("noise.sigma", cfg.noise.sigma))
-                n = int(per.get("noise.samples", cfg.noise.samples))
+                n = int(per.get("noise.samples", cfg.noise.initial_samples))
                 for t in range(trials):
                     self.trials.append(GridTrial(sigma, n, t, cfg.train.seed + t, cell=cell))
                     self.group_of.append(gi)

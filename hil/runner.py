@@ -43,8 +43,9 @@ def describe_network(cfg: RunConfig, data: Dataset) -> str:
 
 def describe(cfg: RunConfig, data: Dataset, backend_name: str) -> str:
     n = cfg.noise
+    target = f" (target sigma/sqrt(N) {n.sigma_target:g} V)" if n.sigma_target is not None else ""
     return (f"{describe_network(cfg, data)}, "
-            f"{'' if backend_name.startswith('lab') else f'sigma={n.sigma:g} V, '}N={n.samples}, batch {cfg.train.batch_size}, "
+            f"{'' if backend_name.startswith('lab') else f'sigma={n.sigma:g} V, '}N={n.samples}{target}, batch {cfg.train.batch_size}, "
             f"{backend_name}")
 
 
@@ -86,6 +87,9 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
     if cfg.device != "cpu" or cfg.train.replicas != 1:
         raise ConfigError("--lab: a bench runs one network on the CPU (device cpu, replicas 1)")
     refuse_on_bench(cfg)  # the simulator-only fields are marked in hil.core.config
+    if cfg.noise.sigma_target is not None and not cfg.noise.adaptive:
+        raise ConfigError("noise.sigma_target: on a bench the target chooses N; add --samples auto (only the "
+                          "simulator adds noise up to a target)")
     lab = load_lab(lab_path)
     data = load_run_data(cfg.data, "cpu", cfg.torch_dtype)
     sizes = [data.n_inputs, *cfg.network.hidden, data.n_classes]
@@ -129,7 +133,10 @@ def train_run(
     line, checkpoint, plot) as soon as it ends. A bench resume first reconciles the chip with the journal
     (every device read back, or with trust_journal only those the unfinished step touched)."""
     out = out or sys.stdout
-    trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress)
+    timing = prep.backend.timing if isinstance(prep.backend, InstrumentCrossbar) else None
+    trainer = Trainer(prep.cfg, prep.backend, prep.data, progress=progress,
+                      seconds_per_reading=None if timing is None else
+                      timing.nplc / timing.line_frequency_hz + timing.overhead_s)
     backend = prep.backend
     # A bench: its instrument traffic is counted per epoch and every command logged in the run folder.
     bench = backend if isinstance(backend, BenchAccounting) else None
@@ -186,6 +193,9 @@ def train_run(
         recorder.epoch_checkpoint(m.epoch)
         store.plot_accuracy()
         print(format_row(m), file=out, flush=True)
+        for line in trainer.tracker.notices:  # a cap reached, a noisy node named
+            print(f"  {line}", file=out, flush=True)
+        trainer.tracker.notices.clear()
 
     store.mark_running(**({"lab": str(prep.lab_path)} if prep.lab_path else {}))
     if not resume:  # the starting state: a run stopped in its first epoch resumes from it
@@ -200,7 +210,8 @@ def train_run(
         prep.backend.close()
     # A bench's fault totals at the very end: the shutdown after the last epoch's metrics line may retry too.
     totals = {"retries": bench.retries, "faults_logged": len(bench.log.faults)} if bench is not None else {}
-    store.set_status("completed", epochs=prep.cfg.train.epochs, **totals)
+    reading = trainer.tracker.summary()
+    store.set_status("completed", epochs=prep.cfg.train.epochs, **totals, reading=reading)
     last = history[-1] if history else None
     if last and bench is not None:
         e = last.extra
@@ -210,6 +221,11 @@ def train_run(
               f"{e['board_transactions_per_training_sample']:.1f} programming-board transactions and "
               f"{e['ms_per_training_sample']:.0f} ms per training sample (last epoch, evaluation included)"
               f"{pulses}", file=out)
+    if last and prep.cfg.noise.adaptive and isinstance(reading["readings"], int):
+        print(f"readings: {reading['readings']:,} ({reading['reading_time_s'] / 3600:.3g} h of bench time); a fixed "
+              f"N = {reading['worst_case_samples']} for the worst sigma seen ({reading['worst_sigma_V']:.3g} V) would "
+              f"have taken {reading['worst_case_readings']:,} ({reading['worst_case_reading_time_s'] / 3600:.3g} h)",
+              file=out)
     if last:
         print(f"final test accuracy {100 * sum(last.test_acc) / len(last.test_acc):.1f}%; "
               f"metrics, checkpoint and accuracy.png in {Path(store.path)}", file=out)

@@ -108,6 +108,11 @@ def summarize(path: Path) -> RunSummary:
         notes.append(f"{report.split('.')[0]}: {report}")
     if st.get("lab"):
         notes.append(f"bench {Path(st['lab']).name}")
+    reading = st.get("reading")
+    if isinstance(reading, dict) and isinstance(reading.get("readings"), int):  # adaptive N's accounting (issue 21)
+        notes.append(f"{reading['readings']:.3g} readings, {reading['reading_time_s'] / 3600:.3g} h (fixed N = "
+                     f"{reading['worst_case_samples']} for the worst sigma: "
+                     f"{reading['worst_case_reading_time_s'] / 3600:.3g} h)")
     resume = f"hil sweep resume {path}" if sweep else f"hil train --resume {path}"
     if not sweep and not store.checkpoint_path.is_file():  # stopped before training began: nothing to resume
         resume = (f"hil safe --lab {st['lab']}, then start again" if st.get("lab") else "start again")

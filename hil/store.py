@@ -199,7 +199,12 @@ class RunStore:
     def plot_accuracy(self) -> Path:
         rows = self.metrics()
         path = self.path / "accuracy.png"
-        fig, ax = subplots(figsize=(5, 3.5), dpi=110)
+        noise = any("sigma_estimate_V" in r for r in rows)
+        if noise:  # the online sigma estimate beside the accuracy (issue 21)
+            fig, (ax, ax_noise) = subplots(1, 2, figsize=(9.5, 3.5), dpi=110)
+            plot_noise(ax_noise, rows)
+        else:
+            fig, ax = subplots(figsize=(5, 3.5), dpi=110)
         ep = [r["epoch"] for r in rows]
         for key, label in (("train_acc", "train"), ("test_acc", "test")):
             ax.plot(ep, [100 * _mean(r[key]) for r in rows], marker="o", label=label)
@@ -209,6 +214,26 @@ class RunStore:
         ax.grid(alpha=0.3)
         ax.legend()
         return save_figure(fig, path)
+
+
+def plot_noise(ax, rows: list[dict[str, Any]]) -> None:
+    """The epoch's sigma estimate with its 95% interval, the target, and the mean N on a second axis."""
+    have = [r for r in rows if "sigma_estimate_V" in r]
+    ep = [r["epoch"] for r in have]
+    mid = [_mean(r["sigma_estimate_V"]) for r in have]
+    lo = [m - _mean(r["sigma_estimate_low_V"]) for m, r in zip(mid, have)]
+    hi = [_mean(r["sigma_estimate_high_V"]) - m for m, r in zip(mid, have)]
+    ax.errorbar(ep, mid, yerr=[lo, hi], marker="o", capsize=3, label="sigma estimate (95%)")
+    targets = [(r["epoch"], r["sigma_target_V"]) for r in rows if "sigma_target_V" in r]
+    if targets:
+        ax.plot(*zip(*targets), ls="--", color="gray", label="target sigma/sqrt(N)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("sigma of one reading (V)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    right = ax.twinx()
+    right.plot([r["epoch"] for r in rows], [_mean(r["samples"]) for r in rows], color="tab:green", marker="s", ms=3)
+    right.set_ylabel("N (mean over the epoch)", color="tab:green")
 
 
 def load_tensors(path: Path, what: str) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from hil import threads
-from hil.core.backend import CrossbarBackend, HasPendingChanges, NodeStats, Resumable, input_voltages
+from hil.adaptive import NoiseTracker
+from hil.core.backend import CrossbarBackend, HasPendingChanges, NamedNodes, NodeStats, Resumable, input_voltages
 from hil.core.config import RunConfig
 from hil.core.ep import ep_update, reading_weights
 from hil.data import Dataset
@@ -60,7 +61,9 @@ class EpochMetrics:
 class Trainer:
     """Trains any `CrossbarBackend` with EP.
 
-    samples: N per replica (an int, or one per replica for sweeps).
+    samples: N per replica (an int, or one per replica for sweeps); default: the config's (its start with
+        samples auto, after which `tracker` chooses it).
+    seconds_per_reading: time one reading takes, for the accounting (default: the config's NPLC and overhead).
     check_every: steps between host checks of the non-finite flag (1 on CPU: every step).
     halt_on_nonfinite: raise NonFiniteUpdateError when a replica's update is NaN/Inf; when False
         (sweeps) that replica just stops learning and `halted` marks it.
@@ -76,6 +79,7 @@ class Trainer:
         progress: bool = False,
         check_every: int | None = None,
         halt_on_nonfinite: bool = True,
+        seconds_per_reading: float | None = None,
     ):
         self.cfg = cfg
         self.backend = backend
@@ -85,8 +89,16 @@ class Trainer:
         self.dtype = cfg.torch_dtype
         self.n_out = backend.layer_sizes[-1]
         self.measured_sizes = list(backend.layer_sizes[1:])
-        self.samples = samples if samples is not None else cfg.noise.samples
-        self.w = reading_weights(self.samples, self.R, self.device, self.dtype)
+        initial = samples if samples is not None else cfg.noise.initial_samples
+        per_replica = [initial] * self.R if isinstance(initial, int) else list(initial)
+        n = cfg.noise
+        steps = cfg.train.epochs * -(-len(data.x_train) // cfg.train.batch_size)
+        #: the online sigma estimate, adaptive N, noise schedules and reading accounting (hil/adaptive.py)
+        self.tracker = NoiseTracker(
+            n, backend, per_replica, steps,
+            seconds_per_reading if seconds_per_reading is not None else n.nplc / n.line_frequency_hz + n.overhead_s,
+            backend.node_names() if isinstance(backend, NamedNodes) else None, device=self.device)
+        self.w = reading_weights(self.tracker.samples, self.R, self.device, self.dtype)
         self.progress = progress
         self.check_every = check_every or (1 if self.device.type == "cpu" else 50)
         self.halt_on_nonfinite = halt_on_nonfinite
@@ -101,12 +113,22 @@ class Trainer:
     def _phase(self, targets, beta) -> list[NodeStats]:
         self.backend.nudge(targets, beta)
         self.backend.relax()
-        return self.backend.measure_stats(self.w).split(self.measured_sizes)
+        stats = self.backend.measure_stats(self.w)
+        self.tracker.observe(stats)
+        if targets is None:  # the free state: at N = 1 a subset of nodes is read once more to estimate sigma
+            self.tracker.extra_reading(stats, self.step_count)
+        return stats.split(self.measured_sizes)
+
+    @property
+    def samples(self) -> list[int]:
+        """The N in force, per replica."""
+        return self.tracker.samples
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One EP update on a batch; returns per replica (correct count, summed loss) of the free phase."""
         ep = self.cfg.ep
         t = self._eye[y]
+        self.tracker.before_step(self.step_count)
         self.backend.clamp(x)
         free = self._phase(None, 0.0)
         pred = free[-1].mean  # each replica's mean over its N readings of the outputs
@@ -125,6 +147,8 @@ class Trainer:
         self.backend.program(update.masked(ok))
         self.backend.nudge(None)
         self.step_count += 1
+        if self.tracker.after_step(self.step_count):
+            self.w = reading_weights(self.tracker.samples, self.R, self.device, self.dtype)
         if self.step_count % self.check_every == 0:
             self.check_finite()
         correct = (pred.argmax(-1) == y).sum(-1)
@@ -160,7 +184,9 @@ class Trainer:
             self.backend.clamp(xb)
             self.backend.nudge(None)
             self.backend.relax()
-            out = self.backend.measure_stats(self.w).mean[..., -self.n_out:]
+            stats = self.backend.measure_stats(self.w)
+            self.tracker.count_only(stats)
+            out = stats.mean[..., -self.n_out:]
             correct += (out.argmax(-1) == yb).sum(-1)
             loss += 0.5 * ((out - self._eye[yb]) ** 2).sum((-1, -2))
         n = max(len(x), 1)
@@ -228,7 +254,8 @@ class Trainer:
             resume = None
             te_acc, te_loss = self.evaluate(self.data.x_test, self.data.y_test)
             m = EpochMetrics(epoch, tr_acc, tr_loss, te_acc, te_loss, time.perf_counter() - t0,
-                             len(self.data.x_train) * self.R / max(train_s, 1e-9))
+                             len(self.data.x_train) * self.R / max(train_s, 1e-9),
+                             self.tracker.epoch_row(self.step_count))
             history.append(m)
             if on_epoch:
                 on_epoch(m)
@@ -244,6 +271,7 @@ class Trainer:
             "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
             "alive": self._alive.cpu().clone(),
             "first_bad": self._first_bad.cpu().clone(),
+            "noise_tracker": self.tracker.state(),
         }
         if isinstance(self.backend, Resumable):
             state["random"] = self.backend.random_state()
@@ -279,6 +307,9 @@ class Trainer:
         self.step_count = int(state.get("step", 0))
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
+        if "noise_tracker" in state:  # the sigma estimate, the N in force and the reading counts go on
+            self.tracker.load_state(state["noise_tracker"])
+            self.w = reading_weights(self.tracker.samples, self.R, self.device, self.dtype)
         if "alive" in state:  # replicas halted by a non-finite update stay halted
             self._alive.copy_(state["alive"])
             self._first_bad.copy_(state["first_bad"])

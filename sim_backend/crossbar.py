@@ -346,6 +346,15 @@ class SimCrossbar:
             raise ValueError(f"n: readings per node must be >= 1 (got {n})")
         return self.noise.sample(torch.cat(self.voltages, dim=-1), n, self._gen)
 
+    def measure_nodes(self, n: int, nodes: Sequence[int]) -> torch.Tensor:
+        """n readings of some nodes (`hil.core.backend.SubsetMeasurable`): every node is read and the others
+        dropped, so the noise stream stays that of a full reading (a simulated reading costs nothing)."""
+        return self.measure(n)[..., list(nodes)]
+
+    def set_read_noise(self, scale: float, floor_V: torch.Tensor | None = None) -> None:
+        """`hil.core.backend.AdjustableNoise`: sigma schedules and added noise."""
+        self.noise.rescale(scale, floor_V)
+
     def measure_stats(self, weights: torch.Tensor) -> NodeStats:
         """Weighted readings (weights (n, R)) reduced to mean and variance in bounded memory (see ReadNoise.stats)."""
         if weights.shape[0] < 1:

@@ -57,6 +57,22 @@ class WhiteReadNoise:
         self.sigma = s.to(device=device, dtype=dtype)
         self.silent = bool((s == 0).all())
         self.time_s = 0.0
+        self.base_sigma = self.sigma.clone()  # as constructed: `rescale` multiplies this one
+
+    def rescale(self, scale: float, floor_V: torch.Tensor | None = None) -> None:
+        """sigma = max(base_sigma * scale, floor_V): a schedule over training (noise.sigma_schedule), and noise
+        added up to an effective-noise target (floor_V, per replica, V per reading)."""
+        if not (math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"scale: must be finite and >= 0 (got {scale})")
+        sigma = self.base_sigma * scale
+        if floor_V is not None:
+            sigma = torch.maximum(sigma, floor_V.to(sigma.device, sigma.dtype))
+        self.sigma = sigma
+        self.silent = bool((sigma == 0).all()) and self._quiet_otherwise()
+
+    def _quiet_otherwise(self) -> bool:
+        """No noise besides the white: readings are exact when sigma is 0."""
+        return True
 
     def sample(self, voltages: torch.Tensor, n: int, generator: ReplicaStreams) -> torch.Tensor:
         """n noisy readings of voltages (R, B, nodes) -> (n, R, B, nodes)."""
@@ -134,6 +150,9 @@ class ReadNoise(WhiteReadNoise):
         self.pole_sd = self.flicker_floor_V * math.sqrt(math.log(r) / (2 * math.log(2)))
         self._state: torch.Tensor | None = None  # (poles, R, B, nodes)
         self.silent = self.silent and self.flicker_floor_V == 0 and self.drift_V_per_s == 0
+
+    def _quiet_otherwise(self) -> bool:
+        return self.flicker_floor_V == 0 and self.drift_V_per_s == 0
 
     @classmethod
     def from_config(cls, noise: NoiseConfig, replicas: int, device: torch.device | str, dtype: torch.dtype, *,

@@ -252,6 +252,32 @@ class StepJournaling(Protocol):
         """Make the hardware hold `expected` (read back every device, or only `devices`); returns what it found."""
 
 
+@runtime_checkable
+class SubsetMeasurable(Protocol):
+    """A backend that can read some nodes only (the extra reading that estimates sigma when N = 1)."""
+
+    def measure_nodes(self, n: int, nodes: Sequence[int]) -> torch.Tensor:
+        """n readings of the given nodes (indices into the hidden and output nodes) in the present state:
+        (n, R, B, len(nodes)), V."""
+
+
+@runtime_checkable
+class AdjustableNoise(Protocol):
+    """A simulator whose read noise changes during training: a sigma schedule (a drifting bench rehearsed) and
+    noise added up to an effective-noise target."""
+
+    def set_read_noise(self, scale: float, floor_V: torch.Tensor | None = None) -> None:
+        """Each replica's sigma becomes max(sigma * scale, floor_V[r]) (V per reading; sigma as configured)."""
+
+
+@runtime_checkable
+class NamedNodes(Protocol):
+    """A backend whose nodes have names worth reporting (a bench: the channel and route of each)."""
+
+    def node_names(self) -> list[str]:
+        """One name per hidden and output node, in measurement order."""
+
+
 def input_voltages(x: torch.Tensor, gamma: float) -> torch.Tensor:
     """The clamped input node voltages gamma*[x, -x], V (doubling lets g >= 0 carry negative signals)."""
     return gamma * torch.cat([x, -x], dim=-1)

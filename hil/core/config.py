@@ -129,11 +129,71 @@ class EPConfig(_Strict):
         "rates rising toward the output (about 3x per layer in Scellier et al. 2023's public implementation).")
 
 
+class Schedule(_Strict):
+    """A factor that changes over training: 1 until `start`, then `factor` (step) or a geometric ramp from 1 at
+    `start` to `factor` at `end` (ramp). Positions are fractions of the run's training steps (0: first, 1: last)."""
+
+    kind: Literal["constant", "step", "ramp"] = Field(default="constant", description="constant (1 throughout), step or ramp.")
+    start: float = Field(default=0.5, ge=0, le=1, description="Where the step happens or the ramp begins, fraction of the training steps.")
+    end: float = Field(default=1.0, ge=0, le=1, description="ramp: where it reaches factor, fraction of the training steps.")
+    factor: float = Field(default=1.0, gt=0, description="The value after the step or at the end of the ramp (times the base value).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Schedule:
+        if self.kind == "ramp" and self.end <= self.start:
+            raise ValueError(f"end: a ramp must end after it starts (start {self.start}, got {self.end})")
+        return self
+
+    def at(self, progress: float) -> float:
+        """The factor at this fraction of training (0..1)."""
+        if self.kind == "constant" or progress < self.start:
+            return 1.0
+        if self.kind == "step" or progress >= self.end:
+            return self.factor
+        return self.factor ** ((progress - self.start) / (self.end - self.start))
+
+
+class AdaptConfig(_Strict):
+    """Adaptive N (`samples: auto`): N follows the online sigma estimate so that sigma/sqrt(N) stays at
+    noise.sigma_target (docs/calibration.md, Adaptive N)."""
+
+    every_steps: int = Field(default=20, ge=1, description="K: training steps between updates of N (and drift checks).")
+    hysteresis: float = Field(default=0.15, ge=0, lt=1, description="N changes only when sigma/sqrt(N) leaves "
+                              "target*(1 +- hysteresis), so that it does not flap with the estimate's scatter.")
+    start_samples: int = Field(default=4, ge=1, description="N before the first estimate (the first K steps).")
+    n_max: int | None = Field(default=None, ge=1, description="Most readings per node and state (the Allan N_max: "
+                              "past it averaging stops paying); unset: from allan_from, else no cap.")
+    allan_from: Path | None = Field(json_schema_extra=flag(metavar="CHARACTERIZE.json"), default=None,
+                                    description="Cap N at the Allan N_max of this `hil characterize` report.")
+    target_from_sweep: Path | None = Field(json_schema_extra=flag(metavar="RUN_DIR"), default=None,
+                                           description="Take the sigma target from this `hil sweep sigma` "
+                                           "folder (its sigma_opt, as `hil calibrate --from-sweep` chooses it).")
+    estimate_fraction: float | None = Field(default=None, gt=0, le=1, description="With N = 1: the fraction of "
+                                            "nodes read a second time each step (a rotating subset) to estimate "
+                                            "sigma; unset: 0.25 with samples auto, none with a fixed N.")
+    drift_alpha: float = Field(default=1e-3, gt=0, lt=1, description="Significance of the F test that restarts "
+                               "the running estimate when sigma changed (per check and replica).")
+    noisy_ratio: float = Field(default=1.5, gt=1, description="A node is named noisy when its sigma is above this "
+                               "many times the median node's (the lower bound of its interval).")
+
+
 class NoiseConfig(_Strict):
     """Measurement uncertainty: every read is V + sigma*xi, xi ~ N(0, 1)."""
 
     sigma: float = Field(json_schema_extra=flag(simulated_only=True), default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
-    samples: int = Field(json_schema_extra=flag(), default=1, ge=1, description="N: readings averaged per node and state (noise sigma/sqrt(N)).")
+    samples: int | Literal["auto"] = Field(json_schema_extra=flag(metavar="N|auto"), default=1, description="N: "
+                                           "readings averaged per node and state (noise sigma/sqrt(N)); auto: "
+                                           "chosen during training for --sigma-target.")
+    sigma_target: float | None = Field(json_schema_extra=flag(), default=None, gt=0, description="Effective noise "
+                                       "sigma/sqrt(N) to hold, V (samples auto: N follows the online sigma "
+                                       "estimate; a fixed N on the simulator: read noise is added up to it). "
+                                       "target_schedule anneals it.")
+    target_schedule: Schedule = Field(default=Schedule(), description="sigma_target times this factor over "
+                                      "training (e.g. annealed: ramp to factor 0.25).")
+    sigma_schedule: Schedule = Field(default=Schedule(), json_schema_extra=SIMULATED_ONLY, description="The "
+                                     "simulated sigma times this factor over training (a step or a ramp: a "
+                                     "drifting bench rehearsed).")
+    adapt: AdaptConfig = AdaptConfig()
     nplc: float = Field(json_schema_extra=flag(simulated_only=True), default=1.0, gt=0, description="Integration time per reading, power-line cycles; white noise "
                         "scales as sigma/sqrt(nplc) (sigma is the noise at 1 PLC).")
     line_frequency_hz: float = Field(json_schema_extra=flag("line_frequency", simulated_only=True, choices=LINE_FREQUENCIES_HZ), default=50.0, description="Mains frequency, Hz: 1 PLC = 20 ms at 50 Hz, 16.7 ms at 60 Hz.")
@@ -147,6 +207,33 @@ class NoiseConfig(_Strict):
         if hz not in LINE_FREQUENCIES_HZ:  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
             raise ValueError("the mains frequency is 50 or 60 Hz")
         return hz
+
+    @field_validator("samples")
+    @classmethod
+    def _samples(cls, n: int | str) -> int | str:
+        if isinstance(n, int) and n < 1:
+            raise ValueError("N must be >= 1, or auto")
+        return n
+
+    @model_validator(mode="after")
+    def _check(self) -> NoiseConfig:
+        if self.samples == "auto" and self.sigma_target is None and self.adapt.target_from_sweep is None:
+            raise ValueError("sigma_target: samples auto needs the effective noise to hold (--sigma-target V or "
+                             "--target-from-sweep RUN_DIR)")
+        if self.adapt.n_max is not None and self.adapt.start_samples > self.adapt.n_max:
+            raise ValueError(f"adapt.start_samples: {self.adapt.start_samples} is above adapt.n_max "
+                             f"({self.adapt.n_max})")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        """N is chosen during training (samples auto)."""
+        return self.samples == "auto"
+
+    @property
+    def initial_samples(self) -> int:
+        """N at the first step: the fixed N, or adapt.start_samples with samples auto."""
+        return self.adapt.start_samples if isinstance(self.samples, str) else self.samples
 
 
 class DevicesConfig(_Strict):
@@ -360,7 +447,9 @@ def simulated_only_settings(cfg: RunConfig) -> list[str]:
     given = []
     for dotted in SIMULATED_ONLY_FIELDS:
         section, _, leaf = dotted.rpartition(".")
-        mine, base = (getattr(cfg, section), getattr(default, section)) if section else (cfg, default)
+        mine, base = cfg, default
+        for part in section.split(".") if section else ():  # a nested section (noise.sigma_schedule)
+            mine, base = getattr(mine, part), getattr(base, part)
         if leaf in mine.model_fields_set and getattr(mine, leaf) != getattr(base, leaf):
             given.append(dotted)
     return given

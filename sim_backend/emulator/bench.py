@@ -44,8 +44,12 @@ class EmulatedBench:
         self.direct: dict[tuple[str, str], tuple[int, int]] = {}   # smu channel -> (layer, node), no route
         self.routed: dict[tuple[str, str], dict[tuple[str, str], tuple[int, int]]] = {}  # smu -> (switch, xpoint) -> node
         layers = [*lab.nodes.hidden, lab.nodes.outputs]
+        self.node_noise_V: dict[tuple[int, int], float] = {}  # emulator.channel_noise_V, by the node it reaches
         for l, layer in enumerate(layers):
             for i, node in enumerate(layer):
+                for ref in (node.read, node.route):
+                    if ref is not None and str(ref) in lab.emulator.channel_noise_V:
+                        self.node_noise_V[(l, i)] = lab.emulator.channel_noise_V[str(ref)]
                 smu = node.read
                 if node.route:
                     self.routed.setdefault(smu, {})[node.route] = (l, i)
@@ -225,6 +229,7 @@ class EmulatedBench:
             if arr is None:
                 self._settle()
             on_array = None if arr is None or src is None or not src.on else arr.source_current(ChannelRef(*key))
+            sd = self.lab.emulator.read_noise_V
             if src is None or not src.on:   # output relay open: the meter sees its own floating terminals
                 v, i = 0.0, 0.0
             elif on_array is not None and src.func == "VOLT":   # routed onto a programmer's crossbar lines
@@ -238,7 +243,8 @@ class EmulatedBench:
             else:
                 u = self.solved[key]
                 v, i = self.node_voltage(u.node), u.current_A
-            sd = self.lab.emulator.read_noise_V / math.sqrt(nplc)
+                sd = self.node_noise_V.get(u.node, sd)  # a noisier channel or route (emulator.channel_noise_V)
+            sd /= math.sqrt(nplc)
             volts = (v + sd * self.rng.standard_normal(n)).tolist()
             amps = (i + 1e-6 * sd * self.rng.standard_normal(n)).tolist()
             self.time_s += n * (nplc / self.line_frequency_hz + self.lab.timing.overhead_s)
