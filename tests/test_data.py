@@ -56,8 +56,10 @@ def test_corrupt_idx_is_reported(tmp_path):
 
 
 def test_bad_class_selection():
-    with pytest.raises(DatasetError, match="classes"):
-        load_dataset(DataConfig(classes=[3, 12]))
+    with pytest.raises(ValueError, match="digits has no label 12"):  # refused with the config, before any loading
+        DataConfig(classes=[3, 12])
+    with pytest.raises(DatasetError, match="classes"):  # and by the data itself (a config built unchecked)
+        load_dataset(DataConfig.model_construct(**{**DataConfig().model_dump(), "classes": [3, 12]}))
 
 
 def test_download_without_torchvision_says_so(tmp_path):

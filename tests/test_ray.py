@@ -19,9 +19,9 @@ from hil.cli import main
 pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = ["sweep", "grid", "--vary", "ep.beta=0.5,1", "--sigma", "0", "--sigma", "0.02", "--trials", "2",
-        "--epochs", "2", "--train-limit", "200", "--test-limit", "100", "--hidden", "16", "--max-replicas", "2",
-        "--no-progress"]
+BASE = ["sweep", "grid", "--vary", "ep.beta=0.5,1", "--sigma", "0", "--sigma", "0.02", "--trials", "2",
+        "--epochs", "2", "--train-limit", "200", "--test-limit", "100", "--hidden", "16", "--no-progress"]
+GRID = [*BASE, "--max-replicas", "2"]
 TASK_TITLE = b"ray::_ray_train_chunk"  # the process title Ray gives a worker while it runs a chunk
 
 
@@ -104,7 +104,7 @@ def _table(runs: Path) -> list[dict]:
 def test_ray_sweep_survives_a_killed_worker_with_the_in_process_table(tmp_path):
     # In-process in chunks of 4 (before the cluster takes its share of the CPUs), on Ray in chunks of 2: with
     # sigma > 0 too, every trial reads its own noise stream, so the tables agree whatever the chunks.
-    assert main([*GRID, "--max-replicas", "4", "--runs-dir", str(tmp_path / "here")]) == 0
+    assert main([*BASE, "--max-replicas", "4", "--runs-dir", str(tmp_path / "here")]) == 0
     with ray_cluster() as (address, env):
         out, returncode, killed = _sweep_killing_one_task(tmp_path / "ray", address, env)
     assert returncode == 0, out.decode()[-3000:]
