@@ -163,14 +163,17 @@ PULSE_WRITE = ("smu_pulse", r"PulseVMeasureI", 3)
 READ_QUERY = ("smu_pulse", r"print\(smub\.measure\.i\(\)\)$", 3)  # levels, then the reading, in one line
 ROUTE_WRITE = ("xbar_switch", r"^channel\.exclusiveclose", 2)
 BIAS_SYNC = ("dac_bias", r"^\*OPC\?", 1)
+# One cell per fault kind, spread over the three instruments the programmer drives (each cell programs a chip of
+# 272 devices: about 11 s; the suite keeps to its 8 minutes).
 PROGRAM_MATRIX = {
-    "drop": [(PULSE_WRITE, "recovered"), (ROUTE_WRITE, "recovered")],
-    "delay": [(READ_QUERY, "recovered"), (BIAS_SYNC, "recovered")],
+    "drop": [(ROUTE_WRITE, "recovered")],
+    "delay": [(BIAS_SYNC, "recovered")],
     "garbage": [(READ_QUERY, "recovered")],
     "error": [(PULSE_WRITE, "stopped")],
-    # A reset SMU reads its outputs back off: the run stops. A reset 707B holds nothing but its relays, which read
-    # back open and are closed again: the route is restored, nothing else was lost.
-    "power_cycle": [(PULSE_WRITE, "stopped"), (ROUTE_WRITE, "recovered")],
+    # A reset SMU reads its outputs back off: the run stops. (A reset 707B holds nothing but its relays, which read
+    # back open and are closed again: the route is restored; that cell and drop and delay on the pulse SMU passed
+    # here on 2026-12-06 and were cut for time: docs/bench.md.)
+    "power_cycle": [(PULSE_WRITE, "stopped")],
     "lose_reply": [(READ_QUERY, "recovered")],
 }
 CELLS = [(kind, target, outcome) for kind, row in PROGRAM_MATRIX.items() for target, outcome in row]
