@@ -1,6 +1,6 @@
 """`hil train` started right after a burn of every core has ended: hil's own wait policy against forced ACTIVE.
 
-    python benchmarks/wait_policy.py [--rounds 3] [--burn-s 30] [-- extra train flags]
+    python benchmarks/wait_policy.py [--rounds 2] [--burn-s 90] [-- extra train flags]
 
 Users and scripts run jobs one after another. A job that has just ended leaves the 1-minute load average high
 for a minute, so a policy read from it made the next run sleep its idle OpenMP threads (PASSIVE) on a machine
@@ -64,8 +64,10 @@ def train(args: list[str], forced_active: bool, runs: Path) -> tuple[float, str]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--burn-s", type=float, default=30.0, help="seconds of burn before each run (default 30)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--burn-s", type=float, default=90.0,
+                   help="seconds of burn before each run (default 90: the 1-minute load average then passes "
+                        "cores - 0.5, where the old policy chose PASSIVE)")
     p.add_argument("train_args", nargs="*", help="after --: flags for hil train")
     a = p.parse_args()
     if a.train_args:
