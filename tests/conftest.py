@@ -1,4 +1,5 @@
 import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +104,29 @@ def journal_count(run, sql: str) -> int:
             db.close()
     except sqlite3.OperationalError:
         return 0
+
+
+# ---- a bench's devices characterized through its programmer (the serial board, the ArC ONE, the SMU pulser) -----
+def characterize_devices_on(tree: dict, folder: Path) -> Path:
+    """`hil characterize --devices` (500 pulses, 2 cycles, 10 devices) on an emulated lab built from the lab config
+    `tree`, written to folder/lab.yaml; asserts it succeeds and leaves every output off; returns the *-devices
+    run folder."""
+    import os
+
+    import yaml
+
+    from drivers.lab import LabConfig
+    from hil.cli import main
+    from sim_backend.emulator.lab import EmulatedLab
+
+    (folder / "lab.yaml").write_text(yaml.safe_dump(tree))
+    with EmulatedLab(LabConfig.model_validate(tree)) as emu:
+        os.environ["HIL_EMULATOR_REGISTRY"] = str(emu.write_registry(folder / "reg.json"))
+        try:
+            rc = main(["characterize", "--devices", "--lab", str(folder / "lab.yaml"), "--pulses", "500",
+                       "--cycles", "2", "--sample", "10", "--runs-dir", str(folder / "runs")])
+        finally:
+            del os.environ["HIL_EMULATOR_REGISTRY"]
+        assert emu.outputs() == {}  # the programmer left at rest
+    assert rc == 0
+    return next((folder / "runs").glob("*-devices"))

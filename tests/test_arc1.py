@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import characterize_devices_on
 
 from drivers.arc1 import ArcOne
 from drivers.lab import LabConfig
@@ -227,18 +228,8 @@ def test_hil_emulate_and_train_on_the_arc1_lab(tmp_path):
 @pytest.mark.slow
 def test_characterize_devices_through_the_arc1(tmp_path, capsys):
     """`hil characterize --devices` recovers the capacitor preset's step within 10% through the ArC ONE."""
-    tree = lab_tree(device_model="capacitor")
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(tree))
-    with EmulatedLab(LabConfig.model_validate(tree)) as emu:
-        os.environ["HIL_EMULATOR_REGISTRY"] = str(emu.write_registry(tmp_path / "reg.json"))
-        try:
-            rc = main(["characterize", "--devices", "--lab", str(tmp_path / "lab.yaml"), "--pulses", "500",
-                       "--cycles", "2", "--sample", "10", "--runs-dir", str(tmp_path / "runs")])
-        finally:
-            del os.environ["HIL_EMULATOR_REGISTRY"]
-        assert emu.outputs() == {}
-    assert rc == 0
-    fit = resolve_device_model(next((tmp_path / "runs").glob("*-devices")) / "device.yaml")
+    folder = characterize_devices_on(lab_tree(device_model="capacitor"), tmp_path)
+    fit = resolve_device_model(folder / "device.yaml")
     true = PRESETS["capacitor"]
     assert fit.dw_min == pytest.approx(true.dw_min, rel=0.10)
     assert not fit.dw_min == pytest.approx(1.25 * true.dw_min, rel=0.10)  # control: a wrong step would fail

@@ -1,17 +1,16 @@
 """The emulated bench pulses the simulator's device model; `hil characterize --devices` recovers a preset."""
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import characterize_devices_on
 
 from drivers.lab import LabConfig
 from hil.cli import main
 from hil.core.devices import PRESETS, resolve_device_model, save_device_model
 from sim_backend.devices import DeviceArray
-from sim_backend.emulator import EmulatedLab
 from sim_backend.emulator.bench import EmulatedBench
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
@@ -48,18 +47,7 @@ def test_lab_device_model_must_be_pulsed():
 @pytest.mark.slow
 def test_characterize_devices_recovers_a_preset(tmp_path, capsys):
     """capacitor preset (Li et al. 2018): step size, bounds and asymmetry within 10%, cycle-to-cycle within 20%."""
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab_tree("capacitor")))
-    lab = LabConfig.model_validate(lab_tree("capacitor"))
-    with EmulatedLab(lab) as emu:
-        os.environ["HIL_EMULATOR_REGISTRY"] = str(emu.write_registry(tmp_path / "reg.json"))
-        try:
-            rc = main(["characterize", "--devices", "--lab", str(tmp_path / "lab.yaml"), "--pulses", "500",
-                       "--cycles", "2", "--sample", "10", "--runs-dir", str(tmp_path / "runs")])
-        finally:
-            del os.environ["HIL_EMULATOR_REGISTRY"]
-        assert emu.outputs() == {}  # the board left at rest
-    assert rc == 0
-    folder = next((tmp_path / "runs").glob("*-devices"))
+    folder = characterize_devices_on(lab_tree("capacitor"), tmp_path)
     fit = resolve_device_model(folder / "device.yaml")
     assert (folder / "device_fit.png").stat().st_size > 10_000
     estimates = yaml.safe_load((folder / "device.yaml").read_text())["fit"]["estimates"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import characterize_devices_on
 
 from drivers.bench import LabBench, make_bench_safe
 from drivers.errors import LimitError
@@ -260,17 +261,8 @@ def test_characterize_devices_recovers_a_preset_through_the_smu_programmer(tmp_p
     20%, as through the serial board (tests/test_device_characterization.py)."""
     tree = lab_tree()
     tree["emulator"]["device_model"] = "capacitor"
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(tree))
-    with EmulatedLab(LabConfig.model_validate(tree)) as emu:
-        os.environ["HIL_EMULATOR_REGISTRY"] = str(emu.write_registry(tmp_path / "reg.json"))
-        try:
-            rc = main(["characterize", "--devices", "--lab", str(tmp_path / "lab.yaml"), "--pulses", "500",
-                       "--cycles", "2", "--sample", "10", "--runs-dir", str(tmp_path / "runs")])
-        finally:
-            del os.environ["HIL_EMULATOR_REGISTRY"]
-        assert emu.outputs() == {}
-    assert rc == 0
-    fit = resolve_device_model(next((tmp_path / "runs").glob("*-devices")) / "device.yaml")
+    folder = characterize_devices_on(tree, tmp_path)
+    fit = resolve_device_model(folder / "device.yaml")
     true = PRESETS["capacitor"]
     assert fit.dw_min == pytest.approx(true.dw_min, rel=0.10)
     assert not fit.dw_min == pytest.approx(1.25 * true.dw_min, rel=0.10)  # control: a wrong step would fail
