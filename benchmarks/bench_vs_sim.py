@@ -173,7 +173,7 @@ def programming_case(lab, updates: int, time_scale: float, tmp: Path) -> int:
             rows.append((wall, {n: emu.instruments[n].clock.now_s - before[n] for n in names}, pulses["pulses"] - n0))
 
         backend.program = timed
-        train_run(prep, RunStore.create(cfg), out=open(tmp / "train.log", "w"))
+        train_run(prep, RunStore.create(cfg.runs_dir, cfg.name, cfg), out=open(tmp / "train.log", "w"))
     wall = sum(r[0] for r in rows)
     per_inst = {n: sum(r[1][n] for r in rows) for n in names}
     bound = sum(per_inst.values()) * time_scale
@@ -264,13 +264,13 @@ def compare(a: argparse.Namespace, lab, tmp: Path) -> int:
             prep.backend.lab = lab_s  # then trains with the lab's own write-verify limits
             programming = ProgrammerTiming(prep.backend, lab_s, emu)
             t0 = time.perf_counter()
-            bench = train_run(prep, RunStore.create(cfg))[-1]
+            bench = train_run(prep, RunStore.create(cfg.runs_dir, cfg.name, cfg))[-1]
             bench_s = time.perf_counter() - t0
             left_on = emu.outputs()
             serial_s, dac_ramp_s = physics_bound_s(lab_s, emu)
         cfg = load_config(None, sim_over, base=lab.run)
         prep = prepare(cfg)
-        sim = train_run(prep, RunStore.create(cfg))[-1]
+        sim = train_run(prep, RunStore.create(cfg.runs_dir, cfg.name, cfg))[-1]
         per = len(prep.data.x_train) * cfg.train.epochs
         rows.append((seed, bench.test_acc[0], sim.test_acc[0], bench, sim, bench_s / per, left_on,
                      serial_s / per, dac_ramp_s / per, programming))

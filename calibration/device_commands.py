@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,17 +91,36 @@ def plot_pulse_trains(path: Path, data: PulseTrains, fit, shown: int = 6) -> Pat
     return save_figure(fig, path)
 
 
-def cmd_characterize_devices(args: argparse.Namespace, lab, store, registry=None) -> int:
+@dataclass(frozen=True)
+class PulseTrainPlan:
+    """`hil characterize --devices`: `sample` devices drawn with `seed`, each given `cycles` of `pulses` SET then
+    `pulses` RESET pulses (a reading after each) and `repeats` readings at rest; the fit is named `model_name`."""
+
+    sample: int = 16
+    pulses: int = 500
+    cycles: int = 3
+    repeats: int = 10
+    seed: int = 0
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, least in (("pulses", 1), ("cycles", 1), ("repeats", 2)):
+            if getattr(self, name) < least:
+                raise FitError(f"--{name}: too small (got {getattr(self, name)}; at least {least})")
+
+
+def characterize_devices(plan: PulseTrainPlan, lab, store, registry=None) -> int:
+    """Pulse trains on a sample of the bench's devices, the fitted device model (device.yaml) and its plot."""
     log = CommandLog(store.path / "commands.jsonl")
-    devices = sample_devices(lab, args.sample, args.seed or 0)
+    devices = sample_devices(lab, plan.sample, plan.seed)
     p = lab.programming
-    print(f"{len(devices)} devices, {args.cycles} cycles of {args.pulses} SET ({p.set.start_V:g} V) and "
-          f"{args.pulses} RESET ({p.reset.start_V:g} V) pulses of {p.set.width_s:g} s, a reading after each; "
+    print(f"{len(devices)} devices, {plan.cycles} cycles of {plan.pulses} SET ({p.set.start_V:g} V) and "
+          f"{plan.pulses} RESET ({p.reset.start_V:g} V) pulses of {p.set.width_s:g} s, a reading after each; "
           f"device range [{p.g_min_S:g}, {p.g_max_S:g}] S", flush=True)
     boards, drivers = open_boards(lab, log, registry)
     try:
-        data = apply_pulse_trains(boards, devices, pulses=args.pulses, cycles=args.cycles, set_V=p.set.start_V,
-                                  reset_V=p.reset.start_V, width_s=p.set.width_s, repeats=args.repeats,
+        data = apply_pulse_trains(boards, devices, pulses=plan.pulses, cycles=plan.cycles, set_V=p.set.start_V,
+                                  reset_V=p.reset.start_V, width_s=p.set.width_s, repeats=plan.repeats,
                                   g_min_S=p.g_min_S, g_max_S=p.g_max_S)
     finally:
         for drv in drivers:
@@ -111,13 +130,13 @@ def cmd_characterize_devices(args: argparse.Namespace, lab, store, registry=None
                 drv.close()
     np.savez_compressed(store.path / "pulse_trains.npz", g_S=data.g_S, repeat_S=data.repeat_S,
                         devices=np.asarray(devices), g_min_S=p.g_min_S, g_max_S=p.g_max_S)
-    fit = fit_pulse_trains(data, name=args.model_name or f"{lab.name}-fit")
+    fit = fit_pulse_trains(data, name=plan.model_name or f"{lab.name}-fit")
     print(f"{'parameter':>15}  {'estimate':>11}  {'std. error':>10}   (normalized units: w = -1 .. 1 over the range)")
     for name, e in fit.estimates.items():
         print(f"{name:>15}  {e['value']:>11.4g}  {e['stderr']:>10.2g}")
     out = save_device_model(fit.model, store.path / "device.yaml", fit={
         "estimates": fit.to_yaml_tree(), "device_range_S": [p.g_min_S, p.g_max_S], "devices": [list(d) for d in devices],
-        "pulses": args.pulses, "cycles": args.cycles,
+        "pulses": plan.pulses, "cycles": plan.cycles,
         "use": "hil train --device-model device.yaml with network.g_min/g_max = the device range / "
                "units.conductance_unit_S"})
     plot_pulse_trains(store.path / "device_fit.png", data, fit)

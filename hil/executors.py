@@ -24,6 +24,22 @@ from sim_backend.crossbar import SimCrossbar, resolve_device
 EXECUTORS = ("inprocess", "ray")
 
 
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where a sweep's chunks train: `name` inprocess (here, one after the other) or ray (each chunk a task).
+
+    Ray only: `address` of a running cluster (None: start a local one of `num_cpus` CPUs, default all), `threads`
+    CPU threads (and reserved CPUs) per task, `gpu_fraction` of a GPU a chunk reserves with CUDA, `max_retries`
+    of a chunk whose worker died."""
+
+    name: str = "inprocess"
+    address: str | None = None
+    num_cpus: int | None = None
+    threads: int = 1
+    gpu_fraction: float = 0.25
+    max_retries: int = 3
+
+
 @dataclass
 class ChunkResult:
     index: int
@@ -127,15 +143,14 @@ class RayExecutor:
             ray.shutdown()  # disconnect (and stop the local cluster if this call started one)
 
 
-def make_executor(name: str, *, address: str | None = None, num_cpus: int | None = None, threads: int = 1,
-                  gpu_fraction: float = 0.25, max_retries: int = 3, progress: bool = False):
-    if name == "inprocess":
-        if address is not None:
+def make_executor(opts: ExecutorOptions, progress: bool = False):
+    if opts.name == "inprocess":
+        if opts.address is not None:
             raise GridError("--address: only with --executor ray")
         return InProcessExecutor(progress=progress)
-    if name == "ray":
-        if threads < 1 or max_retries < 0 or not 0 < gpu_fraction <= 1:
+    if opts.name == "ray":
+        if opts.threads < 1 or opts.max_retries < 0 or not 0 < opts.gpu_fraction <= 1:
             raise GridError(f"--threads >= 1, --max-retries >= 0, --gpu-fraction in (0, 1] "
-                             f"(got {threads}, {max_retries}, {gpu_fraction})")
-        return RayExecutor(address, num_cpus, threads, gpu_fraction, max_retries)
-    raise GridError(f"--executor: one of {', '.join(EXECUTORS)} (got {name!r})")
+                             f"(got {opts.threads}, {opts.max_retries}, {opts.gpu_fraction})")
+        return RayExecutor(opts.address, opts.num_cpus, opts.threads, opts.gpu_fraction, opts.max_retries)
+    raise GridError(f"--executor: one of {', '.join(EXECUTORS)} (got {opts.name!r})")

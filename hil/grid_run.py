@@ -11,13 +11,14 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hil.executors import ChunkResult, make_executor
+from hil.core.config import RunConfig
+from hil.executors import ChunkResult, ExecutorOptions, make_executor
 from hil.grid import (
     ETA_EFF,
     Chunk,
@@ -32,7 +33,7 @@ from hil.grid import (
 )
 from hil.plotting import plot_grid_heatmaps
 from hil.store import atomic_torch_save, atomic_write_text, load_tensors
-from hil.sweep import CHECKPOINT, SweepResumeError, default_max_replicas, finish_sweep
+from hil.sweep import CHECKPOINT, SweepOptions, SweepResumeError, default_max_replicas, finish_sweep
 from sim_backend.crossbar import resolve_device
 
 GRID_KIND = "grid"
@@ -97,58 +98,58 @@ def resume_recorder(folder: Path, grid: Grid) -> GridRecorder:
     return rec
 
 
-def grid_from_args(args, cfg) -> Grid:
-    """The grid of a `hil sweep grid` command line over its base config (every cell validated)."""
-    vary = check_vary(args.vary or [])
-    if args.sigmas:
-        if "noise.sigma" in vary:
+def build_grid(cfg: RunConfig, vary: Sequence[tuple[str, list[Any]]], sigmas: Sequence[float] | None, trials: int,
+               given: Collection[str] = ()) -> Grid:
+    """The grid of `hil sweep grid` over its base config, every cell validated: the --vary pairs, the --sigma
+    values (the heat maps' panels), `trials` networks per cell; given: the dotted keys also set by a flag or
+    --set (a varied key among them is refused: which value wins would be a guess)."""
+    varied = check_vary(vary)
+    if sigmas:
+        if "noise.sigma" in varied:
             raise GridError("--sigma and --vary noise.sigma: both list the read noise; give one")
-        if any(not (s >= 0) for s in args.sigmas):
-            raise GridError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
-        vary = {"noise.sigma": sorted(args.sigmas)} | vary  # sigma first: the heat maps' panels
-    if not vary:
+        if any(not (s >= 0) for s in sigmas):
+            raise GridError(f"--sigma: read noise must be >= 0 V (got {list(sigmas)})")
+        varied = {"noise.sigma": sorted(sigmas)} | varied  # sigma first: the heat maps' panels
+    if not varied:
         raise GridError("sweep grid: nothing varied; give --vary KEY=V1,V2,... (and/or --sigma)")
-    given = set(getattr(args, "scalar_overrides", {}))
-    clash = [k for k in vary if k in given or (k == ETA_EFF and "ep.eta" in given)]
+    clash = [k for k in varied if k in given or (k == ETA_EFF and "ep.eta" in given)]
     if clash:
         raise GridError(f"--vary {clash[0]}: also set by a flag, --set or (for eta_eff) --eta; give it once")
-    return Grid(cfg, vary, args.trials)
+    return Grid(cfg, varied, trials)
 
 
-def run_grid_sweep(args, cfg, prep, store) -> int:
-    """The body of `hil sweep grid` once the folder exists (cli.cmd_sweep_grid)."""
-    grid = grid_from_args(args, cfg)
+def run_grid_sweep(grid: Grid, opts: SweepOptions, executor_opts: ExecutorOptions, cfg: RunConfig, prep,
+                   store) -> int:
+    """The body of `hil sweep grid` once the folder exists: the grid's chunks on the executor, the table."""
     data = prep.data
-    executor = make_executor(args.executor, address=args.address, num_cpus=args.ray_cpus, threads=args.threads or 1,
-                             gpu_fraction=args.gpu_fraction, max_retries=args.max_retries,
-                             progress=not args.no_progress)
+    executor = make_executor(executor_opts, progress=opts.progress)
     with store.recording():
-        if args.resume_from is not None:
+        if opts.resume:
             rec = resume_recorder(store.path, grid)
         else:
-            rec = GridRecorder(store.path, grid, plan_chunks(grid, args.max_replicas, data.n_inputs, data.n_classes))
+            rec = GridRecorder(store.path, grid, plan_chunks(grid, opts.max_replicas, data.n_inputs, data.n_classes))
             rec.save()  # the plan first: an interrupted sweep resumes even before its first chunk finished
         todo = [c for c in rec.chunks if c.index not in rec.done]
         dataset = "datasets varied" if "data.dataset" in grid.vary else cfg.data.dataset
         epochs = "epochs varied" if "train.epochs" in grid.vary else f"{cfg.train.epochs} epoch(s)"
-        print(f"grid sweep: {dataset}, {len({t.cell for t in grid.trials})} cells x {args.trials} trials = "
+        print(f"grid sweep: {dataset}, {len({t.cell for t in grid.trials})} cells x {opts.trials} trials = "
               f"{len(grid.trials)} networks in {len(rec.chunks)} chunks ({len(todo)} to train) on the "
               f"{executor.name} executor, {epochs}; folder {store.path}", flush=True)
         write_grid_trials_csv(store.path / "trials.csv", grid.keys, grid.trials)
         executor.run(todo, rec)
-        rows = summarize_cells(grid.trials, args.threshold)
+        rows = summarize_cells(grid.trials, opts.threshold)
         write_grid_trials_csv(store.path / "trials.csv", grid.keys, grid.trials)
         write_grid_table_csv(store.path / "table.csv", grid.keys, rows)
         atomic_write_text(store.path / "grid.json", json.dumps(
-            {"vary": {k: v for k, v in grid.vary.items()}, "trials": args.trials, "threshold": args.threshold,
-             "executor": args.executor}, indent=1) + "\n")
+            {"vary": {k: v for k, v in grid.vary.items()}, "trials": opts.trials, "threshold": opts.threshold,
+             "executor": executor_opts.name}, indent=1) + "\n")
         axes = heatmap_axes(grid.keys)
         if axes is not None:
             panel, xy = axes
-            plot_grid_heatmaps(store.path / "convergence_heatmap.png", rows, panel, xy, args.threshold,
+            plot_grid_heatmaps(store.path / "convergence_heatmap.png", rows, panel, xy, opts.threshold,
                                store.path.name)
     finish_sweep(store)
-    print(format_grid_summary(grid.keys, rows, args.threshold))
+    print(format_grid_summary(grid.keys, rows, opts.threshold))
     shown = "convergence_heatmap.png, " if axes is not None else ""
     others = len([k for k in grid.keys if k != "noise.sigma"])
     print(f"saved {shown}table.csv and trials.csv in {store.path}" +

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -20,10 +21,15 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import yaml
 
 from hil.core.config import ConfigError, RunConfig, build_config, config_to_yaml, read_yaml
 from hil.core.process import pid_alive
 from hil.plotting import save_figure, subplots
+
+#: The run name's pattern, read from its one home (RunConfig.name).
+_NAME_PATTERN: str | None = next((m.pattern for m in RunConfig.model_fields["name"].metadata
+                                  if getattr(m, "pattern", None)), None)
 
 
 class StoreError(RuntimeError):
@@ -66,13 +72,19 @@ class RunStore:
 
     # ---- creation and opening ----------------------------------------------
     @classmethod
-    def create(cls, cfg: RunConfig, **status: Any) -> RunStore:
-        """Make a new run folder; call only after the config and data have been validated.
+    def create(cls, runs_dir: Path | str | None, name: str, config: RunConfig | None = None, **status: Any) -> RunStore:
+        """Make a new run folder `runs_dir/<time>-<name>`; call only after the input has been validated.
 
-        status: more for its first run.json (a bench run's lab: a kill at any moment after this leaves it named)."""
-        root = Path(cfg.runs_dir)
+        config: the run's resolved config, written as config.yaml; None for a command that trains nothing
+        (calibrate, characterize --devices), whose config.yaml then records only its name and runs dir.
+        runs_dir None: the config's default. status: more for its first run.json (a bench run's lab: a kill at
+        any moment after this leaves it named)."""
+        root = Path(runs_dir) if runs_dir is not None else RunConfig.model_fields["runs_dir"].default
+        pattern = _NAME_PATTERN
+        if pattern is not None and not re.fullmatch(pattern, name):
+            raise ConfigError(f"name: {name!r} is not a folder name (letters, digits, '_', '.', '-')")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = root / f"{stamp}-{cfg.name}"
+        path = root / f"{stamp}-{name}"
         try:
             root.mkdir(parents=True, exist_ok=True)
             k = 1
@@ -82,12 +94,14 @@ class RunStore:
                     break
                 except FileExistsError:
                     k += 1
-                    path = root / f"{stamp}-{cfg.name}-{k}"
+                    path = root / f"{stamp}-{name}-{k}"
         except OSError as err:
             raise StoreError(f"runs_dir: cannot create a run folder in {root} ({_os_reason(err)})") from None
         store = cls(path)
         try:
-            atomic_write_text(path / "config.yaml", config_to_yaml(cfg))
+            text = (config_to_yaml(config) if config is not None
+                    else yaml.safe_dump({"name": name, "runs_dir": str(root)}, sort_keys=False))
+            atomic_write_text(path / "config.yaml", text)
             store.mark_running(**status)
         except OSError as err:
             _remove_quietly(path)

@@ -122,11 +122,41 @@ def load_sweep_checkpoint(folder: Path, todo: Sequence[Trial]) -> dict:
     return state
 
 
-def sweep_recording(args, cfg: RunConfig, store) -> dict:
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep trains its networks: `trials` per point (seeds seed..seed+trials-1), the final test accuracy
+    that counts as converged (`threshold`), networks trained at once (`max_replicas`; None: what memory allows),
+    a progress bar, and `resume`: continue from the folder's checkpoint instead of starting afresh."""
+
+    trials: int = 8
+    threshold: float = 0.5
+    max_replicas: int | None = None
+    progress: bool = False
+    resume: bool = False
+
+
+def sweep_recording(opts: SweepOptions, cfg: RunConfig, store) -> dict:
     """run_trials' recording arguments for a sweep command: progress and trials.csv after every epoch, and a
     checkpoint in its folder that `hil sweep resume` continues from."""
     return {"on_epoch": SweepProgress(store.path, cfg.train.epochs), "checkpoint_dir": store.path,
-            "resume": getattr(args, "resume_from", None) is not None}
+            "resume": opts.resume}
+
+
+def sweep_table(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep, store) -> int:
+    """`hil sweep table` (Table I): opts.trials networks per sigma, in the order given; table.csv and trials.csv."""
+    points = [(s, cfg.noise.initial_samples) for s in sigmas]
+    print(f"Table I: {cfg.data.dataset}, {len(points)} sigma x {opts.trials} trials, {cfg.train.epochs} epoch(s), "
+          f"N={cfg.noise.samples}; folder {store.path}", flush=True)
+    with store.recording():
+        results = run_trials(cfg, prep.data, points, opts.trials, max_replicas=opts.max_replicas,
+                             progress=opts.progress, **sweep_recording(opts, cfg, store))
+        rows = summarize(results, opts.threshold)
+        write_trials_csv(store.path / "trials.csv", results)
+        write_summary_csv(store.path / "table.csv", rows)
+    finish_sweep(store)
+    print(format_summary(rows, opts.threshold))
+    print(f"saved {store.path / 'table.csv'} and trials.csv")
+    return 0
 
 
 def finish_sweep(store) -> None:

@@ -276,7 +276,7 @@ def test_fault_matrix_covers_the_arc1(cell, fault_lab, tmp_path, monkeypatch, ca
         if match == READ:
             emu.inject("arc", kind, match=match, after=after, delay_s=1.5)
         prep = prepare(cfg, fault_lab)
-        store = RunStore.create(cfg)
+        store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
         if match == PULSE:
             emu.inject("arc", kind, match=match, after=after, delay_s=1.5)
         try:

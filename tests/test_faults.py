@@ -85,7 +85,7 @@ def test_fault_matrix(kind, phase, lab_file, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(reg))
         cfg = run_config(lab_file, tmp_path / "runs")
         prep = prepare(cfg, lab_file)
-        store = RunStore.create(cfg)
+        store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
         emu.inject(instrument, kind, match=match, after=after, delay_s=DELAY_S, code=-222)
         try:
             train_run(prep, store)
@@ -153,7 +153,7 @@ def test_a_second_failure_of_the_retried_query_stops_the_run(lab_file, tmp_path,
         monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
         cfg = run_config(lab_file, tmp_path / "runs")
         prep = prepare(cfg, lab_file)
-        store = RunStore.create(cfg)
+        store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
         emu.inject("smu_hidden", "garbage", match=r"^:TRAC:DATA\?", after=3, count=2)  # the retry gets garbage too
         with pytest.raises(InstrumentFault, match=r"smu_hidden: garbage reply, again after a retry"):
             train_run(prep, store)

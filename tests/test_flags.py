@@ -136,3 +136,10 @@ def test_defaults_and_a_saved_config_are_not_simulator_settings():
     again = RunConfig.model_validate(build_config({}, {}).model_dump(mode="json"))  # a run's config.yaml: every key
     assert simulated_only_settings(again) == []
     assert simulated_only_settings(build_config({}, {"noise.samples": 8, "ep.beta": 0.5})) == []  # a bench does these
+
+
+def test_simulator_only_is_said_once_per_flag():
+    """The refusal note is added to every simulator-only flag's help; a description saying it too would print it twice."""
+    for action in subcommand(build_parser(), "train")._actions:
+        assert (action.help or "").count("simulator only") <= 1, action.option_strings
+    assert all(line.count("simulator only") <= 1 for line in flag_table().splitlines())

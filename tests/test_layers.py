@@ -1,11 +1,12 @@
 """The project's layers, read from the source: every import (function-local ones included) parsed with `ast`.
 
 Units, lowest first:  hil.core  <-  {sim_backend, drivers}  <-  {sim_backend.emulator, hil engine (hil/ but
-core/ and cli.py)}  <-  calibration  <-  hil.cli. A unit imports only units below it (units side by side may
+core/ and cli/)}  <-  calibration  <-  hil.cli. A unit imports only units below it (units side by side may
 not import each other: the emulated lab builds on the simulator and on the drivers' lab config and instrument
 registry, and the engine never needs it), so there is no cycle between units; hil.core imports nothing else of the project.
 Imports inside functions hide cycles and slow imports from the reader: a handful at most, each one a slow or
 optional third-party package, with a comment saying why.
+The command line's namespace stays in hil.cli: below it, functions take typed settings (config objects, dataclasses).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def unit_of(module: str) -> str | None:
         return top
     if module == "hil" or module == "hil.core" or module.startswith("hil.core."):
         return "hil.core"
-    if module == "hil.cli":
+    if module == "hil.cli" or module.startswith("hil.cli."):
         return "hil.cli"
     return "hil-engine"
 
@@ -130,6 +131,15 @@ def test_units_import_only_units_below_them():
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 
+def test_the_units_are_the_seven_layers():
+    """The cycle check below runs over these units: the core, the simulator, the emulator, the drivers, the hil
+    engine, calibration and the command line."""
+    assert set(RANK) == {"hil.core", "sim_backend", "sim_backend.emulator", "drivers", "hil-engine", "calibration",
+                         "hil.cli"}
+    assert unit_of("hil.cli") == unit_of("hil.cli.sweep") == "hil.cli"
+    assert unit_of("hil.grid_run") == "hil-engine" and unit_of("hil.core.config") == "hil.core"
+
+
 def test_no_cycle_between_units():
     edges: dict[str, set[str]] = {u: set() for u in RANK}
     for imp in all_imports():
@@ -180,3 +190,47 @@ def test_the_parser_sees_function_local_and_relative_imports(tmp_path):
     src = "def f():\n    # why\n    from . import ep\n    import matplotlib\n"
     tree = ast.parse(src)
     assert _function_lines(tree) == {3, 4}
+
+
+def namespace_uses(path: Path) -> list[str]:
+    """Where a module reads the command line: an argparse import, a Namespace annotation, or a function parameter
+    named `args` whose attributes it reads (args.trials: a namespace passed down; a list of SCPI arguments, which
+    the emulators call args, is indexed, not read by attribute)."""
+    tree = ast.parse(path.read_text(), str(path))
+    where = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "argparse" for a in node.names):
+            found.append(f"{where}:{node.lineno} imports argparse")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "argparse":
+            found.append(f"{where}:{node.lineno} imports from argparse")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+            for a in params:
+                if a.annotation is not None and "Namespace" in ast.unparse(a.annotation):
+                    found.append(f"{where}:{node.lineno} parameter {a.arg}: {ast.unparse(a.annotation)}")
+            if any(a.arg == "args" for a in params):
+                body = node.body if isinstance(node.body, list) else [node.body]
+                read = sorted({n.attr for b in body for n in ast.walk(b) if isinstance(n, ast.Attribute)
+                               and isinstance(n.value, ast.Name) and n.value.id == "args"}
+                              | {ast.unparse(n.args[1]) for b in body for n in ast.walk(b) if isinstance(n, ast.Call)
+                                 and ast.unparse(n.func) == "getattr" and len(n.args) > 1
+                                 and ast.unparse(n.args[0]) == "args"})
+                if read:
+                    found.append(f"{where}:{node.lineno} reads args.{', args.'.join(read)}")
+    return found
+
+
+def test_no_function_outside_the_cli_takes_the_command_line():
+    files = [p for p in project_files() if unit_of(module_name(p)) != "hil.cli"]
+    bad = [use for p in files for use in namespace_uses(p)]
+    assert not bad, "argparse belongs to hil.cli; pass typed settings down instead:\n" + "\n".join(bad)
+
+
+def test_the_namespace_check_sees_what_it_looks_for(tmp_path):
+    """The check above rests on this: each way of taking the command line is found, a SCPI args list is not."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("import argparse\nfrom argparse import Namespace\n\n\ndef a(x: argparse.Namespace):\n    pass\n\n\n"
+                      "def b(args):\n    return args.trials\n\n\ndef c(suffixes, args):\n    return args[0], len(args)\n")
+    found = namespace_uses(sample)
+    assert len(found) == 4 and "reads args.trials" in found[3] and not any(":13 " in f for f in found), found

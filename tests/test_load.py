@@ -50,7 +50,7 @@ def test_twenty_thousand_round_trips_with_delays_and_drops(tmp_path, monkeypatch
     with EmulatedLab(lab) as emu:
         monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
         prep = prepare(cfg, lab_path)
-        store = RunStore.create(cfg)
+        store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
         injected = 0
         for name in VISA:
             # Both kinds fire on queries (`after` counts the queries from now on), spaced over their union.

@@ -202,7 +202,7 @@ def test_fault_matrix_while_programming(kind, target, outcome, fault_lab, tmp_pa
     with EmulatedLab(lab) as emu:
         monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(emu.write_registry(tmp_path / "reg.json")))
         prep = prepare(cfg, fault_lab)
-        store = RunStore.create(cfg)
+        store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
         emu.inject(instrument, kind, match=match, after=after, delay_s=DELAY_S, code=-222)
         try:
             train_run(prep, store)

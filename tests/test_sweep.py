@@ -57,7 +57,7 @@ def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
     from hil.sweep import SweepProgress, run_trials
 
     cfg = build_config({}, {"train.epochs": 2, "data.train_limit": 200, "data.test_limit": 60, "runs_dir": str(tmp_path)})
-    store = RunStore.create(cfg)
+    store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
     progress = SweepProgress(store.path, cfg.train.epochs)
     seen = []
 
