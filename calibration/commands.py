@@ -18,21 +18,21 @@ from calibration.critical import (
     beyond_grid,
     crit_interval,
     critical_from_points,
+    critical_from_trials,
     describe_crit,
-    find_critical_sigma,
+    sigma_sweep_grid,
 )
 from calibration.plots import plot_accuracy_vs_sigma, plot_allan, plot_sigma_crit_vs_n
 from calibration.samples import BenchTiming, CalibrationError, choose_samples
 from calibration.statistics import estimate_noise
 from hil.core.config import RunConfig
+from hil.executors import IN_PROCESS, ExecutorOptions
+from hil.grid_run import finish_sweep, point_trials_csv, run_sweep
 from hil.store import RunStore, atomic_write_bytes, atomic_write_text
 from hil.sweep import (
     SweepOptions,
-    finish_sweep,
     format_summary,
-    run_trials,
     summarize,
-    sweep_recording,
     write_csv,
     write_summary_csv,
     write_trials_csv,
@@ -314,14 +314,15 @@ def sigma_grid(sigmas: Sequence[float] | None, sigma_min: float, sigma_max: floa
     return sorted(sig)
 
 
-def sweep_sigma(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep, store) -> int:
+def sweep_sigma(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep, store,
+                executor: ExecutorOptions = IN_PROCESS) -> int:
     """`hil sweep sigma`: opts.trials networks per sigma; the table, sigma_crit and sigma_opt (critical.json)."""
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {opts.trials} "
           f"trials, {cfg.train.epochs} epoch(s), N={cfg.noise.samples}; folder {store.path}", flush=True)
     with store.recording():
-        res = find_critical_sigma(cfg, sigmas, opts.trials, opts.threshold, data=prep.data,
-                                  max_replicas=opts.max_replicas, progress=opts.progress,
-                                  **sweep_recording(opts, cfg, store))
+        grid = sigma_sweep_grid(cfg, sigmas, opts.trials)
+        results = run_sweep(grid, opts, prep.data, executor=executor, folder=store.path, write_trials=point_trials_csv)
+        res = critical_from_trials(results, opts.threshold, cfg.noise.initial_samples)
         write_trials_csv(store.path / "trials.csv", res.trials)
         write_summary_csv(store.path / "table.csv", res.points)
         atomic_write_text(store.path / "critical.json", json.dumps(res.to_json(), indent=1) + "\n")
@@ -338,14 +339,14 @@ def sweep_sigma(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, pre
     return 0
 
 
-def sweep_samples(opts: SweepOptions, sigmas: Sequence[float], ns: Sequence[int], cfg: RunConfig, prep, store) -> int:
+def sweep_samples(opts: SweepOptions, sigmas: Sequence[float], ns: Sequence[int], cfg: RunConfig, prep, store,
+                  executor: ExecutorOptions = IN_PROCESS) -> int:
     """`hil sweep samples`: the sigma sweep at every N in ns at once; sigma_crit against N (critical.csv)."""
-    print(f"samples sweep: N in {ns}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {opts.trials} trials, "
+    print(f"samples sweep: N in {list(ns)}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {opts.trials} trials, "
           f"{cfg.train.epochs} epoch(s); folder {store.path}", flush=True)
     with store.recording():
-        results = run_trials(cfg, prep.data, [(s, n) for n in ns for s in sigmas], opts.trials,
-                             max_replicas=opts.max_replicas, progress=opts.progress,
-                             **sweep_recording(opts, cfg, store))
+        grid = sigma_sweep_grid(cfg, sigmas, opts.trials, ns)
+        results = run_sweep(grid, opts, prep.data, executor=executor, folder=store.path, write_trials=point_trials_csv)
         points = summarize(results, opts.threshold)
         per_n, crits, cis = [], [], []
         for n in ns:

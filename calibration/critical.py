@@ -14,8 +14,11 @@ import numpy as np
 
 from hil.core.config import RunConfig, build_config, merge_trees
 from hil.data import Dataset
+from hil.executors import IN_PROCESS, ExecutorOptions
+from hil.grid import Grid
+from hil.grid_run import run_sweep
 from hil.runner import prepare
-from hil.sweep import PointSummary, Trial, run_trials, summarize
+from hil.sweep import PointSummary, SweepOptions, Trial, summarize
 
 
 @dataclass
@@ -118,6 +121,22 @@ def with_lab_settings(cfg: RunConfig, lab) -> RunConfig:
     return build_config(merge_trees(lab.run, mine))
 
 
+def sigma_sweep_grid(cfg: RunConfig, sigmas: Sequence[float], trials: int,
+                     samples: Sequence[int] | None = None) -> Grid:
+    """The grid of a sigma sweep: `trials` networks at every sigma (and every N of `samples`; default the config's
+    N), trained as replicas; N outermost, so the trials run N by N, sigma by sigma."""
+    vary: dict[str, list] = {"noise.samples": list(samples)} if samples else {}
+    return Grid(cfg, vary | {"noise.sigma": list(sigmas)}, trials)
+
+
+def critical_from_trials(trials: Sequence[Trial], threshold: float, samples: int) -> CriticalSigma:
+    """sigma_crit and sigma_opt of the trials at N = samples."""
+    mine = [t for t in trials if t.samples == samples]
+    points = summarize(mine, threshold)
+    crit, opt = critical_from_points(points, threshold)
+    return CriticalSigma(samples, threshold, points, crit, opt, list(mine))
+
+
 def find_critical_sigma(
     cfg: RunConfig,
     sigmas: Sequence[float],
@@ -129,17 +148,14 @@ def find_critical_sigma(
     lab=None,
     max_replicas: int | None = None,
     progress: bool = False,
-    on_epoch=None,
-    checkpoint_dir=None,
-    resume: bool = False,
+    executor: ExecutorOptions = IN_PROCESS,
 ) -> CriticalSigma:
     """Train `trials` networks per sigma (as replicas at once) on the simulator and locate sigma_crit and sigma_opt.
 
     sigmas are in normalized volts (a bench's readings divided by its voltage_unit_V). With `lab`, the bench's
     settings (input gain, network, device range: its lab config's `run:` section) fill in whatever cfg leaves
-    unset, so the result applies to that bench. data: loaded from cfg.data when not given.
-    on_epoch: called after every epoch (see `hil.sweep.run_trials`), e.g. a `hil.sweep.SweepProgress`;
-    checkpoint_dir, resume: as in `hil.sweep.run_trials`.
+    unset, so the result applies to that bench. data: loaded from cfg.data when not given. executor: where the
+    chunks train (hil.executors; default here). `hil sweep sigma` trains the same grid with a folder to resume.
     """
     if lab is not None:
         cfg = with_lab_settings(cfg, lab)
@@ -152,8 +168,6 @@ def find_critical_sigma(
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold: an accuracy in (0, 1] (got {threshold})")
     n = samples or cfg.noise.initial_samples
-    results = run_trials(cfg, data, [(s, n) for s in sigmas], trials, max_replicas=max_replicas, progress=progress,
-                         on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, resume=resume)
-    points = summarize(results, threshold)
-    crit, opt = critical_from_points(points, threshold)
-    return CriticalSigma(n, threshold, points, crit, opt, results)
+    grid = sigma_sweep_grid(cfg, sigmas, trials, [n] if samples else None)
+    results = run_sweep(grid, SweepOptions(trials, threshold, max_replicas, progress), data, executor=executor)
+    return critical_from_trials(results, threshold, n)

@@ -47,28 +47,45 @@ def test_sweep_rejects_negative_sigma(tmp_path, capsys):
     assert "--sigma" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
-def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
+def _grid(sigmas=(0.0, 0.01), epochs=2):
+    from hil.core.config import build_config
+    from hil.data import load_dataset
+    from hil.grid import Grid
+
+    cfg = build_config({}, {"train.epochs": epochs, "data.train_limit": 200, "data.test_limit": 60})
+    return Grid(cfg, {"noise.sigma": list(sigmas)}, 2), load_dataset(cfg.data)
+
+
+def _stop_at(monkeypatch, when, seen=None):
+    """Ctrl-C after epoch `epoch` of the chunk whose first network is `first` (when = (first, epoch))."""
+    from hil import grid_run
+
+    original = grid_run.GridRecorder.epoch_done
+
+    def epoch_done(self, chunk, epoch, accs, diverged):
+        original(self, chunk, epoch, accs, diverged)
+        if seen is not None:
+            seen.append((chunk.trials[0], epoch))
+        if (chunk.trials[0], epoch) == when:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid_run.GridRecorder, "epoch_done", epoch_done)
+
+
+def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path, monkeypatch):
     """Ctrl-C in epoch 2 of the second chunk: trials.csv holds what finished, run.json says interrupted."""
     import json
 
-    from hil.core.config import build_config
-    from hil.data import load_dataset
+    from hil.grid_run import point_trials_csv, run_sweep
     from hil.store import RunStore
-    from hil.sweep import SweepProgress, run_trials
+    from hil.sweep import SweepOptions
 
-    cfg = build_config({}, {"train.epochs": 2, "data.train_limit": 200, "data.test_limit": 60, "runs_dir": str(tmp_path)})
-    store = RunStore.create(cfg.runs_dir, cfg.name, cfg)
-    progress = SweepProgress(store.path, cfg.train.epochs)
-    seen = []
-
-    def on_epoch(trials, start, size, epoch):
-        progress(trials, start, size, epoch)
-        seen.append((start, epoch))
-        if start > 0 and epoch == 1:
-            raise KeyboardInterrupt
-
+    grid, data = _grid()
+    store = RunStore.create(tmp_path, "sweep", grid.base)
+    seen: list = []
+    _stop_at(monkeypatch, (3, 1), seen)
     with pytest.raises(KeyboardInterrupt), store.recording():
-        run_trials(cfg, load_dataset(cfg.data), [(0.0, 1), (0.01, 1)], 2, max_replicas=3, on_epoch=on_epoch)
+        run_sweep(grid, SweepOptions(trials=2, max_replicas=3), data, folder=store.path, write_trials=point_trials_csv)
     assert seen == [(0, 1), (0, 2), (3, 1)]
     rows = list(csv.DictReader(open(store.path / "trials.csv")))
     assert [r["epochs_done"] for r in rows] == ["2", "2", "2", "1"]
@@ -77,62 +94,50 @@ def test_interrupted_sweep_keeps_every_finished_epoch(tmp_path):
     assert status["status"] == "interrupted"
 
 
-def test_progress_line_names_few_points_and_summarizes_many(tmp_path):
-    import io
-
-    from hil.sweep import SweepProgress
+def test_progress_line_names_few_points_and_summarizes_many():
+    from hil.sweep import epoch_line
 
     few = [Trial(s, 1, 0, 0, [a]) for s, a in [(0.0, 0.9), (1e-3, 0.5)]]
-    out = io.StringIO()
-    SweepProgress(tmp_path, 3, out)(few, 0, 2, 1)
-    assert "epoch 1/3, networks 1-2 of 2: mean test accuracy 0 V 90.0%, 0.001 V 50.0%" in out.getvalue()
+    assert ("epoch 1/3, networks 1-2 of 2: mean test accuracy 0 V 90.0%, 0.001 V 50.0%"
+            in epoch_line(few, 0, 2, 1, 3, 0.0))
     many = [Trial(1e-3 * k, 4 if k % 2 else 1, 0, 0, [0.1 * k]) for k in range(1, 10)]
-    out = io.StringIO()
-    SweepProgress(tmp_path, 3, out)(many, 0, 9, 2)
-    assert "mean test accuracy 10.0% to 90.0% over 9 points" in out.getvalue()
-    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
-    assert len(rows) == 9 and rows[-1]["epochs_done"] == "1"
+    line = epoch_line(many, 9, 18, 2, 3, 0.0)
+    assert "networks 10-18 of 18: mean test accuracy 10.0% to 90.0% over 9 points" in line
 
 
-def _sweep(tmp_path, stop_at=None, resume=False):
-    """Train 2 sigma x 2 trials in chunks of 3 (chunks start at 0 and 3); stop_at=(chunk_start, epoch) raises Ctrl-C."""
-    from hil.core.config import build_config
-    from hil.data import load_dataset
-    from hil.sweep import run_trials
+def _sweep(folder, monkeypatch, stop_at=None, resume=False, sigmas=(0.0, 0.02)):
+    """Train 2 sigma x 2 trials in chunks of 3 (networks 0-2 and 3); stop_at=(first network, epoch) raises Ctrl-C."""
+    from hil.grid_run import run_sweep
+    from hil.sweep import SweepOptions
 
-    cfg = build_config({}, {"train.epochs": 3, "data.train_limit": 200, "data.test_limit": 60})
-
-    def on_epoch(trials, start, size, epoch):
-        if (start, epoch) == stop_at:
-            raise KeyboardInterrupt
-
-    return run_trials(cfg, load_dataset(cfg.data), [(0.0, 1), (0.02, 1)], 2, max_replicas=3, on_epoch=on_epoch,
-                      checkpoint_dir=tmp_path, resume=resume)
+    folder.mkdir(exist_ok=True)
+    grid, data = _grid(sigmas, epochs=3)
+    monkeypatch.undo()  # the stop of an earlier call
+    if stop_at is not None:
+        _stop_at(monkeypatch, stop_at)
+    return run_sweep(grid, SweepOptions(trials=2, max_replicas=3, resume=resume), data, folder=folder)
 
 
 @pytest.mark.parametrize("stop_at", [(0, 1), (3, 2)])
-def test_resumed_sweep_ends_where_an_uninterrupted_one_does(tmp_path, stop_at):
+def test_resumed_sweep_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, stop_at):
     """Stopped in the first chunk or in the last, then resumed: the same accuracies, epoch by epoch, to the bit."""
-    whole = _sweep(tmp_path / "whole")
+    whole = _sweep(tmp_path / "whole", monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        _sweep(tmp_path / "cut", stop_at=stop_at)
-    resumed = _sweep(tmp_path / "cut", resume=True)
+        _sweep(tmp_path / "cut", monkeypatch, stop_at=stop_at)
+    assert list((tmp_path / "cut" / "sweep-chunks").glob("chunk-*.pt"))  # the chunk in training kept its snapshot
+    resumed = _sweep(tmp_path / "cut", monkeypatch, resume=True)
     assert [t.test_acc for t in resumed] == [t.test_acc for t in whole]
     assert all(len(t.test_acc) == 3 for t in resumed)
     assert whole[0].test_acc != whole[2].test_acc  # the noisy point really differs
 
 
-def test_resume_refuses_a_different_sweep(tmp_path):
-    from hil.core.config import build_config
-    from hil.data import load_dataset
-    from hil.sweep import SweepResumeError, run_trials
+def test_resume_refuses_a_different_sweep(tmp_path, monkeypatch):
+    from hil.sweep import SweepResumeError
 
     with pytest.raises(KeyboardInterrupt):
-        _sweep(tmp_path, stop_at=(0, 1))
-    cfg = build_config({}, {"train.epochs": 3, "data.train_limit": 200, "data.test_limit": 60})
+        _sweep(tmp_path, monkeypatch, stop_at=(0, 1))
     with pytest.raises(SweepResumeError, match="different sweep"):
-        run_trials(cfg, load_dataset(cfg.data), [(0.0, 1), (0.05, 1)], 2, max_replicas=3, checkpoint_dir=tmp_path,
-                   resume=True)
+        _sweep(tmp_path, monkeypatch, resume=True, sigmas=(0.0, 0.05))
 
 
 def test_sweep_resume_after_kill(tmp_path, capsys):
@@ -216,7 +221,8 @@ def test_sweep_killed_with_sigkill_resumes_from_its_last_snapshot(tmp_path):
     finally:
         proc.kill()
     (folder,) = cut_dir.iterdir()
-    saved = torch.load(folder / "sweep-checkpoint.pt", weights_only=True)
+    (snapshot,) = (folder / "sweep-chunks").glob("chunk-*.pt")  # the chunk in training's, mid-epoch
+    saved = torch.load(snapshot, weights_only=True)
     assert saved["trainer"]["in_epoch"]["pos"] in (5, 10, 15), (kill_at, saved["trainer"].get("in_epoch"))
     assert main(["sweep", "resume", str(folder)]) == 0
     assert main([*args, "--runs-dir", str(whole_dir)]) == 0

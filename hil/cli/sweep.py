@@ -14,10 +14,10 @@ from hil.cli.setup import setup_run
 from hil.core.config import RunConfig
 from hil.executors import EXECUTORS, ExecutorOptions
 from hil.grid import Grid, GridError, parse_vary
-from hil.grid_run import build_grid, run_grid_sweep
+from hil.grid_run import build_grid, run_grid_sweep, sweep_table
 from hil.runner import Prepared, describe_network, prepare
 from hil.store import RunStore, atomic_write_text
-from hil.sweep import CHECKPOINT, SWEEP_COMMAND, SweepOptions, sweep_table
+from hil.sweep import CHECKPOINT, SWEEP_COMMAND, SweepOptions
 from hil.threads import shared_budget
 
 #: Fields a sweep sets per network itself, per sweep kind (from its --sigma points, --samples-list, the
@@ -93,13 +93,11 @@ def cmd_sweep_resume(args: argparse.Namespace) -> int:
     if pid is not None:
         raise UsageError(f"RUN_DIR: the sweep in {folder} is still running (pid {pid}); stop it first")
     if not (folder / CHECKPOINT).is_file():
-        raise UsageError(f"RUN_DIR: {folder} has no {CHECKPOINT} (no epoch finished): start the sweep again")
+        raise UsageError(f"RUN_DIR: {folder} has no {CHECKPOINT} (it stopped before training began): start the sweep again")
     again = args.parser.parse_args(argv)
     again.argv, again.resume_from, again.parser = argv, folder, args.parser
     again.no_progress = again.no_progress or args.no_progress
-    if args.executor is not None:  # a grid sweep's chunks may finish on another executor: same chunks, same results
-        if not hasattr(again, "executor"):
-            raise UsageError(f"--executor: only a `hil sweep grid` folder has executors ({folder} is `hil {argv[0]} {argv[1]}`)")
+    if args.executor is not None:  # a sweep's chunks may finish on another executor: same chunks, same results
         again.executor, again.address = args.executor, args.address
     elif args.address is not None:
         raise UsageError("--address: with --executor ray")
@@ -115,11 +113,17 @@ def sweep_options(args: argparse.Namespace) -> SweepOptions:
                         progress=not args.no_progress, resume=args.resume_from is not None)
 
 
+def executor_options(args: argparse.Namespace) -> ExecutorOptions:
+    """Where the sweep's chunks train (every sweep kind has the executor options)."""
+    return ExecutorOptions(name=args.executor, address=args.address, num_cpus=args.ray_cpus,
+                           threads=args.threads or 1, gpu_fraction=args.gpu_fraction, max_retries=args.max_retries)
+
+
 def cmd_sweep_table(args: argparse.Namespace) -> int:
     if any(s < 0 or s != s for s in args.sigmas):
         raise UsageError(f"--sigma: read noise must be >= 0 V (got {args.sigmas})")
     cfg, prep, store = _sweep_setup(args, "sweep-table")
-    return sweep_table(sweep_options(args), args.sigmas, cfg, prep, store)
+    return sweep_table(sweep_options(args), args.sigmas, cfg, prep, store, executor_options(args))
 
 
 def _sigmas(args: argparse.Namespace) -> list[float]:
@@ -129,13 +133,13 @@ def _sigmas(args: argparse.Namespace) -> list[float]:
 def cmd_sweep_sigma(args: argparse.Namespace) -> int:
     sigmas = _sigmas(args)  # validated before anything is written, and used as it is
     cfg, prep, store = _sweep_setup(args, "sweep-sigma")
-    return sweep_sigma(sweep_options(args), sigmas, cfg, prep, store)
+    return sweep_sigma(sweep_options(args), sigmas, cfg, prep, store, executor_options(args))
 
 
 def cmd_sweep_samples(args: argparse.Namespace) -> int:
     sigmas = _sigmas(args)
     cfg, prep, store = _sweep_setup(args, "sweep-samples")
-    return sweep_samples(sweep_options(args), sigmas, args.samples_list, cfg, prep, store)
+    return sweep_samples(sweep_options(args), sigmas, args.samples_list, cfg, prep, store, executor_options(args))
 
 
 def cmd_sweep_grid(args: argparse.Namespace) -> int:
@@ -146,9 +150,7 @@ def cmd_sweep_grid(args: argparse.Namespace) -> int:
         grids.append(build_grid(cfg, args.vary or [], args.sigmas, args.trials, given))
 
     cfg, prep, store = _sweep_setup(args, "sweep-grid", check=check)
-    executor = ExecutorOptions(name=args.executor, address=args.address, num_cpus=args.ray_cpus,
-                               threads=args.threads or 1, gpu_fraction=args.gpu_fraction, max_retries=args.max_retries)
-    return run_grid_sweep(grids[-1], sweep_options(args), executor, cfg, prep, store)
+    return run_grid_sweep(grids[-1], sweep_options(args), executor_options(args), cfg, prep, store)
 
 
 def _vary_pair(text: str):
@@ -169,14 +171,6 @@ def add_sweep_grid_parser(kinds) -> None:
     gr.add_argument("--sigma", dest="sigmas", type=float, action="append", metavar="SIGMA",
                     help="read noise, V; repeat for each value (the heat maps' panels; same as --vary noise.sigma=)")
     _sweep_options(gr, trials=8)
-    ex = gr.add_argument_group("executor")
-    ex.add_argument("--executor", action=StoreOnce, choices=EXECUTORS, default="inprocess",
-                    help="inprocess: chunks one after the other here (default); ray: each chunk a Ray task")
-    ex.add_argument("--address", action=StoreOnce, help="Ray: the address of a running cluster (default: start a local one)")
-    ex.add_argument("--ray-cpus", action=StoreOnce, type=int, help="Ray: CPUs of the local cluster it starts (default: all)")
-    ex.add_argument("--gpu-fraction", action=StoreOnce, type=float, default=0.25,
-                    help="Ray with CUDA: share of a GPU one chunk reserves (default 0.25)")
-    ex.add_argument("--max-retries", action=StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
     add_run_options(gr, exclude=frozenset({"sigma", "replicas"}))
     gr.set_defaults(func=cmd_sweep_grid)
 
@@ -194,6 +188,14 @@ def _sweep_options(p: argparse.ArgumentParser, trials: int = 30, critical: bool 
                    help="use this bench's settings (its lab config's run: section) so the result applies to it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(resume_from=None)
+    ex = p.add_argument_group("executor")
+    ex.add_argument("--executor", action=StoreOnce, choices=EXECUTORS, default="inprocess",
+                    help="inprocess: chunks one after the other here (default); ray: each chunk a Ray task")
+    ex.add_argument("--address", action=StoreOnce, help="Ray: the address of a running cluster (default: start a local one)")
+    ex.add_argument("--ray-cpus", action=StoreOnce, type=int, help="Ray: CPUs of the local cluster it starts (default: all)")
+    ex.add_argument("--gpu-fraction", action=StoreOnce, type=float, default=0.25,
+                    help="Ray with CUDA: share of a GPU one chunk reserves (default 0.25)")
+    ex.add_argument("--max-retries", action=StoreOnce, type=int, default=3, help="Ray: retries of a chunk whose worker died (default 3)")
 
 
 def _sigma_grid_options(p: argparse.ArgumentParser) -> None:
@@ -236,11 +238,12 @@ def add_sweep_parsers(sub) -> None:
 
     rs = kinds.add_parser("resume", help="continue a stopped sweep from its last snapshot",
                           description="Continue a sweep that was interrupted or failed: the command it was started "
-                          "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained.")
+                          "with (sweep.json) runs again from sweep-checkpoint.pt; finished chunks are not retrained, the one in "
+                          "training goes on from its last snapshot.")
     rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the sweep's folder")
     rs.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rs.add_argument("--executor", action=StoreOnce, choices=EXECUTORS,
-                    help="grid sweeps: run the remaining chunks on this executor (default: the recorded one)")
-    rs.add_argument("--address", action=StoreOnce, help="grid sweeps with --executor ray: the cluster's address")
+                    help="run the remaining chunks on this executor (default: the recorded one)")
+    rs.add_argument("--address", action=StoreOnce, help="with --executor ray: the cluster's address")
     rs.set_defaults(func=cmd_sweep_resume)
 
