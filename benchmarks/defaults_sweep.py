@@ -4,7 +4,7 @@
         [--datasets digits,mnist1d,fashion-mnist] [--fashion-train 2000] [--fashion-test 1000]
 
 Around each data set's resolved defaults (gamma and eta sized to its input count, hil.core.config.data_defaults),
-trains --trials seeds of every setting (as replicas at once, hil.sweep.run_trials, sigma = 0) and prints the
+trains --trials seeds of every setting (as replicas at once, hil.grid_run.run_sweep, sigma = 0) and prints the
 mean final test accuracy after each of the --epochs counts (one training read at both: the accuracy after
 epoch 2 of a 6-epoch run is that of a 2-epoch run). Diverged trials count as 0.
 
@@ -27,7 +27,9 @@ from _machine import describe  # noqa: E402
 
 from hil.core.config import build_config  # noqa: E402
 from hil.data import load_dataset  # noqa: E402
-from hil.sweep import run_trials  # noqa: E402
+from hil.grid import Grid  # noqa: E402
+from hil.grid_run import run_sweep  # noqa: E402
+from hil.sweep import SweepOptions  # noqa: E402
 from hil.threads import shared_budget  # noqa: E402
 
 FACTORS = (0.5, 1.0, 2.0)
@@ -79,7 +81,8 @@ def main() -> int:
             cfg = build_config(base.model_dump(mode="json"), {"network.init_scale": c0 * fc,
                                                               "network.input_gain": g0 * fg, "ep.eta": e0 * fe})
             t0 = time.perf_counter()
-            trials = run_trials(cfg, data, [(0.0, 1)], a.trials, max_replicas=a.trials)
+            trials = run_sweep(Grid(cfg, {"noise.sigma": [0.0]}, a.trials),
+                               SweepOptions(trials=a.trials, max_replicas=a.trials), data)
             accs = [statistics.mean(0.0 if t.diverged or len(t.test_acc) < n else t.test_acc[n - 1] for t in trials)
                     for n in counts]
             table[(fc, fg, fe)][name] = accs

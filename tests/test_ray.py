@@ -105,8 +105,16 @@ def test_ray_sweep_survives_a_killed_worker_with_the_in_process_table(tmp_path):
     # In-process in chunks of 4 (before the cluster takes its share of the CPUs), on Ray in chunks of 2: with
     # sigma > 0 too, every trial reads its own noise stream, so the tables agree whatever the chunks.
     assert main([*BASE, "--max-replicas", "4", "--runs-dir", str(tmp_path / "here")]) == 0
+    # Table I runs on the same engine and executors
+    table = ["sweep", "table", "--sigma", "0", "--sigma", "0.02", *BASE[BASE.index("--trials"):]]
+    assert main([*table, "--max-replicas", "4", "--runs-dir", str(tmp_path / "table-here")]) == 0
     with ray_cluster() as (address, env):
         out, returncode, killed = _sweep_killing_one_task(tmp_path / "ray", address, env)
+        on_ray = subprocess.run([sys.executable, "-m", "hil.cli", *table, "--max-replicas", "2", "--runs-dir",
+                                 str(tmp_path / "table-ray"), "--executor", "ray", "--address", address], env=env,
+                                cwd=ROOT, capture_output=True, timeout=300)
+    assert on_ray.returncode == 0, on_ray.stdout.decode()[-2000:] + on_ray.stderr.decode()[-2000:]
+    assert _table(tmp_path / "table-ray") == _table(tmp_path / "table-here")
     assert returncode == 0, out.decode()[-3000:]
     assert killed is not None, "no chunk was seen running on a worker"
     ray_rows, here_rows = _table(tmp_path / "ray"), _table(tmp_path / "here")

@@ -131,6 +131,35 @@ def test_resumed_sweep_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatc
     assert whole[0].test_acc != whole[2].test_acc  # the noisy point really differs
 
 
+def test_a_checkpoint_of_the_earlier_one_chunk_format_resumes(tmp_path, monkeypatch):
+    """A sweep started before the sweeps were grids left one file: its chunk in training (trainer state) and every
+    trial's accuracies. Resumed now, it ends as an uninterrupted sweep does."""
+    import torch
+
+    from hil.store import atomic_torch_save
+
+    whole = _sweep(tmp_path / "whole", monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path / "cut", monkeypatch, stop_at=(3, 1))  # networks 0-2 done, network 3 after its epoch 1
+    (snap_file,) = (tmp_path / "cut" / "sweep-chunks").glob("chunk-*.pt")
+    snap = torch.load(snap_file, weights_only=True)
+    accs = [t.test_acc for t in whole[:3]] + snap["test_acc"]
+    old = {"chunk_start": 3, "chunk_size": 3, "epoch": 1, "trainer": snap["trainer"],
+           "trials": [{"sigma": t.sigma, "samples": t.samples, "seed": t.seed, "test_acc": a, "diverged": False}
+                      for t, a in zip(whole, accs)]}
+    (tmp_path / "old").mkdir()
+    atomic_torch_save(tmp_path / "old" / "sweep-checkpoint.pt", old)
+    from hil.grid_run import resume_recorder
+
+    grid, _ = _grid((0.0, 0.02), epochs=3)
+    rec = resume_recorder(tmp_path / "old", grid)  # converted: the first chunk done, the second from its epoch 1
+    assert set(rec.done) == {0} and [t.test_acc for t in grid.trials[:3]] == [t.test_acc for t in whole[:3]]
+    (converted,) = (tmp_path / "old" / "sweep-chunks").glob("chunk-*.pt")
+    assert torch.load(converted, weights_only=True)["trainer"]["epoch"] == 1
+    resumed = _sweep(tmp_path / "old", monkeypatch, resume=True)
+    assert [t.test_acc for t in resumed] == [t.test_acc for t in whole]
+
+
 def test_resume_refuses_a_different_sweep(tmp_path, monkeypatch):
     from hil.sweep import SweepResumeError
 

@@ -123,7 +123,7 @@ def add_preset_options(g) -> None:
                    "--config files and flags override it")
     g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: the cores "
                    "shared fairly among the hil processes running here; OMP_NUM_THREADS also sets it); with "
-                   "`sweep grid --executor ray`: the threads and CPUs of each chunk's task (default 1)")
+                   "`sweep --executor ray`: the threads and CPUs of each chunk's task (default 1)")
 
 
 def preset_tree(args: argparse.Namespace) -> dict[str, Any]:
