@@ -125,7 +125,7 @@ class GridRecorder:
         self.save_trials()
         mine = [self.grid.trials[i] for i in chunk.trials]
         self._print(epoch_line(mine, chunk.trials[0], len(self.grid.trials), epoch,
-                               RunConfig.model_validate(chunk.config).train.epochs, self.minutes()))
+                               self.grid.configs[chunk.group].train.epochs, self.minutes()))
 
     def minutes(self) -> float:
         return (time.perf_counter() - self.t0) / 60
@@ -163,6 +163,11 @@ def resume_recorder(folder: Path, grid: Grid, write_trials: TrialsWriter = grid_
     rec = GridRecorder(Path(folder), grid, chunks, write_trials)
     for key, res in state["done"].items():
         rec.apply(chunks[int(key)], res["test_acc"], res["diverged"])
+    for chunk in chunks:  # a chunk stopped in training: its finished epochs stay in trials.csv meanwhile
+        snapshot = chunk_snapshot_path(folder, chunk.index)
+        if chunk.index not in rec.done and snapshot.is_file():
+            saved = load_tensors(snapshot, "resume")
+            rec._set(chunk, saved["test_acc"], saved["diverged"])
     return rec
 
 

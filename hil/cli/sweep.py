@@ -50,18 +50,16 @@ def _check_sweep(args: argparse.Namespace) -> None:
         raise UsageError(f"--samples-list: N values >= 1 (got {args.samples_list})")
 
 
-
-
 def _sweep_setup(args: argparse.Namespace, default_name: str,
                  check: Callable[[RunConfig], object] | None = None) -> tuple[RunConfig, Prepared, RunStore]:
     """check(cfg): validates the command's settings against the resolved config before anything is written."""
     _check_sweep(args)
-    given = check
 
     def checked(cfg: RunConfig) -> object:
         if cfg.noise.adaptive:  # per-replica adaptive N in sweeps is not built (docs/calibration.md)
             raise UsageError("--samples auto: only hil train adapts N; a sweep reads every network a fixed N times")
-        return given(cfg) if given else None
+        return check(cfg) if check else None
+
     if args.resume_from is not None:
         store = RunStore.open(args.resume_from)
         cfg = store.config()  # the resolved config it started with, not today's config files
