@@ -67,3 +67,24 @@ def test_a_setting_given_twice_is_an_error(capsys):
             assert stop.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "given twice" in err[0], err
+
+
+def test_a_folder_that_trains_nothing_records_only_its_name(tmp_path):
+    """`hil calibrate` makes its folder with RunStore.create(runs_dir, name): no training config is invented."""
+    import yaml
+
+    from hil.core.config import ConfigError
+    from hil.store import RunStore
+
+    assert main(["calibrate", "--sigma-target", "1e-4", "--reading-sigma", "1e-3", "--name", "cal",
+                 "--runs-dir", str(tmp_path)]) == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.endswith("-cal")
+    assert yaml.safe_load((folder / "config.yaml").read_text()) == {"name": "cal", "runs_dir": str(tmp_path)}
+    try:
+        RunStore.create(tmp_path / "other", "no spaces")
+    except ConfigError as err:
+        assert "name" in str(err)
+    else:
+        raise AssertionError("a name with a space made a folder")
+    assert not (tmp_path / "other").exists()

@@ -200,11 +200,11 @@ def test_sweep_resume_after_kill(tmp_path, capsys):
     done = [int(r["epochs_done"]) for r in csv.DictReader(open(folder / "trials.csv"))]
     assert 0 < sum(done) < 16  # stopped part way: some epochs kept, not all
 
-    assert main(["sweep", "resume", str(folder)]) == 0
+    assert main(["sweep", "resume", str(folder), "--executor", "inprocess"]) == 0  # every sweep has executors
     assert main([*args, "--runs-dir", str(whole_dir)]) == 0
     (whole,) = whole_dir.iterdir()
     assert (folder / "table.csv").read_text() == (whole / "table.csv").read_text()
-    assert not (folder / "sweep-checkpoint.pt").exists()
+    assert not (folder / "sweep-checkpoint.pt").exists() and not (folder / "sweep-chunks").exists()
     assert main(["sweep", "resume", str(folder)]) == 2  # completed: nothing to resume
 
 

@@ -183,3 +183,14 @@ def test_a_noisy_grid_does_not_depend_on_its_chunking(tmp_path):
     assert trials[0] == trials[1] == trials[2]
     accs = {t["final_test_acc"] for t in trials[0]}
     assert len(accs) > 1  # the trials differ from each other (their seeds and sigmas), only not between chunkings
+
+
+def test_one_sweep_engine():
+    """Every sweep (table, sigma, samples, grid, and calibration.find_critical_sigma) trains through
+    hil.executors.train_chunk: it is the only place outside `hil train` (hil/runner.py) that builds a Trainer."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    builders = sorted(str(p.relative_to(root)) for pkg in ("hil", "calibration", "sim_backend", "drivers")
+                      for p in (root / pkg).rglob("*.py") if "Trainer(" in p.read_text())
+    assert builders == ["hil/executors.py", "hil/runner.py"], builders
