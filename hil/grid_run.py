@@ -125,7 +125,11 @@ class GridRecorder:
         self.save_trials()
         mine = [self.grid.trials[i] for i in chunk.trials]
         self._print(epoch_line(mine, chunk.trials[0], len(self.grid.trials), epoch,
-                               self.grid.configs[chunk.group].train.epochs, self.minutes()))
+                               self.grid.configs[chunk.group].train.epochs, self.minutes(), group=self.group(chunk)))
+
+    def group(self, chunk: Chunk) -> str:
+        """The chunk's varied settings besides sigma and N (empty for a sweep of sigma and N only)."""
+        return ", ".join(f"{k}={v}" for k, v in self.grid.groups[chunk.group])
 
     def minutes(self) -> float:
         return (time.perf_counter() - self.t0) / 60
@@ -138,7 +142,7 @@ class GridRecorder:
         if self.folder is not None:
             chunk_snapshot_path(self.folder, chunk.index).unlink(missing_ok=True)
         finals = [0.0 if bad else acc[-1] for acc, bad in zip(result.test_acc, result.diverged)]
-        group = ", ".join(f"{k}={v}" for k, v in self.grid.groups[chunk.group]) or "base config"
+        group = self.group(chunk) or "base config"
         self._print(f"  chunk {len(self.done)}/{len(self.chunks)} done ({group}; {len(chunk.trials)} networks): mean "
                     f"final test accuracy {100 * statistics.fmean(finals):.1f}% ({self.minutes():.1f} min)")
 

@@ -151,9 +151,10 @@ def write_trials_csv(path: Path, results: Sequence[Trial]) -> None:
 
 
 def epoch_line(chunk: Sequence[Trial], first: int, total: int, epoch: int, epochs: int, minutes: float,
-               max_listed: int = 8) -> str:
-    """The progress line after an epoch of a chunk (networks first+1.. of total): mean test accuracy per point,
-    named one by one up to max_listed points, else their range (the rest is in trials.csv)."""
+               max_listed: int = 8, group: str = "") -> str:
+    """The progress line after an epoch of a chunk (networks first+1.. of total; group: the grid cell's other
+    settings, if any): mean test accuracy per point, named one by one up to max_listed points, else their range
+    (the rest is in trials.csv)."""
     several_n = len({t.samples for t in chunk}) > 1
     points: dict[tuple[float, int], list[float]] = {}
     for t in chunk:
@@ -163,7 +164,8 @@ def epoch_line(chunk: Sequence[Trial], first: int, total: int, epoch: int, epoch
         accs = ", ".join(f"{s:.3g} V{f' N={n}' if several_n else ''} {m:.1f}%" for (s, n), m in means.items())
     else:
         accs = f"{min(means.values()):.1f}% to {max(means.values()):.1f}% over {len(means)} points"
-    return (f"  epoch {epoch}/{epochs}, networks {first + 1}-{first + len(chunk)} of {total}: "
+    return (f"  epoch {epoch}/{epochs}, networks {first + 1}-{first + len(chunk)} of {total}"
+            f"{f' ({group})' if group else ''}: "
             f"mean test accuracy {accs} ({minutes:.1f} min)")
 
 
