@@ -28,6 +28,7 @@ from calibration.statistics import estimate_noise
 from hil.core.config import RunConfig
 from hil.executors import IN_PROCESS, ExecutorOptions
 from hil.grid_run import finish_sweep, point_trials_csv, run_sweep
+from hil.runner import Prepared
 from hil.store import RunStore, atomic_write_bytes, atomic_write_text
 from hil.sweep import (
     SweepOptions,
@@ -91,7 +92,7 @@ class NodeReadout:
             raise CommandError(f"--show: a number of nodes >= 0 (got {self.show})")
 
 
-def characterize_nodes(readout: NodeReadout, cfg, prep, store) -> int:
+def characterize_nodes(readout: NodeReadout, cfg: RunConfig, prep: Prepared, store: RunStore) -> int:
     """Read every node of one held state `readout.readings` times; characterize.json, readings.npy, allan.png."""
     readings = readout.readings
     net = prep.backend
@@ -314,7 +315,7 @@ def sigma_grid(sigmas: Sequence[float] | None, sigma_min: float, sigma_max: floa
     return sorted(sig)
 
 
-def sweep_sigma(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep, store,
+def sweep_sigma(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep: Prepared, store: RunStore,
                 executor: ExecutorOptions = IN_PROCESS) -> int:
     """`hil sweep sigma`: opts.trials networks per sigma; the table, sigma_crit and sigma_opt (critical.json)."""
     print(f"sigma sweep: {cfg.data.dataset}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {opts.trials} "
@@ -339,7 +340,7 @@ def sweep_sigma(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, pre
     return 0
 
 
-def sweep_samples(opts: SweepOptions, sigmas: Sequence[float], ns: Sequence[int], cfg: RunConfig, prep, store,
+def sweep_samples(opts: SweepOptions, sigmas: Sequence[float], ns: Sequence[int], cfg: RunConfig, prep: Prepared, store: RunStore,
                   executor: ExecutorOptions = IN_PROCESS) -> int:
     """`hil sweep samples`: the sigma sweep at every N in ns at once; sigma_crit against N (critical.csv)."""
     print(f"samples sweep: N in {list(ns)}, {len(sigmas)} sigma from {sigmas[0]:.3g} to {sigmas[-1]:.3g} V x {opts.trials} trials, "

@@ -47,7 +47,8 @@ from hil.grid import (
     write_grid_trials_csv,
 )
 from hil.plotting import plot_grid_heatmaps
-from hil.store import atomic_torch_save, atomic_write_text, load_tensors
+from hil.runner import Prepared
+from hil.store import RunStore, atomic_torch_save, atomic_write_text, load_tensors
 from hil.sweep import (
     CHECKPOINT,
     SweepOptions,
@@ -222,14 +223,14 @@ def run_sweep(grid: Grid, opts: SweepOptions, data: Dataset, *, executor: Execut
     return grid.trials
 
 
-def finish_sweep(store) -> None:
+def finish_sweep(store: RunStore) -> None:
     """Mark a sweep completed; its checkpoint and snapshots have served (the results are in the CSV files)."""
     (store.path / CHECKPOINT).unlink(missing_ok=True)
     shutil.rmtree(store.path / CHUNK_SNAPSHOTS, ignore_errors=True)
     store.set_status("completed")
 
 
-def sweep_table(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep, store,
+def sweep_table(opts: SweepOptions, sigmas: Sequence[float], cfg: RunConfig, prep: Prepared, store: RunStore,
                 executor: ExecutorOptions = IN_PROCESS) -> int:
     """`hil sweep table` (Table I): opts.trials networks per sigma, in the order given; table.csv and trials.csv."""
     grid = Grid(cfg, {"noise.sigma": list(sigmas)}, opts.trials)
@@ -266,7 +267,8 @@ def build_grid(cfg: RunConfig, vary: Sequence[tuple[str, list[Any]]], sigmas: Se
     return Grid(cfg, varied, trials)
 
 
-def run_grid_sweep(grid: Grid, opts: SweepOptions, executor: ExecutorOptions, cfg: RunConfig, prep, store) -> int:
+def run_grid_sweep(grid: Grid, opts: SweepOptions, executor: ExecutorOptions, cfg: RunConfig, prep: Prepared,
+                   store: RunStore) -> int:
     """The body of `hil sweep grid` once the folder exists: the grid's chunks on the executor, the table."""
     dataset = "datasets varied" if "data.dataset" in grid.vary else cfg.data.dataset
     epochs = "epochs varied" if "train.epochs" in grid.vary else f"{cfg.train.epochs} epoch(s)"
