@@ -30,7 +30,7 @@ from drivers.lab import LabConfig, TimingConfig
 from drivers.nudge import nudge_strategy
 from drivers.programming import Programmed, Programmer
 from drivers.session import CommandLog
-from hil.core.backend import ConductanceUpdate, NodeStats
+from hil.core.backend import ConductanceUpdate, NodeStats, input_nodes, input_voltages, node_sizes
 
 __all__ = ["InstrumentCrossbar", "make_bench_safe", "open_instrument"]
 
@@ -108,7 +108,7 @@ class InstrumentCrossbar:
     @property
     def _block_sizes(self) -> list[int]:
         """Node counts per layer as the devices see them: each input drives two rows (+x and -x)."""
-        return [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
+        return node_sizes(self.layer_sizes)
 
     def _empty_conductances(self) -> list[torch.Tensor]:
         sizes = self._block_sizes
@@ -224,10 +224,12 @@ class InstrumentCrossbar:
 
     def _set_inputs(self, xb: torch.Tensor) -> None:
         """DAC voltages gamma*[x, -x] in bench volts."""
+        volts = input_voltages(self.input_gain * xb, self.vu).tolist()  # gamma*x, then to bench volts
+        inputs = self._lab.nodes.inputs
         levels = []
-        for i, node in enumerate(self._lab.nodes.inputs):
-            v = float(self.input_gain * xb[i] * self.vu)
-            levels += [(node.plus, v), (node.minus, -1.0 * v)]
+        for i, node in enumerate(inputs):
+            plus, minus = input_nodes(i, len(inputs))
+            levels += [(node.plus, volts[plus]), (node.minus, volts[minus])]
         self.instruments.set_voltages(levels)
 
     def _read_nodes(self, n: int, nodes: Sequence[int] | None = None) -> torch.Tensor:

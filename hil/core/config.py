@@ -19,18 +19,13 @@ from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from hil.core.devices.config import DeviceModelConfig
+from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS, DeviceModelConfig
 from hil.core.devices.store import resolve_device_model
-
-DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist", "mnist1d")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
-
+from hil.core.mains import LINE_FREQUENCIES_HZ, check_line_frequency
+from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 
 def flag(name: str | None = None, *, metavar: str | None = None, simulated_only: bool = False,
          choices: tuple[float, ...] | None = None) -> dict[str, Any]:
@@ -42,18 +37,11 @@ def flag(name: str | None = None, *, metavar: str | None = None, simulated_only:
             "choices": list(choices) if choices else None}
 
 
-LINE_FREQUENCIES_HZ = (50.0, 60.0)  # mains
-
 #: A marker for a field (or a whole section) that describes the simulator only, with no flag of its own.
 SIMULATED_ONLY: dict[str, Any] = {"simulated_only": True}
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: --gamma inf or a NaN in a config file is one error naming the field, not a failed run.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class NetworkConfig(_Strict):
+class NetworkConfig(StrictModel):
     """The layered resistive network (Kendall et al. 2020; Scellier et al. 2023)."""
 
     hidden: list[int] = Field(json_schema_extra=flag(),
@@ -105,7 +93,7 @@ class NetworkConfig(_Strict):
         return self
 
 
-class RelaxConfig(_Strict):
+class RelaxConfig(StrictModel):
     """How the network settles (Millman's theorem, exact block updates per layer)."""
 
     sweeps: int = Field(json_schema_extra=flag(), default=5, ge=1, description="T: sweeps over the layers per phase.")
@@ -116,7 +104,7 @@ class RelaxConfig(_Strict):
     )
 
 
-class EPConfig(_Strict):
+class EPConfig(StrictModel):
     """The Equilibrium Propagation learning rule (paper eqs. 7, 9, 10)."""
 
     beta: float = Field(json_schema_extra=flag(), default=1.0, gt=0, description="Nudge conductance tying each output to its target, S.")
@@ -129,7 +117,7 @@ class EPConfig(_Strict):
         "rates rising toward the output (about 3x per layer in Scellier et al. 2023's public implementation).")
 
 
-class Schedule(_Strict):
+class Schedule(StrictModel):
     """A factor that changes over training: 1 until `start`, then `factor` (step) or a geometric ramp from 1 at
     `start` to `factor` at `end` (ramp). Positions are fractions of the run's training steps (0: first, 1: last)."""
 
@@ -153,7 +141,7 @@ class Schedule(_Strict):
         return self.factor ** ((progress - self.start) / (self.end - self.start))
 
 
-class AdaptConfig(_Strict):
+class AdaptConfig(StrictModel):
     """Adaptive N (`samples: auto`): N follows the online sigma estimate so that sigma/sqrt(N) stays at
     noise.sigma_target (docs/calibration.md, Adaptive N)."""
 
@@ -177,7 +165,7 @@ class AdaptConfig(_Strict):
                                "many times the median node's (the lower bound of its interval).")
 
 
-class NoiseConfig(_Strict):
+class NoiseConfig(StrictModel):
     """Measurement uncertainty: every read is V + sigma*xi, xi ~ N(0, 1)."""
 
     sigma: float = Field(json_schema_extra=flag(simulated_only=True), default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
@@ -204,9 +192,7 @@ class NoiseConfig(_Strict):
     @field_validator("line_frequency_hz")
     @classmethod
     def _mains(cls, hz: float) -> float:
-        if hz not in LINE_FREQUENCIES_HZ:  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
-            raise ValueError("the mains frequency is 50 or 60 Hz")
-        return hz
+        return check_line_frequency(hz)
 
     @field_validator("samples")
     @classmethod
@@ -236,7 +222,7 @@ class NoiseConfig(_Strict):
         return self.adapt.start_samples if isinstance(self.samples, str) else self.samples
 
 
-class DevicesConfig(_Strict):
+class DevicesConfig(StrictModel):
     """The resistive devices and how an update reaches them (sim_backend/devices)."""
 
     model: str = Field(json_schema_extra=flag("device_model", metavar="PRESET|DEVICE.yaml"),
@@ -258,8 +244,8 @@ class DevicesConfig(_Strict):
     )
     max_pulses: int = Field(default=64, ge=1, description="pulses: most pulses per device and update (beyond: dropped).")
     tolerance_steps: float = Field(default=1.0, gt=0, description="write-verify: stop within this many nominal steps.")
-    verify_max_pulses: int = Field(default=30, ge=1, description="write-verify: most pulses per device and update.")
-    verify_max_reversals: int = Field(default=3, ge=0, description="write-verify: stop a device after this many "
+    verify_max_pulses: int = Field(default=WRITE_VERIFY_MAX_PULSES, ge=1, description="write-verify: most pulses per device and update.")
+    verify_max_reversals: int = Field(default=WRITE_VERIFY_MAX_REVERSALS, ge=0, description="write-verify: stop a device after this many "
                                       "overshoots (polarity flips), as the bench's write-verify does.")
     pulse_period_s: float = Field(default=1e-5, gt=0, description="Time per programming pulse, driver overhead "
                                   "included, s (devices are programmed one at a time, as the bench's board does).")
@@ -288,7 +274,7 @@ class DevicesConfig(_Strict):
         return resolve_device_model(self.model)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     dataset: Literal["digits", "mnist", "kmnist", "fashion-mnist", "mnist1d"] = Field(json_schema_extra=flag(),
         default="digits", description="digits (8x8, embedded in scikit-learn), mnist, kmnist or fashion-mnist (IDX "
         "files), or mnist1d (40-point signals, generated by the mnist1d package and cached under data_dir)."
@@ -316,7 +302,7 @@ class DataConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: int = Field(json_schema_extra=flag(), default=10, ge=1, description="Passes over the training set.")
     batch_size: int = Field(json_schema_extra=flag(), default=4, ge=1, description="Samples per conductance update.")
     eval_batch_size: int = Field(default=256, ge=1, description="Samples per evaluation pass (simulator only).")
@@ -339,7 +325,7 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ConfigError(f"dtype: float32 or float64 (got {name!r})") from None
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Everything that defines one training run. Load with `load_config`."""
 
     name: str = Field(json_schema_extra=flag(), default="run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name, used in the run folder name.")
@@ -469,25 +455,6 @@ def refuse_on_bench(cfg: RunConfig) -> None:
                           "noise, and with --devices its devices)")
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line naming the first offending field, its problem and the value given."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "config"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    field = re.match(r"([a-z_]+): ", msg)
-    if field and first["loc"]:  # a section's validator naming its field: data: classes: ... -> data.classes: ...
-        loc, msg = f"{loc}.{field.group(1)}", msg[field.end():]
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) or repr(value) in msg else f" (got {value!r})"
-    if not first["loc"] and re.match(r"[\w.\[\]-]+: ", msg):  # a whole-config check that names its field itself
-        return f"{msg}{shown}"
-    return f"{loc}: {msg}{shown}"
-
-
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
     parts = dotted.split(".")
@@ -559,25 +526,6 @@ def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] |
         raise ConfigError(format_validation_error(err)) from None
     cfg._sized_to_data = frozenset(auto)
     return cfg
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    return tree
 
 
 def merge_trees(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
