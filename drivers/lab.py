@@ -28,11 +28,11 @@ from pydantic import (
 )
 
 from drivers.registry import Role, driver_class
-from hil.core.mains import check_line_frequency
-from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 from hil.core.backend import node_sizes
 from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS
 from hil.core.devices.store import resolve_device_model
+from hil.core.mains import check_line_frequency
+from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 
 
 class ChannelRef(NamedTuple):

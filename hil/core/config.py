@@ -27,6 +27,7 @@ from hil.core.devices.store import resolve_device_model
 from hil.core.mains import LINE_FREQUENCIES_HZ, check_line_frequency
 from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 
+
 def flag(name: str | None = None, *, metavar: str | None = None, simulated_only: bool = False,
          choices: tuple[float, ...] | None = None) -> dict[str, Any]:
     """A field's marker (its json_schema_extra) making it a `hil` run option: `--name` (default: the field's
