@@ -14,6 +14,7 @@ simulator and on the bench. Currents scale by their product.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -236,6 +237,16 @@ class FaultConfig(StrictModel):
     delay_s: float = Field(default=0.0, ge=0, description="delay: wall seconds the reply is held back")
     code: int = Field(default=-200, description="error: the code queued (its text is the standard one)")
     channel: str | None = Field(default=None, description="trip_compliance: the SMU channel (default: the first)")
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"not a regular expression ({err})") from None
+        return pattern
 
 
 class EmulatorConfig(StrictModel):

@@ -14,7 +14,6 @@ file written by `hil emulate`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -26,6 +25,7 @@ import pyvisa
 from pyvisa import constants
 from pyvisa.resources import MessageBasedResource
 
+from drivers.emulator_registry import REGISTRY_ENV, RegistryError, read_registry, registry_path
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
 from drivers.registry import DRIVERS, ROLES, Role
 from drivers.retry import (
@@ -38,36 +38,33 @@ from drivers.retry import (
     classify,
     is_garbage,
 )
-from hil.core.process import pid_alive
 
 if TYPE_CHECKING:
     from drivers.lab import InstrumentConfig, LabConfig
 
-DEFAULT_REGISTRY = Path(".hil-emulator.json")
-
 
 def resolve_resource(resource: str, registry: Path | None = None) -> str:
-    """Turn `emulator:NAME` into the live address `hil emulate` registered; other strings pass through."""
+    """Turn `emulator:NAME` into the live address `hil emulate` registered; other strings pass through.
+
+    registry: the registry file (default: $HIL_EMULATOR_REGISTRY, else .hil-emulator.json here)."""
     if not resource.startswith("emulator:"):
         return resource
     name = resource.split(":", 1)[1]
-    path = Path(registry or os.environ.get("HIL_EMULATOR_REGISTRY") or DEFAULT_REGISTRY)
+    path = registry_path(registry)
     if not path.is_file():
         raise InstrumentError(f"resource {resource}: no emulator registry at {path.resolve()}; start `hil emulate --lab "
-                              "LAB.yaml` in this folder first, or point HIL_EMULATOR_REGISTRY (hil safe: --registry) "
+                              f"LAB.yaml` in this folder first, or point {REGISTRY_ENV} (hil safe: --registry) "
                               "at the file it wrote")
     try:
-        data = json.loads(path.read_text())
-        live = data.get("resources", {})
-    except (OSError, ValueError, AttributeError):
+        reg = read_registry(path)
+    except (OSError, RegistryError):
         raise InstrumentError(f"resource {resource}: {path} is not an emulator registry; start `hil emulate` again") from None
-    pid, host = data.get("pid"), data.get("host")
-    if pid and host == socket.gethostname() and not pid_alive(int(pid)):
-        raise InstrumentError(f"resource {resource}: the emulator that wrote {path} (pid {pid}) is no longer running; "
+    if reg.owner_running() is False:
+        raise InstrumentError(f"resource {resource}: the emulator that wrote {path} (pid {reg.pid}) is no longer running; "
                               "start `hil emulate --lab LAB.yaml` again")
-    if name not in live:
+    if name not in reg.resources:
         raise InstrumentError(f"resource {resource}: the running emulator ({path}) has no instrument {name!r}")
-    return live[name]
+    return reg.resources[name]
 
 
 class CommandLog:
