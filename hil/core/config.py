@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
+from hil.core.backend import node_sizes
 from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS, DeviceModelConfig
 from hil.core.devices.store import resolve_device_model
 from hil.core.mains import LINE_FREQUENCIES_HZ, check_line_frequency
@@ -81,7 +82,9 @@ class NetworkConfig(StrictModel):
         "about 1-100 uS); above 0 it keeps every node's total conductance positive, so no node floats (0/0, a "
         "non-finite update) when training drives all its devices down. 1e-3 S is 1/18 to 1/62 of the initial "
         "scale c/sqrt(fan_in) of the input layer (28x28 images to the 8x8 digits).")
-    g_max: float | None = Field(json_schema_extra=flag(), default=None, description="Highest device conductance, S (unset: unbounded).")
+    g_max: float | None = Field(json_schema_extra=flag(), default=None, description="Highest device conductance, S "
+                                "(unset: unbounded). A pulsed device model needs a top: unset, it is sized to the "
+                                "network, 2.5 x its largest initial conductance c/sqrt(fan_in) (DEVICE_RANGE_FACTOR).")
 
     @model_validator(mode="after")
     def _check(self) -> NetworkConfig:
@@ -352,8 +355,10 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         if self.devices.update != "exact" and self.network.g_max is None:
-            raise ValueError(f"network.g_max: the device model {self.devices.model!r} needs the device range "
-                             "[g_min, g_max] its normalized range maps onto; set --g-max")
+            m = self.devices.resolved()
+            raise ValueError(f"network.g_max: the device model {self.devices.model!r} maps its normalized range "
+                             f"[{m.w_min:g}, {m.w_max:g}] onto [g_min, g_max] S, so it needs g_max; set --g-max, or "
+                             f"leave it unset for {DEVICE_RANGE_FACTOR:g} x the largest initial conductance")
         return self
 
 
@@ -478,11 +483,31 @@ ETA_ANCHORS = ((64, 1e-2), (784, 1e-3))
 DEEP_GAIN_FACTOR = 4.0  # per hidden layer beyond the first
 IMAGE_SIDE = {"digits": 8, "mnist": 28, "kmnist": 28, "fashion-mnist": 28}
 SIGNAL_LENGTH = {"mnist1d": 40}  # datasets of 1-D signals: inputs per sample
+# A pulsed device model maps its normalized range onto [g_min, g_max] S, so it needs a top. Unset, g_max is this
+# many times the largest initial conductance c/sqrt(fan_in) of any layer: the start lies in the lower part of the
+# range, with room for training to raise conductances. (The Fashion-MNIST device benchmarks used 0.05 S, 2.3 times
+# the 0.022 S of their 1024-node hidden layer; with this factor the default there is 0.055 S.)
+DEVICE_RANGE_FACTOR = 2.5
 
 
 def _power_law(anchors, n: float) -> float:
     (n0, v0), (n1, v1) = anchors
     return v0 * (n / n0) ** (math.log(v1 / v0) / math.log(n1 / n0))
+
+
+def device_range_top(layer_sizes: list[int], init_scale: float) -> float:
+    """The default g_max of a pulsed device model, S: DEVICE_RANGE_FACTOR x the largest initial conductance
+    c/sqrt(fan_in) over the layers of devices (fan_in: the nodes below, the doubled inputs for the first layer)."""
+    fan_in = min(node_sizes(layer_sizes)[:-1])
+    return float(f"{DEVICE_RANGE_FACTOR * init_scale / math.sqrt(fan_in):.2g}")
+
+
+def _pulsed(spec: Any) -> bool:
+    """Whether a devices.model value names a pulsed model (False for one that does not resolve: validation says so)."""
+    try:
+        return resolve_device_model(str(spec)).pulsed
+    except (ConfigError, OSError):
+        return False
 
 
 def data_defaults(tree: dict[str, Any]) -> dict[str, Any]:
@@ -497,14 +522,18 @@ def data_defaults(tree: dict[str, Any]) -> dict[str, Any]:
         hidden = list(net.get("hidden", NetworkConfig.model_fields["hidden"].default))
         depth = len(hidden)
         deep = depth >= 2 and all(int(h) >= 2 for h in hidden)  # bipolar needs two nodes a layer
-    except (AttributeError, KeyError, TypeError, ValueError):
+        found: dict[str, Any] = {
+            "network.input_gain": round(_power_law(GAIN_ANCHORS, inputs) * DEEP_GAIN_FACTOR ** max(depth - 1, 0), 1),
+            "ep.eta": float(f"{_power_law(ETA_ANCHORS, inputs):.2g}"),
+            "network.bipolar": deep,
+        }
+        if _pulsed(tree.get("devices", {}).get("model", "ideal")):
+            init_scale = float(net.get("init_scale", NetworkConfig.model_fields["init_scale"].default))
+            found["network.g_max"] = device_range_top([inputs, *map(int, hidden), 1], init_scale)
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
         return {}
-    found = {
-        "network.input_gain": round(_power_law(GAIN_ANCHORS, inputs) * DEEP_GAIN_FACTOR ** max(depth - 1, 0), 1),
-        "ep.eta": float(f"{_power_law(ETA_ANCHORS, inputs):.2g}"),
-        "network.bipolar": deep,
-    }
-    given = {"network.input_gain": "input_gain" in net, "ep.eta": "eta" in ep, "network.bipolar": "bipolar" in net}
+    given = {"network.input_gain": "input_gain" in net, "ep.eta": "eta" in ep, "network.bipolar": "bipolar" in net,
+             "network.g_max": "g_max" in net}
     return {k: v for k, v in found.items() if not given[k]}
 
 
