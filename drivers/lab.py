@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.instrument_config import ChannelLimits, DriverSettings, InstrumentConfig
 from drivers.registry import Role, driver_class
 from hil.core.backend import node_sizes
 from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS
@@ -60,34 +61,6 @@ class ChannelRef(NamedTuple):
 #: a lab-config field holding "instrument/channel": a ChannelRef in the model, the string again when dumped
 Ref = Annotated[ChannelRef, PlainValidator(ChannelRef.parse), PlainSerializer(str, return_type=str),
                 WithJsonSchema({"type": "string", "pattern": "^[^/]+/.+$"})]
-
-
-class InstrumentConfig(StrictModel):
-    kind: str = Field(description="The driver: a kind some driver class declares (drivers/registry.py)")
-    resource: str = Field(description="VISA resource string, pyserial URL, or emulator:NAME (from `hil emulate`).")
-    timeout_ms: int = Field(default=5000, ge=1)
-    baudrate: int = Field(default=115200, ge=1, description="Serial instruments only.")
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        driver_class(kind)  # ValueError naming the known kinds
-        return kind
-
-    @property
-    def role(self) -> Role:
-        role = driver_class(self.kind).ROLE
-        assert role is not None  # registration requires it
-        return role
-
-
-class ChannelLimits(StrictModel):
-    max_abs_V: float | None = Field(default=None, gt=0, description="Largest |V| this instrument may apply or allow, V.")
-    compliance_A: float | None = Field(default=None, gt=0, description="Largest |I| it may source, A.")
-    max_pulse_V: float | None = Field(default=None, gt=0, description="Programming boards: largest |pulse|, V.")
-    max_pulse_width_s: float | None = Field(default=None, gt=0, description="Programming boards: longest pulse, s.")
-    slew_V_per_s: float | None = Field(default=None, gt=0, description="DACs: the ramp rate of every level change, "
-                                       "V/s (unset: the driver's gentle default, 1 V/s)")
 
 
 class InputNode(StrictModel):
@@ -472,6 +445,13 @@ class LabConfig(StrictModel):
     def read_layers(self) -> list[list[ReadNode]]:
         """The nodes the SMUs read, per layer: the hidden layers, then the outputs."""
         return [*self.nodes.hidden, self.nodes.outputs]
+
+    def driver_settings(self, name: str) -> DriverSettings:
+        """Instrument `name`'s own slice of this lab config: all its driver is given."""
+        inst = self.instruments[name]
+        return DriverSettings(name, inst, self.limits.get(name) or ChannelLimits(), self.strict,
+                              self.programming.read_voltage_V,
+                              self.emulator.time_scale if inst.resource.startswith("emulator:") else 1.0)
 
     def instruments_of(self, role: Role) -> list[str]:
         """The names of the instruments that play `role`, in lab-config order."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import pyvisa
 from pyvisa import constants
@@ -27,6 +27,7 @@ from pyvisa.resources import MessageBasedResource
 
 from drivers.emulator_registry import REGISTRY_ENV, RegistryError, read_registry, registry_path
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
+from drivers.instrument_config import DriverSettings, InstrumentConfig
 from drivers.registry import DRIVERS, ROLES, Role
 from drivers.retry import (
     DROPPED,
@@ -38,9 +39,6 @@ from drivers.retry import (
     classify,
     is_garbage,
 )
-
-if TYPE_CHECKING:
-    from drivers.lab import InstrumentConfig, LabConfig
 
 
 def resolve_resource(resource: str, registry: Path | None = None) -> str:
@@ -193,29 +191,29 @@ class Instrument:
                 raise TypeError(f"{cls.__qualname__}: KIND {kind!r} needs a ROLE, one of {', '.join(ROLES)}")
             DRIVERS.register(kind, cls)
 
-    # ---- from the lab config ----------------------------------------------------
+    # ---- from its slice of the lab config -----------------------------------------
     @classmethod
     def open_transport(cls, cfg: InstrumentConfig, session: VisaSession) -> Any:
         """The open connection to the instrument (VISA here; a serial driver opens its port)."""
         return session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
 
     @classmethod
-    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        """The driver's keyword arguments from the lab config (its safe limits)."""
+    def settings(cls, cfg: DriverSettings) -> dict[str, Any]:
+        """The driver's keyword arguments from its slice of the lab config (its safe limits)."""
         return {}
 
     @classmethod
-    def from_lab(cls, lab: LabConfig, name: str, session: VisaSession) -> Instrument:
-        """The driver of instrument `name`, its connection open (not yet identified or reset), with `reopen` set:
-        a fresh connection to the same instrument, through which the fault policy reconnects (drivers/retry.py)."""
-        cfg = lab.instruments[name]
-        transport = cls.open_transport(cfg, session)
+    def from_settings(cls, cfg: DriverSettings, session: VisaSession) -> Instrument:
+        """The driver of one instrument (`LabConfig.driver_settings(name)`), its connection open (not yet
+        identified or reset), with `reopen` set: a fresh connection to the same instrument, through which the
+        fault policy reconnects (drivers/retry.py)."""
+        transport = cls.open_transport(cfg.instrument, session)
         try:
-            drv = cls(name, transport, session.log, strict=lab.strict, **cls.settings(lab, name))
+            drv = cls(cfg.name, transport, session.log, strict=cfg.strict, **cls.settings(cfg))
         except BaseException:
             transport.close()  # a driver that refuses its settings leaves no connection open
             raise
-        drv.reopen = lambda: cls.open_transport(cfg, session)
+        drv.reopen = lambda: cls.open_transport(cfg.instrument, session)
         return drv
 
     def __init__(self, name: str, resource: Any, log: CommandLog, *, strict: bool = True):
@@ -225,7 +223,7 @@ class Instrument:
         self.strict = strict
         self.queries = 0  # round trips
         self.idn = ""
-        #: opens a fresh session to the same instrument (set by `from_lab`); None: no retries
+        #: opens a fresh session to the same instrument (set by `from_settings`); None: no retries
         self.reopen: Callable[[], Any] | None = None
         self.retries = 0          # recoveries: queries retried, and reconnects after a failed write (drivers/retry.py)
         self.unconfirmed: list[str] = []  # writes sent since the last reply (lost if the connection dropped)

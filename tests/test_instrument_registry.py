@@ -17,12 +17,13 @@ from drivers.lab import ChannelRef, LabConfig, load_lab
 from drivers.qdac2 import QDac2
 from drivers.registry import DRIVERS, driver_class
 from hil.cli import main
-from hil.core.config import ConfigError
+from hil.core.config import ConfigError, EPConfig, NetworkConfig
 from sim_backend.emulator import EmulatedLab
 from sim_backend.emulator.base import EMULATED, emulated_class
 from sim_backend.emulator.qdac2 import EmulatedQDac2
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+NET = NetworkConfig(hidden=[8], input_gain=16.0, g_min=0.01, g_max=1.0)  # the example lab's 16-8-2 run
 
 
 class MockDac(QDac2):
@@ -84,7 +85,7 @@ def test_mock_dac_runs_through_the_emulated_lab(tmp_path, capsys):
     with EmulatedLab(lab) as emu:
         assert type(emu.instruments["dac_plus"]) is EmulatedMockDac
         reg = emu.write_registry(tmp_path / "reg.json")
-        bench = InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, registry=reg)
+        bench = InstrumentCrossbar(lab, NET, EPConfig(), layer_sizes=[16, 8, 2], registry=reg)
         assert type(bench.instruments.dacs["dac_plus"]) is MockDac
         bench.clamp(torch.full((1, 16), 0.5))  # the mock DACs hold +-40 mV
         readings = bench.measure(2)
