@@ -33,7 +33,7 @@ from drivers.registry import Role, driver_class
 from hil.core.backend import node_sizes
 from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS
 from hil.core.devices.store import resolve_device_model
-from hil.core.mains import check_line_frequency
+from hil.core.mains import LINE_FREQUENCIES_HZ, check_line_frequency
 from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 
 
@@ -124,7 +124,8 @@ class UnitsConfig(StrictModel):
 class TimingConfig(StrictModel):
     settle_time_s: float = Field(default=0.0, ge=0, description="Wait after changing inputs or nudges, s")
     nplc: float = Field(default=1.0, gt=0, description="SMU integration time, power-line cycles")
-    line_frequency_hz: float = Field(default=50.0, description="Mains frequency, Hz: 50 or 60")
+    line_frequency_hz: float = Field(default=50.0, description="Mains frequency, Hz: "
+                                     + " or ".join(f"{hz:g}" for hz in LINE_FREQUENCIES_HZ))
     overhead_s: float = Field(default=1e-3, ge=0, description="Per reading beyond the aperture, s (for time estimates)")
 
     @field_validator("line_frequency_hz")
