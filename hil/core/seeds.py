@@ -3,7 +3,9 @@
 Each purpose maps the run's seed to a generator seed of its own, so that the initial conductances, the device
 spreads, the pulse noise, the data order and the emulated bench never share random numbers. The formulas are
 those the recorded results were made with (multiplier, index step and offset per purpose, below): changing one
-changes every seeded result of that purpose, so a new purpose gets a new entry and the old ones stay.
+changes every seeded result of that purpose, so a new purpose gets a new entry and the old ones stay. (They are
+not disjoint: with seed 0, the initial conductances of layer k and the order of epoch k use the same generator
+seed k, in different generators and draws; kept, since recorded results depend on both.)
 """
 
 from __future__ import annotations
