@@ -311,7 +311,7 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(json_schema_extra=flag(), default=4, ge=1, description="Samples per conductance update.")
     eval_batch_size: int = Field(default=256, ge=1, description="Samples per evaluation pass (simulator only).")
     seed: int = Field(json_schema_extra=flag(), default=0, ge=0, description="Seed for the initial conductances, data order and noise.")
-    replicas: int = Field(json_schema_extra=flag(simulated_only=True), default=1, ge=1, description="R independent networks trained at once, seeds seed..seed+R-1 (simulator only).")
+    replicas: int = Field(json_schema_extra=flag(simulated_only=True), default=1, ge=1, description="R independent networks trained at once, seeds seed..seed+R-1.")
     checkpoint_every_steps: int = Field(json_schema_extra=flag(metavar="K"), default=100, ge=0, description="Snapshot checkpoint (conductances, data "
                                         "order, RNG states) every K training steps; 0: only at epoch ends.")
     checkpoint_every_s: float = Field(json_schema_extra=flag(metavar="S"), default=600.0, ge=0, description="Snapshot checkpoint every S seconds of "
