@@ -138,7 +138,7 @@ class ReadNoise(WhiteReadNoise):
         try:
             check_line_frequency(line_frequency_hz)
         except ValueError as err:
-            raise ValueError(f"line_frequency_hz: {err}") from None
+            raise ValueError(f"line_frequency_hz: {err} (got {line_frequency_hz})") from None
         if overhead_s < 0 or flicker_floor_V < 0:
             raise ValueError("overhead_s and flicker_floor_V: must be >= 0")
         super().__init__(_per_replica(sigma, replicas, "sigma") / math.sqrt(nplc), replicas, device, dtype)

@@ -11,5 +11,5 @@ def check_line_frequency(hz: float) -> float:
 
     A float checked here rather than Literal[50.0, 60.0]: type checkers allow no float literals."""
     if hz not in LINE_FREQUENCIES_HZ:
-        raise ValueError(f"the mains frequency is 50 or 60 Hz (got {hz:g})")
+        raise ValueError("the mains frequency is 50 or 60 Hz")
     return hz
