@@ -1,7 +1,8 @@
 """Fault injection for the emulated instruments: what goes wrong on a real bench, on demand.
 
 Faults come from the lab config (`emulator.faults: {instrument: [{kind: ..., after: N, match: REGEX}]}`) or
-from a test (`EmulatedLab.inject(name, kind, ...)`). Each waits until `after` commands have been handled
+from a test (`EmulatedLab.inject(name, kind, ...)`), both checked by one schema, the lab config's FaultConfig
+(drivers/lab.py). Each waits until `after` commands have been handled
 (counting only commands that match `match`, if given), then fires on the next one, `count` times:
 
     drop             the connection closes instead of handling the command (a cable pulled, a crashed LAN stack)
