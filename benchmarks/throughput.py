@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
 from hil.core.config import DataConfig, build_config  # noqa: E402
-from hil.core.ep import one_hot  # noqa: E402
 from hil.data import Dataset, DatasetError, load_dataset  # noqa: E402
 from hil.trainer import Trainer  # noqa: E402
 from sim_backend.crossbar import SimCrossbar  # noqa: E402
@@ -73,10 +72,10 @@ def time_plain(data, steps: int) -> float:
     net = PlainEP([784, 1024, 10], gamma=500.0, beta=1.0, eta=1e-3, sweeps=5, seed=0, init_scale=cfg.network.init_scale)
     x, y = data.x_train, data.y_train
     for s in range(3):
-        net.step(x[4 * s:4 * s + 4], one_hot(y[4 * s:4 * s + 4], 10, torch.float32))
+        net.step(x[4 * s:4 * s + 4], torch.nn.functional.one_hot(y[4 * s:4 * s + 4], 10).float())
     t0 = time.perf_counter()
     for s in range(steps):
-        net.step(x[4 * s:4 * s + 4], one_hot(y[4 * s:4 * s + 4], 10, torch.float32))
+        net.step(x[4 * s:4 * s + 4], torch.nn.functional.one_hot(y[4 * s:4 * s + 4], 10).float())
     return steps * 4 / (time.perf_counter() - t0)
 
 

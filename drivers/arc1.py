@@ -40,7 +40,7 @@ from drivers.retry import GARBAGE, InstrumentFault, TransientFault
 from drivers.session import Instrument, VisaSession, check_limit, resolve_resource
 
 if TYPE_CHECKING:
-    from drivers.lab import InstrumentConfig, LabConfig
+    from drivers.instrument_config import DriverSettings, InstrumentConfig
 
 #: what each opcode answers: a text line, one float32, two uint16, or nothing
 REPLY_LINE, REPLY_FLOAT32, REPLY_VERSION = "line", "float32", "version"
@@ -154,13 +154,11 @@ class ArcOne(Instrument):
         return cls.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
 
     @classmethod
-    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        lim = lab.limits[name]  # the lab config requires both pulse limits of a programmer
-        emulated = lab.instruments[name].resource.startswith("emulator:")
+    def settings(cls, cfg: DriverSettings) -> dict[str, Any]:
+        lim = cfg.limits  # the lab config requires both pulse limits of a programmer
         # An emulated ArC ONE reboots in emulated time: the wait scales with the emulator's clock.
         return {"max_pulse_V": lim.max_pulse_V, "max_pulse_width_s": lim.max_pulse_width_s,
-                "read_voltage_V": lab.programming.read_voltage_V,
-                "reset_wait_s": cls.RESET_WAIT_S * (lab.emulator.time_scale if emulated else 1.0)}
+                "read_voltage_V": cfg.read_voltage_V, "reset_wait_s": cls.RESET_WAIT_S * cfg.clock_scale}
 
     # ---- checks before anything is sent --------------------------------------------------------------------
     def _lines(self, row: int, col: int) -> tuple[int, int]:

@@ -31,7 +31,7 @@ class ReadStep(NamedTuple):
 
 def open_instrument(lab: LabConfig, name: str, session: VisaSession) -> Instrument:
     """The driver of one instrument of the lab config, its connection open (not yet identified or reset)."""
-    drv = driver_class(lab.instruments[name].kind).from_lab(lab, name, session)
+    drv = driver_class(lab.instruments[name].kind).from_settings(lab.driver_settings(name), session)
     role = lab.instruments[name].role
     if not isinstance(drv, ROLE_PROTOCOLS[role]):
         drv.close()

@@ -30,7 +30,8 @@ from drivers.lab import LabConfig, TimingConfig
 from drivers.nudge import nudge_strategy
 from drivers.programming import Programmed, Programmer
 from drivers.session import CommandLog
-from hil.core.backend import ConductanceUpdate, NodeStats
+from hil.core.backend import ConductanceUpdate, NodeStats, input_nodes, input_voltages, node_sizes
+from hil.core.config import EPConfig, NetworkConfig
 
 __all__ = ["InstrumentCrossbar", "make_bench_safe", "open_instrument"]
 
@@ -51,25 +52,47 @@ def _safe(method: F) -> F:
     return cast(F, wrapper)
 
 
+def _sections_of(layer_sizes: Sequence[int], *, input_gain: float, bias: bool = False, g_min: float = 0.0,
+                 g_max: float | None = None, beta: float | None = None,
+                 centered: bool = False) -> tuple[NetworkConfig, EPConfig | None]:
+    """The network and ep sections the old unpacked keywords describe (beta None: no ep section, no beta check)."""
+    network = NetworkConfig(hidden=list(layer_sizes[1:-1]), input_gain=input_gain, bias=bias, g_min=g_min, g_max=g_max)
+    return network, None if beta is None else EPConfig(beta=beta, centered=centered)
+
+
 class InstrumentCrossbar:
     """`hil.core.backend.CrossbarBackend` on a lab bench described by a LabConfig."""
 
     replicas = 1
 
-    def __init__(self, lab: LabConfig, *, input_gain: float, layer_sizes: Sequence[int], bias: bool = False,
-                 g_min: float = 0.0, g_max: float | None = None, beta: float | None = None, centered: bool = False,
-                 dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
+    def __init__(self, lab: LabConfig, network: NetworkConfig | None = None, ep: EPConfig | None = None, *,
+                 layer_sizes: Sequence[int], dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
                  registry: Path | None = None, sleep: Callable[[float], None] = time.sleep, read_all: bool = True,
-                 on_connected: Callable[[], object] | None = None):
-        lab.check_run(input_gain, list(layer_sizes), bias, beta, centered)
+                 on_connected: Callable[[], object] | None = None, **unpacked: Any):
+        """lab: the bench; network, ep: the run's sections (gain, bias, device range; the nudge's beta and
+        centering, which a bench with nudge resistors must match); layer_sizes: [inputs, hidden..., outputs].
+
+        unpacked: transitional, until hil/runner.py's prepare_bench passes the sections (issue 22): the old
+        keywords input_gain, bias, g_min, g_max, beta and centered, made into the two sections here."""
+        if network is None:
+            network, ep = _sections_of(layer_sizes, **unpacked)
+        elif unpacked:
+            raise TypeError(f"InstrumentCrossbar: {', '.join(unpacked)} come from the network and ep sections")
+        if list(layer_sizes[1:-1]) != list(network.hidden):
+            raise ValueError(f"network.hidden: {network.hidden} differs from the hidden sizes of layer_sizes "
+                             f"{list(layer_sizes)}")
+        beta = None if ep is None else ep.beta
+        centered = False if ep is None else ep.centered
+        lab.check_run(network.input_gain, list(layer_sizes), network.bias, beta, centered)
         p, u = lab.programming, lab.units
         self._lab = lab
         self.layer_sizes: Sequence[int] = list(layer_sizes)
         self.dtype = dtype
         self.measured_sizes = list(layer_sizes)[1:]
-        self.input_gain = float(input_gain)
+        self.input_gain = float(network.input_gain)
         self.vu, self.gu = u.voltage_unit_V, u.conductance_unit_S
         # The trainer's device range (normalized) must sit inside the bench's.
+        g_min, g_max = network.g_min, network.g_max
         lo, hi = p.g_min_S / self.gu, p.g_max_S / self.gu
         if g_min < lo - 1e-12 or g_max is None or g_max > hi + 1e-12:
             raise ValueError(f"network.g_min/g_max: the bench's devices span [{lo:.4g}, {hi:.4g}] in normalized siemens "
@@ -108,7 +131,7 @@ class InstrumentCrossbar:
     @property
     def _block_sizes(self) -> list[int]:
         """Node counts per layer as the devices see them: each input drives two rows (+x and -x)."""
-        return [2 * self.layer_sizes[0], *self.layer_sizes[1:]]
+        return node_sizes(self.layer_sizes)
 
     def _empty_conductances(self) -> list[torch.Tensor]:
         sizes = self._block_sizes
@@ -224,10 +247,12 @@ class InstrumentCrossbar:
 
     def _set_inputs(self, xb: torch.Tensor) -> None:
         """DAC voltages gamma*[x, -x] in bench volts."""
+        volts = input_voltages(self.input_gain * xb, self.vu).tolist()  # gamma*x, then to bench volts
+        inputs = self._lab.nodes.inputs
         levels = []
-        for i, node in enumerate(self._lab.nodes.inputs):
-            v = float(self.input_gain * xb[i] * self.vu)
-            levels += [(node.plus, v), (node.minus, -1.0 * v)]
+        for i, node in enumerate(inputs):
+            plus, minus = input_nodes(i, len(inputs))
+            levels += [(node.plus, volts[plus]), (node.minus, volts[minus])]
         self.instruments.set_voltages(levels)
 
     def _read_nodes(self, n: int, nodes: Sequence[int] | None = None) -> torch.Tensor:

@@ -14,12 +14,11 @@ simulator and on the bench. Currents scale by their product.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -29,9 +28,13 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.instrument_config import ChannelLimits, DriverSettings, InstrumentConfig
 from drivers.registry import Role, driver_class
-from hil.core.config import ConfigError, format_validation_error, read_yaml
+from hil.core.backend import node_sizes
+from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS
 from hil.core.devices.store import resolve_device_model
+from hil.core.mains import LINE_FREQUENCIES_HZ, check_line_frequency
+from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 
 
 class ChannelRef(NamedTuple):
@@ -60,44 +63,12 @@ Ref = Annotated[ChannelRef, PlainValidator(ChannelRef.parse), PlainSerializer(st
                 WithJsonSchema({"type": "string", "pattern": "^[^/]+/.+$"})]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class InstrumentConfig(_Strict):
-    kind: str = Field(description="The driver: a kind some driver class declares (drivers/registry.py)")
-    resource: str = Field(description="VISA resource string, pyserial URL, or emulator:NAME (from `hil emulate`).")
-    timeout_ms: int = Field(default=5000, ge=1)
-    baudrate: int = Field(default=115200, ge=1, description="Serial instruments only.")
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        driver_class(kind)  # ValueError naming the known kinds
-        return kind
-
-    @property
-    def role(self) -> Role:
-        role = driver_class(self.kind).ROLE
-        assert role is not None  # registration requires it
-        return role
-
-
-class ChannelLimits(_Strict):
-    max_abs_V: float | None = Field(default=None, gt=0, description="Largest |V| this instrument may apply or allow, V.")
-    compliance_A: float | None = Field(default=None, gt=0, description="Largest |I| it may source, A.")
-    max_pulse_V: float | None = Field(default=None, gt=0, description="Programming boards: largest |pulse|, V.")
-    max_pulse_width_s: float | None = Field(default=None, gt=0, description="Programming boards: longest pulse, s.")
-    slew_V_per_s: float | None = Field(default=None, gt=0, description="DACs: the ramp rate of every level change, "
-                                       "V/s (unset: the driver's gentle default, 1 V/s)")
-
-
-class InputNode(_Strict):
+class InputNode(StrictModel):
     plus: Ref = Field(description="DAC channel applying +gamma*x, e.g. dac1/1")
     minus: Ref = Field(description="DAC channel applying -gamma*x")
 
 
-class ReadNode(_Strict):
+class ReadNode(StrictModel):
     read: Ref = Field(description="SMU channel that reads this node, e.g. smu_hidden/1")
     route: Ref | None = Field(default=None, description="Switch crosspoint to close first, e.g. switch/1A01")
     nudge: Ref | None = Field(default=None, description="Outputs, current mode: the SMU channel that sources the nudge")
@@ -106,20 +77,20 @@ class ReadNode(_Strict):
                                     "the node through the nudge resistor to its source")
 
 
-class NodeMap(_Strict):
+class NodeMap(StrictModel):
     inputs: list[InputNode]
     hidden: list[list[ReadNode]] = Field(description="One list per hidden layer")
     outputs: list[ReadNode]
 
 
-class DeviceBlock(_Strict):
+class DeviceBlock(StrictModel):
     layer: int = Field(ge=0, description="0: inputs to first hidden layer, 1: next, ...")
     board: str
     row_offset: int = Field(default=0, ge=0, description="Lower-layer node i sits on row row_offset + i")
     col_offset: int = Field(default=0, ge=0, description="Upper-layer node j sits on column col_offset + j")
 
 
-class PulseBounds(_Strict):
+class PulseBounds(StrictModel):
     start_V: float = Field(gt=0, description="First pulse amplitude, V (sign set by SET/RESET)")
     max_V: float = Field(gt=0, description="Largest amplitude the stepping may reach, V")
     step_V: float = Field(default=0.05, gt=0)
@@ -133,38 +104,37 @@ class PulseBounds(_Strict):
         return self
 
 
-class ProgrammingConfig(_Strict):
+class ProgrammingConfig(StrictModel):
     read_voltage_V: float = Field(default=0.1, gt=0, le=0.2, description="Read voltage for G, V (read-disturb safe)")
     set: PulseBounds = PulseBounds(start_V=1.0, max_V=1.5)
     reset: PulseBounds = PulseBounds(start_V=1.0, max_V=1.5)
     tolerance_S: float = Field(default=1e-6, gt=0, description="Write-verify stops when |G - target| <= this, S")
-    max_pulses: int = Field(default=30, ge=1)
-    max_reversals: int = Field(default=3, ge=0, description="Stop after this many polarity flips")
+    max_pulses: int = Field(default=WRITE_VERIFY_MAX_PULSES, ge=1, description="Most pulses per device and write")
+    max_reversals: int = Field(default=WRITE_VERIFY_MAX_REVERSALS, ge=0, description="Stop after this many polarity flips")
     g_min_S: float = Field(default=1e-6, ge=0, description="Device range, S: targets are kept inside it")
     g_max_S: float = Field(default=1e-4, gt=0)
 
 
-class UnitsConfig(_Strict):
+class UnitsConfig(StrictModel):
     voltage_unit_V: float = Field(gt=0, description="Bench volts per normalized volt")
     conductance_unit_S: float = Field(gt=0, description="Bench siemens per normalized siemens")
     read_disturb_V: float = Field(default=0.2, gt=0, description="Largest voltage across any device while measuring, V")
 
 
-class TimingConfig(_Strict):
+class TimingConfig(StrictModel):
     settle_time_s: float = Field(default=0.0, ge=0, description="Wait after changing inputs or nudges, s")
     nplc: float = Field(default=1.0, gt=0, description="SMU integration time, power-line cycles")
-    line_frequency_hz: float = Field(default=50.0, description="Mains frequency, Hz: 50 or 60")
+    line_frequency_hz: float = Field(default=50.0, description="Mains frequency, Hz: "
+                                     + " or ".join(f"{hz:g}" for hz in LINE_FREQUENCIES_HZ))
     overhead_s: float = Field(default=1e-3, ge=0, description="Per reading beyond the aperture, s (for time estimates)")
 
     @field_validator("line_frequency_hz")
     @classmethod
     def _mains(cls, hz: float) -> float:
-        if hz not in (50.0, 60.0):
-            raise ValueError("Input should be 50.0 or 60.0")
-        return hz
+        return check_line_frequency(hz)
 
 
-class NudgeConfig(_Strict):
+class NudgeConfig(StrictModel):
     mode: Literal["current", "conductance"] = Field(
         default="current",
         description="current: the output's SMU sources the current a conductance beta to the target would draw. "
@@ -176,12 +146,12 @@ class NudgeConfig(_Strict):
                             "outputs per iteration)")
 
 
-class BusConfig(_Strict):
+class BusConfig(StrictModel):
     source: Ref = Field(description="The channel that drives this bus, e.g. smu_pulse/a or dac_bias/1")
     row: str = Field(min_length=1, description="The switch-matrix row (bus) it is wired to, e.g. A")
 
 
-class PulseProgrammerConfig(_Strict):
+class PulseProgrammerConfig(StrictModel):
     """A programmer made of lab instruments (drivers/pulse_programmer.py): the switch matrix connects each line of
     the crossbar to one of four buses. The pulse SMU channel drives the selected row (pulses, and the read
     voltage), the sense SMU channel holds the selected column at 0 V and measures its current, DAC (or SMU)
@@ -231,7 +201,7 @@ class PulseProgrammerConfig(_Strict):
         return self
 
 
-class FaultConfig(_Strict):
+class FaultConfig(StrictModel):
     """One injected fault of an emulated instrument (sim_backend/emulator/faults.py describes each kind)."""
 
     kind: Literal["drop", "delay", "garbage", "error", "trip_compliance", "power_cycle", "lose_reply"]
@@ -242,8 +212,18 @@ class FaultConfig(_Strict):
     code: int = Field(default=-200, description="error: the code queued (its text is the standard one)")
     channel: str | None = Field(default=None, description="trip_compliance: the SMU channel (default: the first)")
 
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"not a regular expression ({err})") from None
+        return pattern
 
-class EmulatorConfig(_Strict):
+
+class EmulatorConfig(StrictModel):
     """How `hil emulate` simulates this bench (ignored on a real one)."""
 
     seed: int = 0
@@ -275,7 +255,7 @@ class EmulatorConfig(_Strict):
         return spec
 
 
-class LabConfig(_Strict):
+class LabConfig(StrictModel):
     name: str = "lab"
     visa_library: str = Field(default="@py", description="@py (pyvisa-py), @ivi (NI-VISA etc.) or @sim")
     strict: bool = Field(default=True, description="Read the error queue after every configuration write")
@@ -400,10 +380,10 @@ class LabConfig(_Strict):
 
     def _check_device_lines(self) -> None:
         """Each block inside its programmer's word and bit lines (LINE_RANGE), and no crosspoint in two blocks."""
-        sizes = self.layer_sizes
+        sizes = node_sizes(self.layer_sizes)
         spans: dict[str, list[tuple[int, range, range]]] = {}
         for i, blk in enumerate(self.devices):
-            rows = range(blk.row_offset, blk.row_offset + (2 * sizes[0] if blk.layer == 0 else sizes[blk.layer]))
+            rows = range(blk.row_offset, blk.row_offset + sizes[blk.layer])
             cols = range(blk.col_offset, blk.col_offset + sizes[blk.layer + 1])
             # a programmer made of lab instruments has the lines its config lists (checked in _check_programmer)
             kind = "" if blk.board in self.programmers else self.instruments[blk.board].kind
@@ -455,8 +435,7 @@ class LabConfig(_Strict):
         for i, blk in enumerate(self.devices):
             if blk.board != name:
                 continue
-            m = 2 * len(self.nodes.inputs) if blk.layer == 0 else len(self.read_layers[blk.layer - 1])
-            k = len(self.read_layers[blk.layer])
+            m, k = node_sizes(self.layer_sizes)[blk.layer:blk.layer + 2]
             if blk.row_offset + m > len(prog.row_lines) or blk.col_offset + k > len(prog.column_lines):
                 raise ValueError(f"devices[{i}]: rows {blk.row_offset}..{blk.row_offset + m - 1} and columns "
                                  f"{blk.col_offset}..{blk.col_offset + k - 1} need lines {where} does not list "
@@ -467,6 +446,13 @@ class LabConfig(_Strict):
     def read_layers(self) -> list[list[ReadNode]]:
         """The nodes the SMUs read, per layer: the hidden layers, then the outputs."""
         return [*self.nodes.hidden, self.nodes.outputs]
+
+    def driver_settings(self, name: str) -> DriverSettings:
+        """Instrument `name`'s own slice of this lab config: all its driver is given."""
+        inst = self.instruments[name]
+        return DriverSettings(name, inst, self.limits.get(name) or ChannelLimits(), self.strict,
+                              self.programming.read_voltage_V,
+                              self.emulator.time_scale if inst.resource.startswith("emulator:") else 1.0)
 
     def instruments_of(self, role: Role) -> list[str]:
         """The names of the instruments that play `role`, in lab-config order."""
@@ -520,9 +506,8 @@ class LabConfig(_Strict):
 def load_lab(path: Path) -> LabConfig:
     """Load and check a lab config; errors name the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"lab config not found: {path}")
+    tree = read_yaml(path, "lab config")
     try:
-        return LabConfig.model_validate(read_yaml(path))
+        return LabConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(f"{path.name}: {format_validation_error(err)}") from None

@@ -14,7 +14,7 @@ from drivers.retry import InstrumentFault
 from drivers.session import Instrument, check_limit, parse_floats, ramp_steps
 
 if TYPE_CHECKING:
-    from drivers.lab import LabConfig
+    from drivers.instrument_config import DriverSettings
 
 
 class QDac2(Instrument):
@@ -36,8 +36,8 @@ class QDac2(Instrument):
     ERROR_QUERY = "syst:err?"
 
     @classmethod
-    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        lim = lab.limits[name]
+    def settings(cls, cfg: DriverSettings) -> dict[str, Any]:
+        lim = cfg.limits
         return {"max_abs_V": lim.max_abs_V, **({"slew_V_per_s": lim.slew_V_per_s} if lim.slew_V_per_s else {})}
 
     def __init__(self, *args: Any, max_abs_V: float, slew_V_per_s: float = 1.0, **kwargs: Any):

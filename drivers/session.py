@@ -14,19 +14,20 @@ file written by `hil emulate`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import pyvisa
 from pyvisa import constants
 from pyvisa.resources import MessageBasedResource
 
+from drivers.emulator_registry import REGISTRY_ENV, RegistryError, read_registry, registry_path
 from drivers.errors import InstrumentError, LimitError  # noqa: F401 - re-exported: drivers import them from here
+from drivers.instrument_config import DriverSettings, InstrumentConfig
 from drivers.registry import DRIVERS, ROLES, Role
 from drivers.retry import (
     DROPPED,
@@ -38,36 +39,30 @@ from drivers.retry import (
     classify,
     is_garbage,
 )
-from hil.core.process import pid_alive
-
-if TYPE_CHECKING:
-    from drivers.lab import InstrumentConfig, LabConfig
-
-DEFAULT_REGISTRY = Path(".hil-emulator.json")
 
 
 def resolve_resource(resource: str, registry: Path | None = None) -> str:
-    """Turn `emulator:NAME` into the live address `hil emulate` registered; other strings pass through."""
+    """Turn `emulator:NAME` into the live address `hil emulate` registered; other strings pass through.
+
+    registry: the registry file (default: $HIL_EMULATOR_REGISTRY, else .hil-emulator.json here)."""
     if not resource.startswith("emulator:"):
         return resource
     name = resource.split(":", 1)[1]
-    path = Path(registry or os.environ.get("HIL_EMULATOR_REGISTRY") or DEFAULT_REGISTRY)
+    path = registry_path(registry)
     if not path.is_file():
         raise InstrumentError(f"resource {resource}: no emulator registry at {path.resolve()}; start `hil emulate --lab "
-                              "LAB.yaml` in this folder first, or point HIL_EMULATOR_REGISTRY (hil safe: --registry) "
+                              f"LAB.yaml` in this folder first, or point {REGISTRY_ENV} (hil safe: --registry) "
                               "at the file it wrote")
     try:
-        data = json.loads(path.read_text())
-        live = data.get("resources", {})
-    except (OSError, ValueError, AttributeError):
+        reg = read_registry(path)
+    except (OSError, RegistryError):
         raise InstrumentError(f"resource {resource}: {path} is not an emulator registry; start `hil emulate` again") from None
-    pid, host = data.get("pid"), data.get("host")
-    if pid and host == socket.gethostname() and not pid_alive(int(pid)):
-        raise InstrumentError(f"resource {resource}: the emulator that wrote {path} (pid {pid}) is no longer running; "
+    if reg.owner_running() is False:
+        raise InstrumentError(f"resource {resource}: the emulator that wrote {path} (pid {reg.pid}) is no longer running; "
                               "start `hil emulate --lab LAB.yaml` again")
-    if name not in live:
+    if name not in reg.resources:
         raise InstrumentError(f"resource {resource}: the running emulator ({path}) has no instrument {name!r}")
-    return live[name]
+    return reg.resources[name]
 
 
 class CommandLog:
@@ -196,29 +191,29 @@ class Instrument:
                 raise TypeError(f"{cls.__qualname__}: KIND {kind!r} needs a ROLE, one of {', '.join(ROLES)}")
             DRIVERS.register(kind, cls)
 
-    # ---- from the lab config ----------------------------------------------------
+    # ---- from its slice of the lab config -----------------------------------------
     @classmethod
     def open_transport(cls, cfg: InstrumentConfig, session: VisaSession) -> Any:
         """The open connection to the instrument (VISA here; a serial driver opens its port)."""
         return session.open(cfg.resource, timeout_ms=cfg.timeout_ms)
 
     @classmethod
-    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        """The driver's keyword arguments from the lab config (its safe limits)."""
+    def settings(cls, cfg: DriverSettings) -> dict[str, Any]:
+        """The driver's keyword arguments from its slice of the lab config (its safe limits)."""
         return {}
 
     @classmethod
-    def from_lab(cls, lab: LabConfig, name: str, session: VisaSession) -> Instrument:
-        """The driver of instrument `name`, its connection open (not yet identified or reset), with `reopen` set:
-        a fresh connection to the same instrument, through which the fault policy reconnects (drivers/retry.py)."""
-        cfg = lab.instruments[name]
-        transport = cls.open_transport(cfg, session)
+    def from_settings(cls, cfg: DriverSettings, session: VisaSession) -> Instrument:
+        """The driver of one instrument (`LabConfig.driver_settings(name)`), its connection open (not yet
+        identified or reset), with `reopen` set: a fresh connection to the same instrument, through which the
+        fault policy reconnects (drivers/retry.py)."""
+        transport = cls.open_transport(cfg.instrument, session)
         try:
-            drv = cls(name, transport, session.log, strict=lab.strict, **cls.settings(lab, name))
+            drv = cls(cfg.name, transport, session.log, strict=cfg.strict, **cls.settings(cfg))
         except BaseException:
             transport.close()  # a driver that refuses its settings leaves no connection open
             raise
-        drv.reopen = lambda: cls.open_transport(cfg, session)
+        drv.reopen = lambda: cls.open_transport(cfg.instrument, session)
         return drv
 
     def __init__(self, name: str, resource: Any, log: CommandLog, *, strict: bool = True):
@@ -228,7 +223,7 @@ class Instrument:
         self.strict = strict
         self.queries = 0  # round trips
         self.idn = ""
-        #: opens a fresh session to the same instrument (set by `from_lab`); None: no retries
+        #: opens a fresh session to the same instrument (set by `from_settings`); None: no retries
         self.reopen: Callable[[], Any] | None = None
         self.retries = 0          # recoveries: queries retried, and reconnects after a failed write (drivers/retry.py)
         self.unconfirmed: list[str] = []  # writes sent since the last reply (lost if the connection dropped)

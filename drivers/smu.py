@@ -13,7 +13,7 @@ from drivers.retry import InstrumentFault
 from drivers.session import Instrument, check_limit, parse_floats, parse_state, ramp_steps
 
 if TYPE_CHECKING:
-    from drivers.lab import LabConfig
+    from drivers.instrument_config import DriverSettings
 
 
 class SourceMeter(Instrument):
@@ -24,8 +24,8 @@ class SourceMeter(Instrument):
     CMD: dict[str, str] = {}
 
     @classmethod
-    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        lim = lab.limits[name]  # the lab config requires both limits of an SMU
+    def settings(cls, cfg: DriverSettings) -> dict[str, Any]:
+        lim = cfg.limits  # the lab config requires both limits of an SMU
         return {"max_abs_V": lim.max_abs_V, "compliance_A": lim.compliance_A}
 
     def __init__(self, *args: Any, max_abs_V: float, compliance_A: float, **kwargs: Any):

@@ -25,7 +25,7 @@ from drivers.retry import InstrumentFault
 from drivers.session import Instrument, InstrumentError, LimitError, VisaSession, check_limit, resolve_resource
 
 if TYPE_CHECKING:
-    from drivers.lab import InstrumentConfig, LabConfig
+    from drivers.instrument_config import DriverSettings, InstrumentConfig
 
 
 class SerialPort:
@@ -80,10 +80,10 @@ class XbarBoard(Instrument):
         return cls.open_port(cfg.resource, session.registry, cfg.baudrate, cfg.timeout_ms / 1e3)
 
     @classmethod
-    def settings(cls, lab: LabConfig, name: str) -> dict[str, Any]:
-        lim = lab.limits[name]  # the lab config requires both pulse limits of a board
+    def settings(cls, cfg: DriverSettings) -> dict[str, Any]:
+        lim = cfg.limits  # the lab config requires both pulse limits of a board
         return {"max_pulse_V": lim.max_pulse_V, "max_pulse_width_s": lim.max_pulse_width_s,
-                "read_voltage_V": lab.programming.read_voltage_V}
+                "read_voltage_V": cfg.read_voltage_V}
 
     def _ok(self, command: str, idempotent: bool = True) -> None:
         reply = self.query(command, idempotent=idempotent)

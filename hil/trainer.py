@@ -24,6 +24,7 @@ from hil.adaptive import NoiseTracker
 from hil.core.backend import CrossbarBackend, HasPendingChanges, NamedNodes, NodeStats, Resumable, input_voltages
 from hil.core.config import RunConfig
 from hil.core.ep import ep_update, reading_weights
+from hil.core.seeds import seed_stream
 from hil.data import Dataset
 
 
@@ -196,7 +197,7 @@ class Trainer:
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The epoch's sample order, on the CPU: it depends on (seed, epoch) only, so a resumed run sees the same
         batches, and the journal records batch indices without reading anything back from the device."""
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(seed_stream(self.cfg.train.seed, "epoch_order", epoch))
         return torch.randperm(len(self.data.x_train), generator=g)
 
     @torch.no_grad()
@@ -302,8 +303,6 @@ class Trainer:
             self.backend.load_conductances(state["weights"], state["biases"])
         if "random" in state:
             self.backend.load_random_state(state["random"])
-        elif "noise_rng" in state:  # checkpoints written before the noise clock was saved
-            self.backend.load_random_state({"generator": state["noise_rng"]})
         self.step_count = int(state.get("step", 0))
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])

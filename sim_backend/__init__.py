@@ -1,3 +1,5 @@
 """The simulated crossbar, its noise model and the emulated lab instruments."""
 
-import hil  # noqa: F401 - sets MKL's reproducible mode before any torch computation (see hil/__init__.py)
+from hil.core.process import configure_process
+
+configure_process()  # MKL's reproducible mode and the OpenMP wait policy, before torch starts (hil/core/process.py)

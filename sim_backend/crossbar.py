@@ -40,8 +40,10 @@ from hil.core.backend import (
     Programmable,
     Resumable,
     input_voltages,
+    node_sizes,
 )
 from hil.core.config import DevicesConfig, NetworkConfig, RelaxConfig, RunConfig
+from hil.core.seeds import replica_seeds, seed_stream
 from sim_backend.devices.programming import PulseProgrammer
 from sim_backend.noise import ReadNoise, WhiteReadNoise
 from sim_backend.streams import ReplicaStreams
@@ -71,7 +73,7 @@ def initial_conductances(
     low = 0.0 if init == "uniform" else -bound
     out = torch.empty(len(seeds), lower, upper, dtype=torch.float64)
     for r, seed in enumerate(seeds):  # once per run, not in the training loop
-        gen = torch.Generator().manual_seed(int(seed) * 1000003 + layer)
+        gen = torch.Generator().manual_seed(seed_stream(seed, "init", layer))
         out[r].uniform_(low, bound, generator=gen)
     return out
 
@@ -106,7 +108,7 @@ class SimCrossbar:
         if noise.sigma.numel() != int(replicas):
             raise ValueError(f"noise: its sigma has {noise.sigma.numel()} values, need one per replica ({replicas})")
         self.layer_sizes = [int(s) for s in layer_sizes]
-        self.node_sizes = [2 * self.layer_sizes[0]] + self.layer_sizes[1:]
+        self.node_sizes = node_sizes(self.layer_sizes)
         self.replicas = int(replicas)
         self.seeds = list(seeds) if seeds is not None else list(range(self.replicas))
         if len(self.seeds) != self.replicas:
@@ -183,7 +185,7 @@ class SimCrossbar:
         device = resolve_device(cfg.device)
         return cls([n_inputs, *cfg.network.hidden, n_outputs], cfg.network, cfg.relax,
                    ReadNoise.from_config(cfg.noise, r, device, cfg.torch_dtype, sigma=sigma), devices=cfg.devices,
-                   replicas=r, seeds=seeds if seeds is not None else [cfg.train.seed + i for i in range(r)],
+                   replicas=r, seeds=seeds if seeds is not None else replica_seeds(cfg.train.seed, r),
                    device=device, dtype=cfg.torch_dtype)
 
     @classmethod

@@ -34,6 +34,7 @@ import torch
 
 from hil.core.backend import NodeStats
 from hil.core.config import NoiseConfig
+from hil.core.mains import check_line_frequency
 from sim_backend.streams import ReplicaStreams
 
 
@@ -134,8 +135,10 @@ class ReadNoise(WhiteReadNoise):
     ):
         if not nplc > 0:
             raise ValueError(f"nplc: integration time must be > 0 power-line cycles (got {nplc})")
-        if line_frequency_hz not in (50.0, 60.0):
-            raise ValueError(f"line_frequency_hz: 50 or 60 (got {line_frequency_hz})")
+        try:
+            check_line_frequency(line_frequency_hz)
+        except ValueError as err:
+            raise ValueError(f"line_frequency_hz: {err} (got {line_frequency_hz})") from None
         if overhead_s < 0 or flicker_floor_V < 0:
             raise ValueError("overhead_s and flicker_floor_V: must be >= 0")
         super().__init__(_per_replica(sigma, replicas, "sigma") / math.sqrt(nplc), replicas, device, dtype)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from hil.core.backend import input_voltages, node_sizes
 from sim_backend.crossbar import initial_conductances
 
 
@@ -26,7 +27,7 @@ class PlainEP:
     def __init__(self, layer_sizes: Sequence[int], *, gamma: float, beta: float, eta: float, sweeps: int, seed: int,
                  init_scale: float, init: str = "uniform", g_min: float = 0.0, g_max: float | None = None,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-        nodes = [2 * layer_sizes[0], *layer_sizes[1:]]
+        nodes = node_sizes(layer_sizes)
         self.W = [initial_conductances(nodes[j], nodes[j + 1], [seed], init_scale, j, init)[0].clamp(g_min, g_max)
                   .to(device, dtype) for j in range(len(nodes) - 1)]
         self.gamma, self.beta, self.eta, self.T = gamma, beta, eta, sweeps
@@ -51,7 +52,7 @@ class PlainEP:
 
     def step(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """One EP update on inputs x (B, inputs) and target voltages t (B, outputs); returns the free outputs."""
-        x_in = self.gamma * torch.cat([x, -x], -1)
+        x_in = input_voltages(x, self.gamma)
         zeros = [x_in] + [torch.zeros(x.shape[0], w.shape[1], dtype=x.dtype, device=x.device) for w in self.W]
         free = self.relax(x_in, list(zeros))
         nudged = self.relax(x_in, list(free), t)

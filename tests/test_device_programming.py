@@ -6,9 +6,10 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from hil.core.backend import ConductanceUpdate, LowRankDelta
-from hil.core.config import ConfigError, build_config
+from hil.core.config import ConfigError, build_config, load_config
 from hil.core.devices import PRESETS
 from sim_backend.crossbar import SimCrossbar
 
@@ -109,9 +110,18 @@ def test_write_verify_lands_within_its_tolerance(tmp_path):
     assert 0 < stats["verify_residual_S"] <= tol
 
 
-def test_pulsed_devices_need_a_range_and_a_pulsed_mode():
-    with pytest.raises(ConfigError, match="network.g_max: the device model 'ecram' needs the device range"):
-        build_config({}, {"devices.model": "ecram"})
+def test_pulsed_devices_get_a_range_sized_to_the_network_and_need_a_pulsed_mode(tmp_path):
+    # unset: 2.5 x the largest initial conductance 0.7/sqrt(fan_in); digits 64-128-10: fan_in 128 (doubled inputs)
+    assert build_config({}, {"devices.model": "ecram"}).network.g_max == pytest.approx(0.15)
+    paper = build_config({}, {"devices.model": "capacitor", "data.dataset": "fashion-mnist", "network.hidden": [1024]})
+    assert paper.network.g_max == pytest.approx(0.055)  # the 1024-node hidden layer starts highest: 0.7/32
+    assert build_config({}, {"devices.model": "ecram", "network.g_max": 0.3}).network.g_max == 0.3  # given: kept
+    assert build_config({}, {}).network.g_max is None  # the ideal model: unbounded
+    config = tmp_path / "c.yaml"
+    config.write_text("network: {g_max: null}\ndevices: {model: ecram}\n")
+    with pytest.raises(ConfigError, match=r"network.g_max: the device model 'ecram' maps its normalized range "
+                                          r"\[-0.83, 1.17\] onto \[g_min, g_max\] S, so it needs g_max; set --g-max"):
+        load_config(config)
     with pytest.raises(ConfigError, match="update 'exact' programs changes exactly and ignores"):
         build_config({}, {"devices.model": "ecram", "devices.update": "exact", "network.g_max": 1.0})
     with pytest.raises(ConfigError, match="devices.model: 'nope' is neither a preset"):
@@ -120,11 +130,13 @@ def test_pulsed_devices_need_a_range_and_a_pulsed_mode():
 
 def test_train_cli_with_a_device_model(tmp_path):
     cmd = [sys.executable, "-m", "hil.cli", "train", "--epochs", "1", "--train-limit", "200", "--test-limit", "50",
-           "--hidden", "8", "--device-model", "reram-es", "--g-max", "0.2", "--runs-dir", str(tmp_path), "--no-progress"]
+           "--hidden", "8", "--device-model", "reram-es", "--runs-dir", str(tmp_path), "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     row = json.loads(next(tmp_path.glob("*/metrics.jsonl")).read_text().splitlines()[-1])
     assert row["pulses_per_update"] > 0 and row["programming_s_per_update"] > 0
+    saved = yaml.safe_load(next(tmp_path.glob("*/config.yaml")).read_text())
+    assert saved["network"]["g_max"] == 0.62  # no --g-max: 2.5 x 0.7/sqrt(8), the hidden layer's start
     bad_cmd = [c if c != "reram-es" else "nope" for c in cmd]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2

@@ -8,6 +8,7 @@ import pyvisa
 import yaml
 
 from drivers.lab import LabConfig
+from hil.core.config import ConfigError
 from sim_backend.emulator import EmulatedLab
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
@@ -320,6 +321,15 @@ def test_faults_from_the_lab_config_and_from_a_test(tmp_path):
         make_lab(faults={"nosuch": [{"kind": "drop"}]})
     with pytest.raises(ValueError, match="kind"):
         make_lab(faults={"board": [{"kind": "melt"}]})
+    with pytest.raises(ValueError, match=r"faults.board.0.match\n  Value error, not a regular expression"):
+        make_lab(faults={"board": [{"kind": "drop", "match": "("}]})
+    with EmulatedLab(make_lab()) as emu:  # a test's fault is checked by the same schema as the lab config's
+        with pytest.raises(ConfigError, match=r"inject: kind: Input should be 'drop', 'delay'"):
+            emu.inject("board", "melt")
+        with pytest.raises(ConfigError, match=r"inject: count: Input should be greater than or equal to 1"):
+            emu.inject("board", "drop", count=0)
+        pending = emu.inject("board", "delay", delay_s=0.25, after=2)
+        assert (pending.kind, pending.delay_s, pending.after, pending.config.after) == ("delay", 0.25, 2, 2)
 
 
 def test_the_source_puts_out_its_level_rounded_to_the_range_resolution(emu, open_inst):

@@ -17,12 +17,13 @@ from drivers.lab import ChannelRef, LabConfig, load_lab
 from drivers.qdac2 import QDac2
 from drivers.registry import DRIVERS, driver_class
 from hil.cli import main
-from hil.core.config import ConfigError
+from hil.core.config import ConfigError, EPConfig, NetworkConfig
 from sim_backend.emulator import EmulatedLab
 from sim_backend.emulator.base import EMULATED, emulated_class
 from sim_backend.emulator.qdac2 import EmulatedQDac2
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+NET = NetworkConfig(hidden=[8], input_gain=16.0, g_min=0.01, g_max=1.0)  # the example lab's 16-8-2 run
 
 
 class MockDac(QDac2):
@@ -84,7 +85,7 @@ def test_mock_dac_runs_through_the_emulated_lab(tmp_path, capsys):
     with EmulatedLab(lab) as emu:
         assert type(emu.instruments["dac_plus"]) is EmulatedMockDac
         reg = emu.write_registry(tmp_path / "reg.json")
-        bench = InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, registry=reg)
+        bench = InstrumentCrossbar(lab, NET, EPConfig(), layer_sizes=[16, 8, 2], registry=reg)
         assert type(bench.instruments.dacs["dac_plus"]) is MockDac
         bench.clamp(torch.full((1, 16), 0.5))  # the mock DACs hold +-40 mV
         readings = bench.measure(2)
@@ -112,3 +113,21 @@ def test_channel_references_are_parsed_once_with_one_clear_error(tmp_path):
     path.write_text(yaml.safe_dump(tree))
     with pytest.raises(ConfigError, match=r"nodes.inputs.0.plus: 'dac_plus1' is not instrument/channel"):
         load_lab(path)
+
+
+def test_each_driver_is_given_its_own_slice_of_the_lab_config():
+    """A driver's settings come from its DriverSettings alone: its limits, the board read voltage, and the clock of
+    an emulated instrument (a real one's is 1)."""
+    lab = load_lab(EXAMPLE)
+    dac = lab.driver_settings("dac_plus")
+    assert (dac.name, dac.instrument.kind, dac.limits.max_abs_V, dac.strict) == ("dac_plus", "qdac2", 0.15, lab.strict)
+    assert QDac2.settings(dac)["max_abs_V"] == 0.15
+    smu = lab.driver_settings("smu_hidden")
+    assert driver_class("keithley2450").settings(smu) == {"max_abs_V": 0.2, "compliance_A": 1.0e-5}
+    board = lab.driver_settings("board")
+    assert driver_class("xbar_board").settings(board)["read_voltage_V"] == lab.programming.read_voltage_V
+    assert dac.emulated and dac.clock_scale == lab.emulator.time_scale
+    tree = yaml.safe_load(EXAMPLE.read_text())
+    tree["instruments"]["dac_plus"]["resource"] = "TCPIP0::10.0.0.5::5025::SOCKET"  # a real one
+    real = LabConfig.model_validate(tree).driver_settings("dac_plus")
+    assert not real.emulated and real.clock_scale == 1.0

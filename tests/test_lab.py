@@ -20,10 +20,11 @@ from drivers.programming import write_verify
 from drivers.qdac2 import QDac2
 from drivers.session import CommandLog, InstrumentError, LimitError, VisaSession
 from drivers.xbar_board import XbarBoard
-from hil.core.config import ConfigError
+from hil.core.config import ConfigError, EPConfig, NetworkConfig
 from sim_backend.emulator import EmulatedLab
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+NET = NetworkConfig(hidden=[8], input_gain=16.0, g_min=0.01, g_max=1.0)  # the example lab's 16-8-2 run
 
 
 def lab_tree():
@@ -192,9 +193,9 @@ def test_twelve_volts_on_a_ten_volt_channel_refused_at_load(tmp_path):
         load_lab(p)
 
 
-def make_bench(lab, emu, tmp_path, **kw):
+def make_bench(lab, emu, tmp_path, beta=1.0, **kw):
     reg = emu.write_registry(tmp_path / "reg.json")
-    return InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, registry=reg, **kw)
+    return InstrumentCrossbar(lab, NET, EPConfig(beta=beta), layer_sizes=[16, 8, 2], registry=reg, **kw)
 
 
 def test_limit_raises_before_sending_and_bench_ends_safe(quiet_lab, tmp_path):
@@ -333,9 +334,15 @@ def test_conductance_nudge_matches_the_simulator(tmp_path):
 def test_conductance_nudge_refuses_another_beta(tmp_path):
     lab = load_lab(RESISTORS)
     with pytest.raises(ConfigError, match=r"ep.beta: this bench nudges through fixed resistors of 1 normalized S"):
-        InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, beta=0.5)
+        InstrumentCrossbar(lab, NET, EPConfig(beta=0.5), layer_sizes=[16, 8, 2])
     with pytest.raises(ConfigError, match="ep.centered"):
-        InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, beta=1.0, centered=True)
+        InstrumentCrossbar(lab, NET, EPConfig(beta=1.0, centered=True), layer_sizes=[16, 8, 2])
+    with pytest.raises(ValueError, match=r"network.hidden: \[8\] differs from the hidden sizes of layer_sizes"):
+        InstrumentCrossbar(lab, NET, EPConfig(), layer_sizes=[16, 4, 2])
+    with pytest.raises(TypeError, match="input_gain come from the network and ep sections"):
+        InstrumentCrossbar(lab, NET, EPConfig(), layer_sizes=[16, 8, 2], input_gain=16.0)
+    with pytest.raises(ConfigError, match="network.input_gain: gamma=40 puts"):  # the sections' values are checked
+        InstrumentCrossbar(lab, NET.model_copy(update={"input_gain": 40.0}), EPConfig(), layer_sizes=[16, 8, 2])
     tree = yaml.safe_load(RESISTORS.read_text())
     tree["nodes"]["outputs"][0]["nudge_route"] = "switch/1A11"  # the switch that routes hidden nodes
     with pytest.raises(ValueError, match="also routes nodes for reading"):

@@ -8,12 +8,18 @@ probability 1e-6 per assertion (the seeds are fixed, so a run is reproducible;
 """
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from scipy.stats import chi2
 
+from drivers.lab import load_lab
+from hil.core.config import ConfigError, build_config
 from sim_backend.crossbar import SimCrossbar
+from sim_backend.noise import ReadNoise
 
 ALPHA = 1e-6
 
@@ -66,3 +72,16 @@ def test_bad_noise_values_raise():
     net.clamp(torch.rand(2, 4))
     with pytest.raises(ValueError, match="n: readings"):
         net.measure(0)
+
+
+def test_a_mains_frequency_other_than_50_or_60_hz_is_one_message_wherever_it_is_given(tmp_path):
+    said = "the mains frequency is 50 or 60 Hz (got 55"
+    with pytest.raises(ConfigError, match=r"noise.line_frequency_hz: " + re.escape(said)):
+        build_config({"noise": {"line_frequency_hz": 55}})
+    lab = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml").read_text())
+    lab.setdefault("timing", {})["line_frequency_hz"] = 55
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
+    with pytest.raises(ConfigError, match=r"timing.line_frequency_hz: " + re.escape(said)):
+        load_lab(tmp_path / "lab.yaml")
+    with pytest.raises(ValueError, match=r"line_frequency_hz: " + re.escape(said)):
+        ReadNoise(0.1, 1, "cpu", torch.float32, line_frequency_hz=55.0)

@@ -59,3 +59,23 @@ def test_registry_not_json_is_one_error(tmp_path):
     reg.write_text("{not json")
     with pytest.raises(InstrumentError, match="not an emulator registry"):
         resolve_resource("emulator:smu", reg)
+
+
+def test_the_emulator_writes_the_registry_its_clients_read(tmp_path, monkeypatch):
+    """write_registry() with no path: $HIL_EMULATOR_REGISTRY, else .hil-emulator.json here, as resolve_resource
+    reads it (`hil emulate` with no --registry)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(tmp_path / "env.json"))
+    with EmulatedLab(load_lab(EXAMPLE)) as emu:
+        path = emu.write_registry()
+        assert path == tmp_path / "env.json" and not (here / ".hil-emulator.json").exists()
+        name = next(iter(emu.resources))
+        assert resolve_resource(f"emulator:{name}") == emu.resources[name]
+        EmulatedLab.remove_registry(path)
+        assert not path.exists()
+        monkeypatch.delenv("HIL_EMULATOR_REGISTRY")
+        assert emu.write_registry() == Path(".hil-emulator.json") and (here / ".hil-emulator.json").is_file()
+        assert resolve_resource(f"emulator:{name}") == emu.resources[name]
+        EmulatedLab.remove_registry(Path(".hil-emulator.json"))

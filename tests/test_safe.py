@@ -8,9 +8,11 @@ import yaml
 from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import LabConfig
 from hil.cli import main
+from hil.core.config import EPConfig, NetworkConfig
 from sim_backend.emulator import EmulatedLab
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
+NET = NetworkConfig(hidden=[8], input_gain=16.0, g_min=0.01, g_max=1.0)  # the example lab's 16-8-2 run
 
 
 def test_hil_safe_after_a_crash(tmp_path, capsys):
@@ -21,7 +23,7 @@ def test_hil_safe_after_a_crash(tmp_path, capsys):
     lab_file.write_text(yaml.safe_dump(tree))
     with EmulatedLab(lab) as emu:
         reg = emu.write_registry(tmp_path / "reg.json")
-        bench = InstrumentCrossbar(lab, input_gain=16.0, layer_sizes=[16, 8, 2], g_min=0.01, g_max=1.0, registry=reg)
+        bench = InstrumentCrossbar(lab, NET, EPConfig(), layer_sizes=[16, 8, 2], registry=reg)
         bench.clamp(torch.full((1, 16), 0.5))  # the DACs hold 8 V and -8 V
         bench.measure(1)
         bench.nudge(torch.tensor([[1.0, 0.0]]), 1.0)

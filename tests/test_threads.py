@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,40 @@ def test_an_unwritable_registry_still_counts_this_process(tmp_path, no_user_thre
     with shared_budget(folder=blocked / "sub") as budget:  # a file where the folder should be
         assert budget.threads() == 4 and not budget.path.exists()
     assert "cannot register" in capsys.readouterr().err
+
+
+# A finder that records MKL_CBWR and OMP_WAIT_POLICY's presence at the moment torch is first imported.
+_WATCH_TORCH = """
+import importlib.abc, os, sys
+seen = {}
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen["MKL_CBWR"] = os.environ.get("MKL_CBWR")
+        return None
+sys.meta_path.insert(0, Watch())
+import %s
+import torch
+print(seen["MKL_CBWR"], "hil" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("entry", ["hil.cli", "hil.trainer", "sim_backend.crossbar", "sim_backend.reference",
+                                   "drivers.crossbar", "drivers.programming", "calibration.critical"])
+def test_every_entry_point_sets_the_process_up_before_torch_starts(entry):
+    """MKL's reproducible mode (and the wait policy, set in the same call) is in the environment when torch is
+    first imported, whichever package a program imports first."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    out = subprocess.run([sys.executable, "-c", _WATCH_TORCH % entry], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["AUTO,STRICT", "True"]
+
+
+def test_the_process_set_up_lives_in_the_core_and_sim_backend_does_not_import_hil():
+    """sim_backend/__init__.py calls hil.core.process's set-up; it no longer imports the hil package for it."""
+    root = Path(__file__).resolve().parents[1]
+    for pkg in ("sim_backend", "drivers", "calibration"):
+        text = (root / pkg / "__init__.py").read_text()
+        assert "from hil.core.process import configure_process" in text and "configure_process()" in text, pkg
+        assert "import hil\n" not in text and "import hil  #" not in text, pkg
+    assert "configure_process()" in (root / "hil" / "__init__.py").read_text()

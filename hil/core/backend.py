@@ -278,11 +278,18 @@ class NamedNodes(Protocol):
         """One name per hidden and output node, in measurement order."""
 
 
+# The input doubling: input i drives two nodes, +gamma*x_i (node i) and -gamma*x_i (node inputs + i), so that
+# conductances g >= 0 carry signals of either sign. These three functions are its one home.
 def input_voltages(x: torch.Tensor, gamma: float) -> torch.Tensor:
-    """The clamped input node voltages gamma*[x, -x], V (doubling lets g >= 0 carry negative signals)."""
+    """The clamped input node voltages gamma*[x, -x], V: (..., inputs) -> (..., 2*inputs)."""
     return gamma * torch.cat([x, -x], dim=-1)
 
 
-def split_nodes(samples: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
-    """Split (..., nodes) readings into one tensor per hidden/output layer."""
-    return list(torch.split(samples, list(sizes), dim=-1))
+def input_nodes(i: int, inputs: int) -> tuple[int, int]:
+    """The input nodes input i drives: (the one at +gamma*x_i, the one at -gamma*x_i), of 2*inputs."""
+    return i, inputs + i
+
+
+def node_sizes(layer_sizes: Sequence[int]) -> list[int]:
+    """Nodes per layer as the crossbar has them: [2*inputs, hidden..., outputs] from [inputs, hidden..., outputs]."""
+    return [2 * int(layer_sizes[0]), *(int(s) for s in layer_sizes[1:])]

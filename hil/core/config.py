@@ -19,17 +19,14 @@ from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from hil.core.devices.config import DeviceModelConfig
+from hil.core.backend import node_sizes
+from hil.core.devices.config import WRITE_VERIFY_MAX_PULSES, WRITE_VERIFY_MAX_REVERSALS, DeviceModelConfig
 from hil.core.devices.store import resolve_device_model
-
-DATASETS = ("digits", "mnist", "kmnist", "fashion-mnist", "mnist1d")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
+from hil.core.mains import LINE_FREQUENCIES_HZ, check_line_frequency
+from hil.core.schema import ConfigError, StrictModel, format_validation_error, read_yaml
 
 
 def flag(name: str | None = None, *, metavar: str | None = None, simulated_only: bool = False,
@@ -42,18 +39,11 @@ def flag(name: str | None = None, *, metavar: str | None = None, simulated_only:
             "choices": list(choices) if choices else None}
 
 
-LINE_FREQUENCIES_HZ = (50.0, 60.0)  # mains
-
 #: A marker for a field (or a whole section) that describes the simulator only, with no flag of its own.
 SIMULATED_ONLY: dict[str, Any] = {"simulated_only": True}
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: --gamma inf or a NaN in a config file is one error naming the field, not a failed run.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class NetworkConfig(_Strict):
+class NetworkConfig(StrictModel):
     """The layered resistive network (Kendall et al. 2020; Scellier et al. 2023)."""
 
     hidden: list[int] = Field(json_schema_extra=flag(),
@@ -92,7 +82,9 @@ class NetworkConfig(_Strict):
         "about 1-100 uS); above 0 it keeps every node's total conductance positive, so no node floats (0/0, a "
         "non-finite update) when training drives all its devices down. 1e-3 S is 1/18 to 1/62 of the initial "
         "scale c/sqrt(fan_in) of the input layer (28x28 images to the 8x8 digits).")
-    g_max: float | None = Field(json_schema_extra=flag(), default=None, description="Highest device conductance, S (unset: unbounded).")
+    g_max: float | None = Field(json_schema_extra=flag(), default=None, description="Highest device conductance, S "
+                                "(unset: unbounded). A pulsed device model needs a top: unset, it is sized to the "
+                                "network, 2.5 x its largest initial conductance c/sqrt(fan_in) (DEVICE_RANGE_FACTOR).")
 
     @model_validator(mode="after")
     def _check(self) -> NetworkConfig:
@@ -105,7 +97,7 @@ class NetworkConfig(_Strict):
         return self
 
 
-class RelaxConfig(_Strict):
+class RelaxConfig(StrictModel):
     """How the network settles (Millman's theorem, exact block updates per layer)."""
 
     sweeps: int = Field(json_schema_extra=flag(), default=5, ge=1, description="T: sweeps over the layers per phase.")
@@ -116,7 +108,7 @@ class RelaxConfig(_Strict):
     )
 
 
-class EPConfig(_Strict):
+class EPConfig(StrictModel):
     """The Equilibrium Propagation learning rule (paper eqs. 7, 9, 10)."""
 
     beta: float = Field(json_schema_extra=flag(), default=1.0, gt=0, description="Nudge conductance tying each output to its target, S.")
@@ -129,7 +121,7 @@ class EPConfig(_Strict):
         "rates rising toward the output (about 3x per layer in Scellier et al. 2023's public implementation).")
 
 
-class Schedule(_Strict):
+class Schedule(StrictModel):
     """A factor that changes over training: 1 until `start`, then `factor` (step) or a geometric ramp from 1 at
     `start` to `factor` at `end` (ramp). Positions are fractions of the run's training steps (0: first, 1: last)."""
 
@@ -153,7 +145,7 @@ class Schedule(_Strict):
         return self.factor ** ((progress - self.start) / (self.end - self.start))
 
 
-class AdaptConfig(_Strict):
+class AdaptConfig(StrictModel):
     """Adaptive N (`samples: auto`): N follows the online sigma estimate so that sigma/sqrt(N) stays at
     noise.sigma_target (docs/calibration.md, Adaptive N)."""
 
@@ -177,7 +169,7 @@ class AdaptConfig(_Strict):
                                "many times the median node's (the lower bound of its interval).")
 
 
-class NoiseConfig(_Strict):
+class NoiseConfig(StrictModel):
     """Measurement uncertainty: every read is V + sigma*xi, xi ~ N(0, 1)."""
 
     sigma: float = Field(json_schema_extra=flag(simulated_only=True), default=0.0, ge=0, description="Standard deviation of one reading of a node voltage, V.")
@@ -204,9 +196,7 @@ class NoiseConfig(_Strict):
     @field_validator("line_frequency_hz")
     @classmethod
     def _mains(cls, hz: float) -> float:
-        if hz not in LINE_FREQUENCIES_HZ:  # a float, not Literal[50.0, 60.0]: type checkers allow no float literals
-            raise ValueError("the mains frequency is 50 or 60 Hz")
-        return hz
+        return check_line_frequency(hz)
 
     @field_validator("samples")
     @classmethod
@@ -236,7 +226,7 @@ class NoiseConfig(_Strict):
         return self.adapt.start_samples if isinstance(self.samples, str) else self.samples
 
 
-class DevicesConfig(_Strict):
+class DevicesConfig(StrictModel):
     """The resistive devices and how an update reaches them (sim_backend/devices)."""
 
     model: str = Field(json_schema_extra=flag("device_model", metavar="PRESET|DEVICE.yaml"),
@@ -258,8 +248,8 @@ class DevicesConfig(_Strict):
     )
     max_pulses: int = Field(default=64, ge=1, description="pulses: most pulses per device and update (beyond: dropped).")
     tolerance_steps: float = Field(default=1.0, gt=0, description="write-verify: stop within this many nominal steps.")
-    verify_max_pulses: int = Field(default=30, ge=1, description="write-verify: most pulses per device and update.")
-    verify_max_reversals: int = Field(default=3, ge=0, description="write-verify: stop a device after this many "
+    verify_max_pulses: int = Field(default=WRITE_VERIFY_MAX_PULSES, ge=1, description="write-verify: most pulses per device and update.")
+    verify_max_reversals: int = Field(default=WRITE_VERIFY_MAX_REVERSALS, ge=0, description="write-verify: stop a device after this many "
                                       "overshoots (polarity flips), as the bench's write-verify does.")
     pulse_period_s: float = Field(default=1e-5, gt=0, description="Time per programming pulse, driver overhead "
                                   "included, s (devices are programmed one at a time, as the bench's board does).")
@@ -288,7 +278,7 @@ class DevicesConfig(_Strict):
         return resolve_device_model(self.model)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     dataset: Literal["digits", "mnist", "kmnist", "fashion-mnist", "mnist1d"] = Field(json_schema_extra=flag(),
         default="digits", description="digits (8x8, embedded in scikit-learn), mnist, kmnist or fashion-mnist (IDX "
         "files), or mnist1d (40-point signals, generated by the mnist1d package and cached under data_dir)."
@@ -316,7 +306,7 @@ class DataConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: int = Field(json_schema_extra=flag(), default=10, ge=1, description="Passes over the training set.")
     batch_size: int = Field(json_schema_extra=flag(), default=4, ge=1, description="Samples per conductance update.")
     eval_batch_size: int = Field(default=256, ge=1, description="Samples per evaluation pass (simulator only).")
@@ -339,7 +329,7 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ConfigError(f"dtype: float32 or float64 (got {name!r})") from None
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Everything that defines one training run. Load with `load_config`."""
 
     name: str = Field(json_schema_extra=flag(), default="run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name, used in the run folder name.")
@@ -365,8 +355,10 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         if self.devices.update != "exact" and self.network.g_max is None:
-            raise ValueError(f"network.g_max: the device model {self.devices.model!r} needs the device range "
-                             "[g_min, g_max] its normalized range maps onto; set --g-max")
+            m = self.devices.resolved()
+            raise ValueError(f"network.g_max: the device model {self.devices.model!r} maps its normalized range "
+                             f"[{m.w_min:g}, {m.w_max:g}] onto [g_min, g_max] S, so it needs g_max; set --g-max, or "
+                             f"leave it unset for {DEVICE_RANGE_FACTOR:g} x the largest initial conductance")
         return self
 
 
@@ -469,25 +461,6 @@ def refuse_on_bench(cfg: RunConfig) -> None:
                           "noise, and with --devices its devices)")
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line naming the first offending field, its problem and the value given."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "config"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    field = re.match(r"([a-z_]+): ", msg)
-    if field and first["loc"]:  # a section's validator naming its field: data: classes: ... -> data.classes: ...
-        loc, msg = f"{loc}.{field.group(1)}", msg[field.end():]
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) or repr(value) in msg else f" (got {value!r})"
-    if not first["loc"] and re.match(r"[\w.\[\]-]+: ", msg):  # a whole-config check that names its field itself
-        return f"{msg}{shown}"
-    return f"{loc}: {msg}{shown}"
-
-
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
     parts = dotted.split(".")
@@ -510,11 +483,31 @@ ETA_ANCHORS = ((64, 1e-2), (784, 1e-3))
 DEEP_GAIN_FACTOR = 4.0  # per hidden layer beyond the first
 IMAGE_SIDE = {"digits": 8, "mnist": 28, "kmnist": 28, "fashion-mnist": 28}
 SIGNAL_LENGTH = {"mnist1d": 40}  # datasets of 1-D signals: inputs per sample
+# A pulsed device model maps its normalized range onto [g_min, g_max] S, so it needs a top. Unset, g_max is this
+# many times the largest initial conductance c/sqrt(fan_in) of any layer: the start lies in the lower part of the
+# range, with room for training to raise conductances. (The Fashion-MNIST device benchmarks used 0.05 S, 2.3 times
+# the 0.022 S of their 1024-node hidden layer; with this factor the default there is 0.055 S.)
+DEVICE_RANGE_FACTOR = 2.5
 
 
 def _power_law(anchors, n: float) -> float:
     (n0, v0), (n1, v1) = anchors
     return v0 * (n / n0) ** (math.log(v1 / v0) / math.log(n1 / n0))
+
+
+def device_range_top(layer_sizes: list[int], init_scale: float) -> float:
+    """The default g_max of a pulsed device model, S: DEVICE_RANGE_FACTOR x the largest initial conductance
+    c/sqrt(fan_in) over the layers of devices (fan_in: the nodes below, the doubled inputs for the first layer)."""
+    fan_in = min(node_sizes(layer_sizes)[:-1])
+    return float(f"{DEVICE_RANGE_FACTOR * init_scale / math.sqrt(fan_in):.2g}")
+
+
+def _pulsed(spec: Any) -> bool:
+    """Whether a devices.model value names a pulsed model (False for one that does not resolve: validation says so)."""
+    try:
+        return resolve_device_model(str(spec)).pulsed
+    except (ConfigError, OSError):
+        return False
 
 
 def data_defaults(tree: dict[str, Any]) -> dict[str, Any]:
@@ -529,14 +522,18 @@ def data_defaults(tree: dict[str, Any]) -> dict[str, Any]:
         hidden = list(net.get("hidden", NetworkConfig.model_fields["hidden"].default))
         depth = len(hidden)
         deep = depth >= 2 and all(int(h) >= 2 for h in hidden)  # bipolar needs two nodes a layer
-    except (AttributeError, KeyError, TypeError, ValueError):
+        found: dict[str, Any] = {
+            "network.input_gain": round(_power_law(GAIN_ANCHORS, inputs) * DEEP_GAIN_FACTOR ** max(depth - 1, 0), 1),
+            "ep.eta": float(f"{_power_law(ETA_ANCHORS, inputs):.2g}"),
+            "network.bipolar": deep,
+        }
+        if _pulsed(tree.get("devices", {}).get("model", "ideal")):
+            init_scale = float(net.get("init_scale", NetworkConfig.model_fields["init_scale"].default))
+            found["network.g_max"] = device_range_top([inputs, *map(int, hidden), 1], init_scale)
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
         return {}
-    found = {
-        "network.input_gain": round(_power_law(GAIN_ANCHORS, inputs) * DEEP_GAIN_FACTOR ** max(depth - 1, 0), 1),
-        "ep.eta": float(f"{_power_law(ETA_ANCHORS, inputs):.2g}"),
-        "network.bipolar": deep,
-    }
-    given = {"network.input_gain": "input_gain" in net, "ep.eta": "eta" in ep, "network.bipolar": "bipolar" in net}
+    given = {"network.input_gain": "input_gain" in net, "ep.eta": "eta" in ep, "network.bipolar": "bipolar" in net,
+             "network.g_max": "g_max" in net}
     return {k: v for k, v in found.items() if not given[k]}
 
 
@@ -559,25 +556,6 @@ def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] |
         raise ConfigError(format_validation_error(err)) from None
     cfg._sized_to_data = frozenset(auto)
     return cfg
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    return tree
 
 
 def merge_trees(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

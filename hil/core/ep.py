@@ -117,11 +117,3 @@ def ep_update(
         bias = [(e / span) * (p1.mean - p0.mean).mean(1) for e, p0, p1 in zip(etas, phase0, phase1)]
     return ConductanceUpdate(deltas, bias)
 
-
-def one_hot(y: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Target voltages: 1 V on the label's output node, 0 V elsewhere.
-
-    Rows of an identity matrix rather than F.one_hot, which reads the labels' range back to the
-    host (a device synchronisation per step on CUDA).
-    """
-    return torch.eye(n, dtype=dtype, device=y.device)[y]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from hil.core.devices.config import DeviceModelConfig
+from hil.core.seeds import seed_stream
 
 _DRAWS = 8  # per device: normals for dw_min, up_down, w_min, w_max, drift nu, read noise; uniforms for stuck, its side
 
@@ -25,7 +26,7 @@ def _device_draws(seeds: Sequence[int], layer: int, m: int, n: int) -> torch.Ten
     """(draws, R, m, n) standard normals (the stuck draws are uniform), per replica from its own seed, float64, CPU."""
     out = torch.empty(_DRAWS, len(seeds), m, n, dtype=torch.float64)
     for r, seed in enumerate(seeds):  # once per run, not in the training loop
-        gen = torch.Generator().manual_seed(int(seed) * 1000003 + 7919 * (layer + 1) + 104729)
+        gen = torch.Generator().manual_seed(seed_stream(seed, "device_spread", layer))
         out[:6, r] = torch.randn(6, m, n, generator=gen, dtype=torch.float64)
         out[6:, r] = torch.rand(_DRAWS - 6, m, n, generator=gen, dtype=torch.float64)
     # Spreads are normal truncated at 3 standard deviations, so no device's bound crosses to the wrong side.

@@ -31,6 +31,7 @@ import torch
 
 from hil.core.backend import LowRankDelta
 from hil.core.config import DevicesConfig
+from hil.core.seeds import seed_stream
 from sim_backend.devices.model import DeviceArray
 
 
@@ -85,7 +86,7 @@ class PulseProgrammer:
         self.residual = None if stochastic else [torch.zeros_like(W) for W in weights]
         self._scratch: list = [None] * len(weights)
         self.gen = torch.Generator(device=W0.device)
-        self.gen.manual_seed(int(seed) * 7777 + 12345)
+        self.gen.manual_seed(seed_stream(seed, "device_pulses"))
         R = W0.shape[0]
         self._pulses, self._reads, self._err_sum, self._err_n = (
             torch.zeros(R, dtype=torch.float64, device=W0.device) for _ in range(4))

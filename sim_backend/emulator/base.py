@@ -14,7 +14,7 @@ from sim_backend.emulator.clock import EmulatedClock
 from sim_backend.emulator.faults import FAULT_CURRENT_A, FaultInjector
 
 if TYPE_CHECKING:
-    from drivers.lab import ChannelLimits
+    from drivers.instrument_config import ChannelLimits
     from sim_backend.emulator.bench import EmulatedBench
 
 

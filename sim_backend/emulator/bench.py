@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from drivers.lab import ChannelRef
+from hil.core.backend import input_nodes, node_sizes
 from hil.core.devices import resolve_device_model
+from hil.core.seeds import seed_stream
 from sim_backend.crossbar import SimCrossbar
 from sim_backend.devices import DeviceArray
 from sim_backend.emulator.array import CrossbarArray
@@ -27,20 +29,19 @@ class EmulatedBench:
         sizes = lab.layer_sizes
         self.net = SimCrossbar.from_settings(sizes, input_gain=1.0, seeds=[em.seed], bias=True, sweeps=em.settle_sweeps,
                                warm_start=True, dtype=torch.float64)
-        self.rng = np.random.default_rng(em.seed + 17)
+        self.rng = np.random.default_rng(seed_stream(em.seed, "emulator_chip"))
         # Devices start spread over the lower half of the device range (a fresh chip).
         p = lab.programming
         for W in self.net.weights:
             W.copy_(torch.from_numpy(self.rng.uniform(p.g_min_S, 0.5 * p.g_max_S, size=tuple(W.shape))) / self.gu)
         self._use_device_model(lab)
         self.net.load_conductances(self.net.weights, self.net.biases)
-        self.v_in = torch.zeros(1, 2 * sizes[0], dtype=torch.float64)
+        self.v_in = torch.zeros(1, node_sizes(sizes)[0], dtype=torch.float64)
         self.dirty = True
         # Wiring from the lab config.
         self.dac_to_input: dict[tuple[str, str], int] = {}
         for i, node in enumerate(lab.nodes.inputs):
-            self.dac_to_input[node.plus] = i
-            self.dac_to_input[node.minus] = sizes[0] + i
+            self.dac_to_input[node.plus], self.dac_to_input[node.minus] = input_nodes(i, sizes[0])
         self.direct: dict[tuple[str, str], tuple[int, int]] = {}   # smu channel -> (layer, node), no route
         self.routed: dict[tuple[str, str], dict[tuple[str, str], tuple[int, int]]] = {}  # smu -> (switch, xpoint) -> node
         layers = [*lab.nodes.hidden, lab.nodes.outputs]
@@ -96,7 +97,7 @@ class EmulatedBench:
             g = arr.initial_state(W * self.gu)
             W.copy_(g / self.gu)
             self.device_held_S.append(g)
-        self.device_gen = torch.Generator().manual_seed(lab.emulator.seed + 29)
+        self.device_gen = torch.Generator().manual_seed(seed_stream(lab.emulator.seed, "emulator_devices"))
 
     # ---- wiring ----------------------------------------------------------------
     def nodes_of(self, smu: str, ch: str) -> list[tuple[int, int]]:

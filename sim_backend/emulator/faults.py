@@ -1,7 +1,8 @@
 """Fault injection for the emulated instruments: what goes wrong on a real bench, on demand.
 
 Faults come from the lab config (`emulator.faults: {instrument: [{kind: ..., after: N, match: REGEX}]}`) or
-from a test (`EmulatedLab.inject(name, kind, ...)`). Each waits until `after` commands have been handled
+from a test (`EmulatedLab.inject(name, kind, ...)`), both checked by one schema, the lab config's FaultConfig
+(drivers/lab.py). Each waits until `after` commands have been handled
 (counting only commands that match `match`, if given), then fires on the next one, `count` times:
 
     drop             the connection closes instead of handling the command (a cable pulled, a crashed LAN stack)
@@ -17,48 +18,65 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-KINDS = ("drop", "delay", "garbage", "error", "trip_compliance", "power_cycle", "lose_reply")
+from drivers.lab import FaultConfig
+
 GARBAGE = "\x15#?\x7f;ERR\x00"
 FAULT_CURRENT_A = 1.0   # what a shorted DUT forces into the node: beyond any compliance
 
 
 @dataclass
-class Fault:
-    kind: str
-    after: int = 0
-    match: str | None = None
-    count: int = 1
-    delay_s: float = 0.0
-    code: int = -200
-    channel: str | None = None
+class PendingFault:
+    """A fault waiting to fire: its configuration (the lab config's FaultConfig, the one schema of a fault) and
+    the commands still to let through (`after`) and the times it still fires (`count`), counted down."""
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"fault kind: {self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.after < 0 or self.count < 1 or self.delay_s < 0:
-            raise ValueError(f"fault {self.kind}: after >= 0, count >= 1 and delay_s >= 0 "
-                             f"(got {self.after}, {self.count}, {self.delay_s})")
-        self._re = re.compile(self.match) if self.match else None
+    config: FaultConfig
+    after: int = field(init=False)
+    count: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.after, self.count = self.config.after, self.config.count
+        self._re = re.compile(self.config.match) if self.config.match else None
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def delay_s(self) -> float:
+        return self.config.delay_s
+
+    @property
+    def code(self) -> int:
+        return self.config.code
+
+    @property
+    def channel(self) -> str | None:
+        return self.config.channel
+
+    def matches(self, line: str) -> bool:
+        return self._re is None or self._re.search(line) is not None
 
 
 class FaultInjector:
     """The pending faults of one instrument; `next(line)` returns the fault that fires on this command."""
 
-    def __init__(self, faults=()):
-        self.pending: list[Fault] = [f if isinstance(f, Fault) else Fault(**f) for f in faults]
+    def __init__(self, faults: list[FaultConfig] | tuple[FaultConfig, ...] = ()):
+        self.pending: list[PendingFault] = [PendingFault(f) for f in faults]
         self.fired: list[tuple[str, str]] = []   # (kind, command) for tests and logs
         self._lock = threading.Lock()
 
-    def add(self, fault: Fault) -> None:
+    def add(self, fault: FaultConfig) -> PendingFault:
+        pending = PendingFault(fault)
         with self._lock:
-            self.pending.append(fault)
+            self.pending.append(pending)
+        return pending
 
-    def next(self, line: str) -> Fault | None:
+    def next(self, line: str) -> PendingFault | None:
         with self._lock:
             for f in self.pending:
-                if f._re is not None and not f._re.search(line):
+                if not f.matches(line):
                     continue
                 if f.after > 0:
                     f.after -= 1

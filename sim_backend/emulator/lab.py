@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import socketserver
@@ -10,27 +9,20 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from hil.core.process import pid_alive
+from pydantic import ValidationError
+
+from drivers.emulator_registry import Registry, RegistryError, read_registry, registry_owner, registry_path
+from drivers.lab import FaultConfig
+from hil.core.schema import ConfigError, format_validation_error
 from sim_backend.emulator.base import EmulatedInstrument, emulated_class
 from sim_backend.emulator.bench import EmulatedBench
-from sim_backend.emulator.faults import GARBAGE, Fault, FaultInjector
+from sim_backend.emulator.faults import GARBAGE, FaultInjector, PendingFault
 
 
 class RegistryInUse(RuntimeError):
     """The registry file belongs to another emulator that is still running."""
-
-
-def registry_owner(path: Path) -> int | None:
-    """The pid of the live emulator on this host that wrote the registry at path, else None (absent or stale)."""
-    try:
-        data = json.loads(Path(path).read_text())
-        pid = int(data["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if data.get("host", socket.gethostname()) != socket.gethostname():
-        return None
-    return pid if pid_alive(pid) else None
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -96,7 +88,7 @@ class EmulatedLab:
         for name, cfg in self.lab.instruments.items():
             cls = emulated_class(cfg.kind)
             inst = cls(name, self.bench, self.lab.limits.get(name))
-            inst.faults = FaultInjector([f.model_dump() for f in self.lab.emulator.faults.get(name, [])])
+            inst.faults = FaultInjector(self.lab.emulator.faults.get(name, []))
             server = _Server(("127.0.0.1", 0), _Handler)
             server.instrument = inst
             server.lock = self.bench.lock
@@ -110,36 +102,38 @@ class EmulatedLab:
             self.resources[name] = cls.RESOURCE.format(port=port)
         return self
 
-    def write_registry(self, path: Path) -> Path:
-        """Write the live addresses; refuse to replace the registry of another emulator that still runs."""
-        path = Path(path)
+    def write_registry(self, path: Path | None = None) -> Path:
+        """Write the live addresses to the registry (default: $HIL_EMULATOR_REGISTRY, else .hil-emulator.json
+        here, the file the clients read); refuse to replace the registry of another emulator that still runs."""
+        path = registry_path(path)
         owner = registry_owner(path)
         if owner is not None and owner != os.getpid():
             raise RegistryInUse(f"registry {path}: another emulator (pid {owner}) is running and uses it; stop it "
                                 "or give this one its own file (--registry)")
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"lab": self.lab.name, "pid": os.getpid(), "host": socket.gethostname(),
-                                   "resources": self.resources}, indent=1) + "\n")
+        tmp.write_text(Registry(self.lab.name, os.getpid(), socket.gethostname(), self.resources).to_json())
         os.replace(tmp, path)
         return path
 
     @staticmethod
     def remove_registry(path: Path) -> None:
         """Remove the registry if this process wrote it (never another live emulator's)."""
-        path = Path(path)
         try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-        except (OSError, ValueError, AttributeError):
+            if read_registry(path).pid == os.getpid():
+                Path(path).unlink()
+        except (OSError, RegistryError):
             pass
 
-    def inject(self, name: str, kind: str, **kw) -> Fault:
-        """Inject a fault into instrument `name` (see faults.py for the kinds and their arguments)."""
+    def inject(self, name: str, kind: str, **kw: Any) -> PendingFault:
+        """Inject a fault into instrument `name`: the fields of the lab config's FaultConfig (see faults.py for
+        the kinds); a bad value raises ConfigError naming the field."""
         if name not in self.instruments:
             raise ValueError(f"inject: no emulated instrument {name!r} (has {', '.join(self.instruments)})")
-        fault = Fault(kind, **kw)
-        self.instruments[name].faults.add(fault)
-        return fault
+        try:
+            fault = FaultConfig(kind=kind, **kw)
+        except ValidationError as err:
+            raise ConfigError(f"inject: {format_validation_error(err)}") from None
+        return self.instruments[name].faults.add(fault)
 
     def clear_faults(self, name: str) -> None:
         """Forget the instrument's pending faults and remove any fault current it was driven into compliance by."""

@@ -27,16 +27,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-KINDS = ("ideal", "constant", "linear", "soft_bounds", "exp")
+from hil.core.schema import StrictModel
+
+#: write-verify's defaults, the same for the simulated devices (devices.verify_*) and the bench's programming
+#: section (programming.max_*): stop a device after this many pulses in one update, or after this many overshoots
+WRITE_VERIFY_MAX_PULSES = 30
+WRITE_VERIFY_MAX_REVERSALS = 3
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DeviceModelConfig(_Strict):
+class DeviceModelConfig(StrictModel):
     """One pulsed device type: its step response, spreads, defects and noise (normalized units, see module doc)."""
 
     name: str = Field(default="custom", description="A label for tables and plots.")

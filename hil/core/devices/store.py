@@ -9,9 +9,10 @@ from pydantic import ValidationError
 
 from hil.core.devices.config import DeviceModelConfig
 from hil.core.devices.presets import PRESETS
+from hil.core.schema import ConfigError, format_validation_error, read_yaml
 
 
-class DeviceModelError(ValueError):
+class DeviceModelError(ConfigError):
     """A device model could not be found or read; the message names it."""
 
 
@@ -19,19 +20,14 @@ def load_device_model(path: Path) -> DeviceModelConfig:
     """Read device.yaml: the model's fields at the top level or under `model:` (a fit adds `fit:` beside it)."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise DeviceModelError(f"cannot read {path} ({err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise DeviceModelError(f"{path} must hold a mapping of device parameters")
+        tree = read_yaml(path, "device.yaml")
+    except ConfigError as err:
+        raise DeviceModelError(str(err)) from None
     tree = tree.get("model", tree) if "model" in tree else tree
     try:
         return DeviceModelConfig.model_validate(tree)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "model"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise DeviceModelError(f"{path}: {loc}: {msg}") from None
+        raise DeviceModelError(f"{path}: {format_validation_error(err)}") from None
 
 
 def resolve_device_model(spec: str | Path) -> DeviceModelConfig:
