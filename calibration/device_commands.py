@@ -12,6 +12,7 @@ from calibration.device_fit import FitError, PulseTrains, apply_pulse_trains, fi
 from drivers.bench import open_instrument
 from drivers.pulse_programmer import SmuPulseProgrammer
 from drivers.session import CommandLog, VisaSession
+from hil.core.backend import node_sizes
 from hil.core.devices.store import save_device_model
 from hil.plotting import save_figure, subplots
 
@@ -64,7 +65,8 @@ def open_boards(lab, log, registry=None) -> tuple[dict, list]:
 def sample_devices(lab, count: int, seed: int) -> list[tuple[int, int, int]]:
     """count devices drawn without replacement over every layer's block, (layer, row, col) within the layer."""
     sizes = lab.layer_sizes
-    shapes = [(2 * sizes[0] if l == 0 else sizes[l], sizes[l + 1]) for l in range(len(sizes) - 1)]
+    nodes = node_sizes(sizes)
+    shapes = [(nodes[l], nodes[l + 1]) for l in range(len(nodes) - 1)]
     every = [(l, i, j) for l, (m, k) in enumerate(shapes) for i in range(m) for j in range(k)]
     if not 3 <= count <= len(every):
         raise FitError(f"--sample: between 3 and the {len(every)} devices of this bench (got {count})")

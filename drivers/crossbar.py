@@ -52,32 +52,18 @@ def _safe(method: F) -> F:
     return cast(F, wrapper)
 
 
-def _sections_of(layer_sizes: Sequence[int], *, input_gain: float, bias: bool = False, g_min: float = 0.0,
-                 g_max: float | None = None, beta: float | None = None,
-                 centered: bool = False) -> tuple[NetworkConfig, EPConfig | None]:
-    """The network and ep sections the old unpacked keywords describe (beta None: no ep section, no beta check)."""
-    network = NetworkConfig(hidden=list(layer_sizes[1:-1]), input_gain=input_gain, bias=bias, g_min=g_min, g_max=g_max)
-    return network, None if beta is None else EPConfig(beta=beta, centered=centered)
-
-
 class InstrumentCrossbar:
     """`hil.core.backend.CrossbarBackend` on a lab bench described by a LabConfig."""
 
     replicas = 1
 
-    def __init__(self, lab: LabConfig, network: NetworkConfig | None = None, ep: EPConfig | None = None, *,
+    def __init__(self, lab: LabConfig, network: NetworkConfig, ep: EPConfig | None, *,
                  layer_sizes: Sequence[int], dtype: torch.dtype = torch.float32, log: CommandLog | None = None,
                  registry: Path | None = None, sleep: Callable[[float], None] = time.sleep, read_all: bool = True,
-                 on_connected: Callable[[], object] | None = None, **unpacked: Any):
+                 on_connected: Callable[[], object] | None = None):
         """lab: the bench; network, ep: the run's sections (gain, bias, device range; the nudge's beta and
-        centering, which a bench with nudge resistors must match); layer_sizes: [inputs, hidden..., outputs].
-
-        unpacked: transitional, until hil/runner.py's prepare_bench passes the sections (issue 22): the old
-        keywords input_gain, bias, g_min, g_max, beta and centered, made into the two sections here."""
-        if network is None:
-            network, ep = _sections_of(layer_sizes, **unpacked)
-        elif unpacked:
-            raise TypeError(f"InstrumentCrossbar: {', '.join(unpacked)} come from the network and ep sections")
+        centering, which a bench with nudge resistors must match; None: no beta check); layer_sizes: [inputs,
+        hidden..., outputs]."""
         if list(layer_sizes[1:-1]) != list(network.hidden):
             raise ValueError(f"network.hidden: {network.hidden} differs from the hidden sizes of layer_sizes "
                              f"{list(layer_sizes)}")

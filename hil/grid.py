@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from hil.core.config import ConfigError, RunConfig, build_config, data_defaults
+from hil.core.seeds import replica_seeds
 from hil.sweep import PointSummary, Trial, summarize, write_csv
 
 #: Fields the simulator varies per replica: cells differing only in these share one run (group).
@@ -166,8 +167,9 @@ class Grid:
                 cell = tuple((k, frozen(values[k])) for k in self.keys)
                 sigma = float(per.get("noise.sigma", cfg.noise.sigma))
                 n = int(per.get("noise.samples", cfg.noise.initial_samples))
+                seeds = replica_seeds(cfg.train.seed, trials)
                 for t in range(trials):
-                    self.trials.append(GridTrial(sigma, n, t, cfg.train.seed + t, cell=cell))
+                    self.trials.append(GridTrial(sigma, n, t, seeds[t], cell=cell))
                     self.group_of.append(gi)
 
     def _refuse_mis_sized(self) -> None:

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import load_lab
-from hil.core.backend import BenchAccounting, CrossbarBackend, Programmable, StepJournaling
+from hil.core.backend import BenchAccounting, CrossbarBackend, Programmable, StepJournaling, node_sizes
 from hil.core.config import ConfigError, RunConfig, refuse_on_bench
 from hil.data import Dataset, load_run_data
 from hil.journal import StepJournal
@@ -36,7 +36,7 @@ def architecture(cfg: RunConfig, data: Dataset) -> str:
 def describe_network(cfg: RunConfig, data: Dataset) -> str:
     """The data, the network and the EP setting in one line (what a run or a sweep trains)."""
     ep = cfg.ep
-    return (f"{cfg.data.dataset} {architecture(cfg, data)} ({2 * data.n_inputs} input nodes after doubling), "
+    return (f"{cfg.data.dataset} {architecture(cfg, data)} ({node_sizes([data.n_inputs])[0]} input nodes after doubling), "
             f"{len(data.x_train)} train / {len(data.x_test)} test samples; gamma={cfg.network.input_gain:g} V, "
             f"beta={ep.beta:g} S, eta={ep.eta:g}, T={cfg.relax.sweeps}, {'centered' if ep.centered else 'positive'} EP")
 
@@ -102,9 +102,7 @@ def prepare_bench(cfg: RunConfig, lab_path: Path, registry: Path | None = None, 
 
     backend = None
     try:
-        backend = InstrumentCrossbar(lab, input_gain=cfg.network.input_gain, layer_sizes=sizes,
-                                     bias=cfg.network.bias, g_min=cfg.network.g_min, g_max=cfg.network.g_max,
-                                     beta=cfg.ep.beta, centered=cfg.ep.centered, dtype=cfg.torch_dtype,
+        backend = InstrumentCrossbar(lab, cfg.network, cfg.ep, layer_sizes=sizes, dtype=cfg.torch_dtype,
                                      registry=registry, read_all=initialize,  # a resume reads back as it reconciles
                                      on_connected=connected)
         if initialize:

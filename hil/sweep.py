@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from hil.core.backend import node_sizes
 from hil.core.config import ConfigError, RunConfig
 from hil.intervals import mean_interval, wilson_interval
 from hil.store import atomic_write_text
@@ -37,7 +38,7 @@ class Trial:
 
 
 def replica_bytes(cfg: RunConfig, n_in: int, n_out: int) -> int:
-    nodes = [2 * n_in, *cfg.network.hidden, n_out]
+    nodes = node_sizes([n_in, *cfg.network.hidden, n_out])
     elems = sum(a * b for a, b in zip(nodes[:-1], nodes[1:]))
     return elems * cfg.torch_dtype.itemsize * 2  # weights + a weight-sized margin for transients
 

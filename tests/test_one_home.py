@@ -17,17 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hil", "sim_backend", "drivers", "calibration")
 
 # fact -> {file: old line} still to switch to the fact's home (files owned by the CLI and sweep-engine change)
-PENDING: dict[str, dict[str, str]] = {
-    "node sizes": {
-        "hil/sweep.py": "nodes = [2 * n_in, *cfg.network.hidden, n_out]",
-        "hil/runner.py": "({2 * data.n_inputs} input nodes after doubling)",
-        "calibration/device_commands.py": "shapes = [(2 * sizes[0] if l == 0 else sizes[l], sizes[l + 1])",
-    },
-    "seed formulas": {
-        "hil/sweep.py": "Trial(s, n, t, cfg.train.seed + t)",
-        "hil/grid.py": "GridTrial(sigma, n, t, cfg.train.seed + t, cell=cell)",
-    },
-}
+PENDING: dict[str, dict[str, str]] = {}
 
 
 def sources() -> dict[str, str]:

@@ -78,7 +78,7 @@ def add_bench_parsers(sub) -> None:
                         "registry through which `emulator:NAME` resources resolve. Runs until Ctrl-C.")
     em.add_argument("--lab", type=Path, required=True, metavar="LAB.yaml", help="the lab config whose instruments "
                     "to emulate")
-    em.add_argument("--registry", type=Path, default=Path(".hil-emulator.json"), help="where to write the live "
-                    "addresses (default: .hil-emulator.json here)")
+    em.add_argument("--registry", type=Path, default=None, help="where to write the live addresses (default: "
+                    "$HIL_EMULATOR_REGISTRY, else .hil-emulator.json here)")
     em.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     em.set_defaults(func=cmd_emulate)
