@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from conftest import quiet_tree
 
 from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import LabConfig
@@ -14,8 +15,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
 
 
 def test_hil_safe_after_a_crash(tmp_path, capsys):
-    tree = yaml.safe_load(EXAMPLE.read_text())
-    tree["emulator"]["read_noise_V"] = 0.0
+    tree = quiet_tree()
     lab = LabConfig.model_validate(tree)
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text(yaml.safe_dump(tree))
