@@ -1,4 +1,4 @@
-"""What costs accuracy: test accuracy against the number of device states and against write noise (README figure).
+"""What costs accuracy: test accuracy against the number of device states and against write noise (a figure in docs/results.md).
 
 The paper's setting (784-1024-10, gamma=500 V, beta=1 S, eta=1e-3, T=5, batch 4, float32) on Fashion-MNIST,
 one epoch (--train-limit for a quicker look), devices on [0, --g-max] S, open-loop `pulses` programming.

@@ -1,4 +1,4 @@
-"""One epoch of Fashion-MNIST in the paper's setting for the ideal device and each preset (the README table).
+"""One epoch of Fashion-MNIST in the paper's setting for the ideal device and each preset (a table in docs/results.md).
 
 784-1024-10, gamma=500 V, beta=1 S, eta=1e-3, T=5, batch 4, sigma=0, float32, seed 0; the devices span
 [0, --g-max] S (the initial conductances lie in [0, 0.7/sqrt(1568)] = [0, 0.0177] S). ideal: exact

@@ -1,11 +1,21 @@
+import os
+import random
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
 torch.set_num_threads(2)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE_LAB = EXAMPLES / "lab-emulated.yaml"
+SEED_ENV = "HIL_TEST_SEED"
+DEFAULT_SEED = 2026
 
 
 @pytest.fixture
@@ -107,10 +117,10 @@ def journal_count(run, sql: str) -> int:
 
 
 # ---- a bench's devices characterized through its programmer (the serial board, the ArC ONE, the SMU pulser) -----
-def characterize_devices_on(tree: dict, folder: Path) -> Path:
-    """`hil characterize --devices` (500 pulses, 2 cycles, 10 devices) on an emulated lab built from the lab config
-    `tree`, written to folder/lab.yaml; asserts it succeeds and leaves every output off; returns the *-devices
-    run folder."""
+def characterize_devices_on(tree: dict, folder: Path, pulses: int = 500, devices: int = 10) -> Path:
+    """`hil characterize --devices` (`pulses` pulses, 2 cycles, `devices` devices) on an emulated lab built from the
+    lab config `tree`, written to folder/lab.yaml; asserts it succeeds and leaves every output off; returns the
+    *-devices run folder."""
     import os
 
     import yaml
@@ -123,10 +133,82 @@ def characterize_devices_on(tree: dict, folder: Path) -> Path:
     with EmulatedLab(LabConfig.model_validate(tree)) as emu:
         os.environ["HIL_EMULATOR_REGISTRY"] = str(emu.write_registry(folder / "reg.json"))
         try:
-            rc = main(["characterize", "--devices", "--lab", str(folder / "lab.yaml"), "--pulses", "500",
-                       "--cycles", "2", "--sample", "10", "--runs-dir", str(folder / "runs")])
+            rc = main(["characterize", "--devices", "--lab", str(folder / "lab.yaml"), "--pulses", str(pulses),
+                       "--cycles", "2", "--sample", str(devices), "--runs-dir", str(folder / "runs")])
         finally:
             del os.environ["HIL_EMULATOR_REGISTRY"]
         assert emu.outputs() == {}  # the programmer left at rest
     assert rc == 0
     return next((folder / "runs").glob("*-devices"))
+
+
+# ---- the example lab and the quiet emulated lab -------------------------------------------------------------------
+def example_tree(name: str = "lab-emulated.yaml", **emulator) -> dict:
+    """A fresh copy of an example lab config (examples/NAME) as a tree, its `emulator:` settings overridden."""
+    tree = yaml.safe_load((EXAMPLES / name).read_text())
+    tree["emulator"].update(emulator)
+    return tree
+
+
+def quiet_tree(name: str = "lab-emulated.yaml", **emulator) -> dict:
+    """The example lab with noiseless readings, so replies are exact (more emulator settings override)."""
+    return example_tree(name, **{"read_noise_V": 0.0, **emulator})
+
+
+@contextmanager
+def emulated(tree: dict, folder: Path, monkeypatch=None):
+    """The lab config `tree` written to folder/lab.yaml and emulated on 127.0.0.1, its registry in folder/reg.json
+    (and in HIL_EMULATOR_REGISTRY when a monkeypatch is given). Yields .path, .lab (LabConfig), .emu, .registry."""
+    from drivers.lab import LabConfig
+    from sim_backend.emulator import EmulatedLab
+
+    path = folder / "lab.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    lab = LabConfig.model_validate(tree)
+    with EmulatedLab(lab) as emu:
+        registry = emu.write_registry(folder / "reg.json")
+        if monkeypatch is not None:
+            monkeypatch.setenv("HIL_EMULATOR_REGISTRY", str(registry))
+        yield SimpleNamespace(path=path, lab=lab, emu=emu, registry=registry)
+
+
+@pytest.fixture
+def example_lab() -> dict:
+    """examples/lab-emulated.yaml as a tree, a fresh copy per test."""
+    return example_tree()
+
+
+@pytest.fixture
+def quiet_lab():
+    """The example lab with noiseless readings, emulated: (LabConfig, EmulatedLab)."""
+    from drivers.lab import LabConfig
+    from sim_backend.emulator import EmulatedLab
+
+    lab = LabConfig.model_validate(quiet_tree())
+    with EmulatedLab(lab) as emu:
+        yield lab, emu
+
+
+# ---- seeded random moments (kill times): a failure can be replayed ------------------------------------------------
+def replay_seed() -> int:
+    """HIL_TEST_SEED if set (`random`: a fresh one), else a fixed default."""
+    given = os.environ.get(SEED_ENV, "").strip()
+    if given == "random":
+        return random.SystemRandom().randrange(2**31)
+    if not given:
+        return DEFAULT_SEED
+    try:
+        return int(given)
+    except ValueError:
+        raise pytest.UsageError(f"{SEED_ENV}: an integer or 'random' (got {given!r})") from None
+
+
+@pytest.fixture
+def seeded_draw(request) -> random.Random:
+    """A random.Random for a test's random moments; its seed is printed (pytest shows it with a failure) and
+    `HIL_TEST_SEED=<seed> pytest <test>` replays them. Its seed is `.seed_used`, for assertion messages."""
+    seed = replay_seed()
+    print(f"{request.node.nodeid}: random moments from seed {seed} (replay: {SEED_ENV}={seed})")
+    draw = random.Random(seed)
+    draw.seed_used = seed  # type: ignore[attr-defined]  # for assertion messages
+    return draw

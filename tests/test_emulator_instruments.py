@@ -1,23 +1,18 @@
 """The emulated instruments through the real pyvisa + pyvisa-py stack: SCPI engine, TSP (Lua), physics, timing."""
 
 import time
-from pathlib import Path
 
 import pytest
 import pyvisa
-import yaml
+from conftest import quiet_tree
 
 from drivers.lab import LabConfig
 from hil.core.config import ConfigError
 from sim_backend.emulator import EmulatedLab
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
-
 
 def make_lab(**emulator):
-    tree = yaml.safe_load(EXAMPLE.read_text())
-    tree["emulator"].update({"read_noise_V": 0.0, **emulator})
-    return LabConfig.model_validate(tree)
+    return LabConfig.model_validate(quiet_tree(**emulator))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ real pyvisa + pyvisa-py and pyserial stacks against the emulated lab, with the f
 connected and initialized. A cell either recovers (the run completes, the retry or read-back is in
 commands.jsonl and the metrics) or stops (one-line error naming the instrument and the fault, run.json failed
 with instrument, command and fault, every output at 0 V and off, nothing recorded lost) and then resumes to
-the end. tests/test_faults.py::MATRIX is the table the README prints.
+the end. tests/test_faults.py::MATRIX is the table docs/bench.md prints.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""One source for the run options: the flags, their help and README's flag table all come from the config fields
+"""One source for the run options: the flags, their help and the flag table (docs/flags.md) all come from the config fields
 (hil.core.config `flag(...)` markers); a bench refuses the settings that describe the simulator, naming each."""
 
 import argparse
@@ -15,9 +15,9 @@ EXAMPLE_LAB = ROOT / "examples" / "lab-emulated.yaml"
 
 
 def readme_table() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "flags.md").read_text()
     found = re.search(r"<!-- flags: .*? -->\n(.*?)<!-- /flags -->", text, re.S)
-    assert found, "README.md lost its <!-- flags: ... --> table"
+    assert found, "docs/flags.md lost its <!-- flags: ... --> table"
     return found.group(1)
 
 
@@ -32,7 +32,7 @@ def table_rows(table: str) -> dict[str, str]:
 
 
 def test_readme_flag_table_is_the_generated_one():
-    assert readme_table() == flag_table(), ("README.md's flag table differs from the flags; replace it with the output of "
+    assert readme_table() == flag_table(), ("docs/flags.md's flag table differs from the flags; replace it with the output of "
                                             'python -c "from hil.cli import flag_table; print(flag_table())"')
 
 

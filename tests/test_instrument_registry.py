@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import quiet_tree
 
 from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import ChannelRef, LabConfig, load_lab
@@ -42,10 +43,9 @@ class EmulatedMockDac(EmulatedQDac2):
 
 
 def mock_lab_tree() -> dict:
-    tree = yaml.safe_load(EXAMPLE.read_text())
+    tree = quiet_tree()
     for name in ("dac_plus", "dac_minus"):
         tree["instruments"][name]["kind"] = "mock_dac"
-    tree["emulator"]["read_noise_V"] = 0.0
     return tree
 
 

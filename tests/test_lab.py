@@ -9,6 +9,7 @@ import pytest
 import pyvisa
 import torch
 import yaml
+from conftest import example_tree, quiet_tree
 
 from drivers.crossbar import InstrumentCrossbar
 from drivers.keithley707b import Keithley707B
@@ -28,17 +29,7 @@ NET = NetworkConfig(hidden=[8], input_gain=16.0, g_min=0.01, g_max=1.0)  # the e
 
 
 def lab_tree():
-    return yaml.safe_load(EXAMPLE.read_text())
-
-
-@pytest.fixture
-def quiet_lab():
-    """The example lab with noiseless readings, so replies are exact."""
-    tree = lab_tree()
-    tree["emulator"]["read_noise_V"] = 0.0
-    lab = LabConfig.model_validate(tree)
-    with EmulatedLab(lab) as emu:
-        yield lab, emu
+    return example_tree()
 
 
 def open_driver(cls, emu, name, log, **kw):
@@ -219,9 +210,7 @@ def test_limit_raises_before_sending_and_bench_ends_safe(quiet_lab, tmp_path):
 
 
 def test_driver_error_leaves_outputs_off(tmp_path):
-    tree = lab_tree()
-    tree["emulator"]["read_noise_V"] = 0.0
-    lab = LabConfig.model_validate(tree)
+    lab = LabConfig.model_validate(quiet_tree())
     with EmulatedLab(lab) as emu:
         bench = make_bench(lab, emu, tmp_path)
         bench.clamp(torch.rand(1, 16))
@@ -305,9 +294,7 @@ def test_conductance_nudge_matches_the_simulator(tmp_path):
     """Nudge resistors: the bench's nudged outputs equal the simulator's conductance nudge on the same conductances."""
     from sim_backend.crossbar import SimCrossbar
 
-    tree = yaml.safe_load(RESISTORS.read_text())
-    tree["emulator"]["read_noise_V"] = 0.0
-    lab = LabConfig.model_validate(tree)
+    lab = LabConfig.model_validate(quiet_tree(RESISTORS.name))
     with EmulatedLab(lab) as emu:
         bench = make_bench(lab, emu, tmp_path, beta=1.0, dtype=torch.float64)
         x = torch.rand(2, 16, dtype=torch.float64)

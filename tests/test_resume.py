@@ -139,19 +139,17 @@ def journal_done(run) -> int:
     return journal_count(run, "SELECT COUNT(*) FROM steps WHERE done = 1")
 
 
-def test_sigkill_at_random_steps_resumes_mid_epoch_bit_identical(tmp_path):
-    """Snapshots every 7 steps; killed at random steps (drawn here) and resumed from the last snapshot, the run
-    ends with the same conductances and metrics, to the bit, as one never killed."""
-    import random
-
+def test_sigkill_at_random_steps_resumes_mid_epoch_bit_identical(tmp_path, seeded_draw):
+    """Snapshots every 7 steps; killed at random steps (drawn from a printed seed: HIL_TEST_SEED replays them) and
+    resumed from the last snapshot, the run ends with the same conductances and metrics, to the bit, as one never
+    killed."""
     data = write_fashion_like(tmp_path / "fashion")
     extra = ["--train-limit", "200", "--test-limit", "48", "--checkpoint-every-steps", "7"]
     assert main([*fashion_args(data, tmp_path / "straight", "straight", epochs=2), *extra]) == 0
     straight = next((tmp_path / "straight").iterdir())
     steps = 2 * 200 // 4
-    draw = random.Random()
     resumed = []
-    for k, kill_at in enumerate(sorted(draw.sample(range(8, steps - 2), 3))):
+    for k, kill_at in enumerate(sorted(seeded_draw.sample(range(8, steps - 2), 3))):
         cut_dir = tmp_path / f"cut{k}"
         proc = subprocess.Popen([sys.executable, "-m", "hil.cli", *fashion_args(data, cut_dir, "cut", epochs=2), *extra],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -162,7 +160,8 @@ def test_sigkill_at_random_steps_resumes_mid_epoch_bit_identical(tmp_path):
                     break
                 time.sleep(0.002)
             proc.send_signal(signal.SIGKILL)
-            assert proc.wait(30) == -signal.SIGKILL, f"the run ended before step {kill_at}"
+            assert proc.wait(30) == -signal.SIGKILL, (f"the run ended before step {kill_at} "
+                                                      f"(HIL_TEST_SEED={seeded_draw.seed_used})")
         finally:
             proc.kill()
         run = next(cut_dir.iterdir())

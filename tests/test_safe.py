@@ -1,9 +1,8 @@
 """`hil safe`: after a crash left a bench on, connect without a reset, report what is on, ramp it to 0 and off."""
 
-from pathlib import Path
-
 import torch
 import yaml
+from conftest import quiet_tree
 
 from drivers.crossbar import InstrumentCrossbar
 from drivers.lab import LabConfig
@@ -11,13 +10,11 @@ from hil.cli import main
 from hil.core.config import EPConfig, NetworkConfig
 from sim_backend.emulator import EmulatedLab
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
 NET = NetworkConfig(hidden=[8], input_gain=16.0, g_min=0.01, g_max=1.0)  # the example lab's 16-8-2 run
 
 
 def test_hil_safe_after_a_crash(tmp_path, capsys):
-    tree = yaml.safe_load(EXAMPLE.read_text())
-    tree["emulator"]["read_noise_V"] = 0.0
+    tree = quiet_tree()
     lab = LabConfig.model_validate(tree)
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text(yaml.safe_dump(tree))
@@ -48,8 +45,8 @@ def test_hil_safe_after_a_crash(tmp_path, capsys):
         assert "nothing was on" in capsys.readouterr().out
 
 
-def test_hil_safe_names_an_instrument_it_cannot_reach(tmp_path, capsys):
-    tree = yaml.safe_load(EXAMPLE.read_text())
+def test_hil_safe_names_an_instrument_it_cannot_reach(tmp_path, capsys, example_lab):
+    tree = example_lab
     lab = LabConfig.model_validate(tree)
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text(yaml.safe_dump(tree))
@@ -64,9 +61,9 @@ def test_hil_safe_names_an_instrument_it_cannot_reach(tmp_path, capsys):
         assert not {k: v for k, v in emu.outputs().items() if k != "smu_b"}
 
 
-def test_train_names_an_instrument_nothing_answers_at(tmp_path, monkeypatch, capsys):
+def test_train_names_an_instrument_nothing_answers_at(tmp_path, monkeypatch, capsys, example_lab):
     """pyvisa-py opens a socket at its first command: a refused connection is said as such, not as a drop."""
-    tree = yaml.safe_load(EXAMPLE.read_text())
+    tree = example_lab
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text(yaml.safe_dump(tree))
     with EmulatedLab(LabConfig.model_validate(tree)) as emu:

@@ -208,11 +208,10 @@ def test_sweep_resume_after_kill(tmp_path, capsys):
     assert main(["sweep", "resume", str(folder)]) == 2  # completed: nothing to resume
 
 
-def test_sweep_killed_with_sigkill_resumes_from_its_last_snapshot(tmp_path):
+def test_sweep_killed_with_sigkill_resumes_from_its_last_snapshot(tmp_path, seeded_draw):
     """`hil sweep table` killed with SIGKILL at a random step (drawn here) in the middle of an epoch, then
     `hil sweep resume`: it continues from the last mid-epoch snapshot and ends with the same table."""
     import os
-    import random
     import signal
     import sqlite3
     import subprocess
@@ -224,7 +223,7 @@ def test_sweep_killed_with_sigkill_resumes_from_its_last_snapshot(tmp_path):
     args = ["sweep", "table", "--sigma", "0", "--sigma", "0.02", "--trials", "2", "--epochs", "2", "--max-replicas", "2",
             "--train-limit", "80", "--test-limit", "40", "--checkpoint-every-steps", "5", "--no-progress"]
     # 20 steps per epoch, snapshots every 5: done steps 6-14 of either chunk's first epoch leave a mid-epoch one
-    kill_at = random.Random().choice([*range(6, 15), *range(46, 55)])
+    kill_at = seeded_draw.choice([*range(6, 15), *range(46, 55)])  # replay: HIL_TEST_SEED
     cut_dir, whole_dir = tmp_path / "cut", tmp_path / "whole"
     proc = subprocess.Popen([sys.executable, "-m", "hil.cli", *args, "--runs-dir", str(cut_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})

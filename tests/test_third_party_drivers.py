@@ -8,11 +8,10 @@ refuse them too (or why the call never reaches the instrument); test_refused_cal
 """
 
 import itertools
-from pathlib import Path
 
 import pytest
 import pyvisa
-import yaml
+from conftest import quiet_tree
 
 from drivers.lab import LabConfig
 from sim_backend.emulator import EmulatedLab
@@ -26,15 +25,12 @@ from qcodes.instrument_drivers.Keysight import KeysightB2962A  # noqa: E402
 
 QDac2 = pytest.importorskip("qcodes_contrib_drivers.drivers.QDevil.QDAC2").QDac2
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-emulated.yaml"
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def emu():
-    tree = yaml.safe_load(EXAMPLE.read_text())
-    tree["emulator"]["read_noise_V"] = 0.0
-    with EmulatedLab(LabConfig.model_validate(tree)) as lab:
+    with EmulatedLab(LabConfig.model_validate(quiet_tree())) as lab:
         yield lab
 
 

@@ -63,7 +63,7 @@ def _shown_default(value: Any) -> str:
 
 
 def flag_table() -> str:
-    """README's table of `hil train`'s flags, generated from its parser (tests/test_flags.py checks the README holds
+    """docs/flags.md's table of `hil train`'s flags, generated from its parser (tests/test_flags.py checks docs/flags.md holds
     it; print it with `python -c "from hil.cli import flag_table; print(flag_table())"`)."""
     fields = {f.dest: f for f in flag_fields()}
     sized = set(data_defaults({}))  # settings sized to the data where unset

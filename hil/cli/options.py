@@ -95,7 +95,7 @@ def _flag_kwargs(field: FlagField) -> dict[str, Any]:
 
 def add_run_options(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
     """The RunConfig flags, shared by train and the sweeps: one per config field marked with `flag(...)` in
-    hil.core.config, which holds its name, type and help (README's table is generated from them too)."""
+    hil.core.config, which holds its name, type and help (docs/flags.md's table is generated from them too)."""
     g = _Group(p.add_argument_group("run options (override the config file)"), exclude)
     g.add_argument("--config", type=Path, action="append", metavar="FILE",
                    help="YAML file with a RunConfig (nested as the config fields; unknown keys are errors); repeat to "
