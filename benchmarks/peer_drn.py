@@ -42,6 +42,14 @@ def main() -> int:
     p.add_argument("--variant", default="positive", choices=["positive", "centered", "negative"])
     p.add_argument("--schedule", type=float, default=1.0, help="learning-rate decay per epoch (the DRN code: 0.99)")
     p.add_argument("--dataset", default="fashion-mnist", help="a folder name under /usr/share/datasets")
+    p.add_argument("--diodes", default="bipolar", choices=["bipolar", "relu"],
+                   help="hidden diodes: the DRN code's half excitatory, half inhibitory layer, or every node a ReLU "
+                        "(as `hil train --preset paper`)")
+    p.add_argument("--biases", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the DRN code's node biases (--no-biases: they stay at their initial 0, as in --preset paper)")
+    p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+                   help="start each batch's free phase from the previous batch's state, as the DRN code's Trainer "
+                        "does (--no-warm-start: from 0 V, as `hil train` without --warm-start)")
     a = p.parse_args()
     sys.path.insert(0, a.drn)
     from model.function.cost import SquaredError
@@ -62,6 +70,9 @@ def main() -> int:
     torch.manual_seed(a.seed)
     energy_fn = DeepResistiveEnergy([(2, 28, 28), (1024,), (10,)], [1.0, 1.0], a.gamma)
     energy_fn.set_device("cpu")
+    if a.diodes == "relu":  # the paper's diodes: every hidden node clamped at 0 V from below (an instance override)
+        for hidden in energy_fn.layers()[1:-1]:
+            hidden.activate = (lambda layer: lambda: layer.state.clamp(min=0.0))(hidden)
     cost_fn = SquaredError(energy_fn.layers()[-1])
     network = Network(energy_fn)
     params, layers, free = energy_fn.params(), energy_fn.layers(), network.free_layers()
@@ -73,7 +84,7 @@ def main() -> int:
     relax = QuadraticMinimizer(energy_fn, free)
     relax.num_iterations, relax.mode = a.sweeps, "asynchronous"
     # its Optimizer is plain SGD with one learning rate per parameter (biases, then weights)
-    eta_bias = a.eta if a.eta_bias is None else a.eta_bias
+    eta_bias = (a.eta if a.eta_bias is None else a.eta_bias) if a.biases else 0.0  # lr 0: they stay at 0
     lrs = [eta_bias if type(q).__name__ == "Bias" else a.eta for q in params]
     opt = torch.optim.SGD([{"params": q.state, "lr": lr} for q, lr in zip(params, lrs)], lr=0.1)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=a.schedule)
@@ -110,7 +121,7 @@ def main() -> int:
         order = torch.randperm(len(xtr), generator=gen)
         for i in range(0, len(xtr), 4):
             idx = order[i:i + 4]
-            network.set_input(xtr[idx], reset=False)  # as its Trainer: from the previous batch's state
+            network.set_input(xtr[idx], reset=not a.warm_start)  # its Trainer: from the previous batch's state
             relax.compute_equilibrium()
             cost_fn.set_target(ytr[idx])
             for q, g in zip(trainable, estimator.compute_gradient()):
@@ -121,7 +132,7 @@ def main() -> int:
         sched.step()
         accs.append(evaluate())
         print(f"epoch {epoch + 1}: test accuracy {100 * accs[-1]:.1f}% ({time.time() - t0:.0f} s)", file=sys.stderr)
-    print(f"drn seed={a.seed} sigma={a.sigma:g} test accuracy per epoch: " + " ".join(f"{100 * x:.1f}" for x in accs))
+    print(f"drn seed={a.seed} sigma={a.sigma:g} diodes={a.diodes} biases={a.biases} warm={a.warm_start} test accuracy per epoch: " + " ".join(f"{100 * x:.1f}" for x in accs))
     return 0
 
 
