@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from hil.core.schema import read_yaml
 from hil.store import RunStore, StoreError, load_tensors
 from hil.sweep import SWEEP_COMMAND
 
@@ -156,8 +156,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load((Path(path) / "config.yaml").read_text())
-    return data if isinstance(data, dict) else {}
+    """A run folder's config.yaml as a tree (ConfigError naming the file when it is missing or not YAML)."""
+    return read_yaml(Path(path) / "config.yaml", "config.yaml")
 
 
 def journal_progress(path: Path) -> dict[str, Any] | None:
