@@ -175,3 +175,14 @@ def test_readings_are_reduced_as_they_are_taken(monkeypatch):
     v = torch.cat(net.voltages, -1)
     assert (st.mean - v).abs().max() < 5 * sigma / n**0.5
     assert (st.var / sigma**2 - 1).abs().max() < 5 * (2 / n) ** 0.5
+
+
+def test_accuracy_is_an_exact_fraction_of_the_samples():
+    """k of n correct is k/n in float64, so a sweep's threshold (0.7 = 700 of 1,000) counts an accuracy at it as
+    reaching it (a float32 division gave 0.69999999, below 0.7)."""
+    cfg, data, net = setup({"dtype": "float32"}, seeds=list(range(8)), replicas=8)
+    data.x_test, data.y_test = data.x_test[:10].float(), data.y_test[:10]
+    accs, _ = Trainer(cfg, net, data).evaluate(data.x_test, data.y_test)
+    assert len(accs) == 8
+    assert all(acc == round(acc * 10) / 10 for acc in accs), accs
+    assert any(round(acc * 10) not in (0, 5, 10) for acc in accs), accs  # some accuracy that float32 cannot hold
